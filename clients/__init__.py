@@ -1,0 +1,1 @@
+"""Clients: the txverify CLI, the client library and network runner."""

@@ -1,0 +1,237 @@
+"""The `txverify` command: run a simulated network, run its parts, verify slips."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
+from clients.network import DEFAULT_BANKS, READY_PREFIX, NetworkError, running_network, wait_any
+from clients.render import transaction_dict, transaction_table
+from txverify import logs, miniqr, units
+from txverify.banks import bank_label
+
+app = typer.Typer(
+    help="txverify: a PromptPay-style slip verification hub with simulated member banks.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+# Exit codes of `txverify verify` (also in its --help).
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_NOT_FOUND = 3
+EXIT_UNAVAILABLE = 4
+_EXIT_BY_STATUS = {
+    "INVALID_ARGUMENT": EXIT_BAD_INPUT,
+    "NOT_FOUND": EXIT_NOT_FOUND,
+    "UNAVAILABLE": EXIT_UNAVAILABLE,
+    "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
+}
+
+
+def _codes(text: str) -> list[str]:
+    codes = [c.strip() for c in text.split(",") if c.strip()]
+    for code in codes:
+        if not (len(code) == 3 and code.isdigit()):
+            raise typer.BadParameter(f"bank codes are 3 digits, got {code!r}")
+    if len(set(codes)) != len(codes):
+        raise typer.BadParameter("a bank code is listed twice")
+    return codes
+
+
+@app.command()
+def up(
+    port: Annotated[int, typer.Option(help="Hub port.")] = 50051,
+    host: Annotated[str, typer.Option(help="Hub address to listen on.")] = "127.0.0.1",
+    banks: Annotated[str, typer.Option(help="Bank codes to simulate.")] = ",".join(DEFAULT_BANKS),
+    seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
+    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 5,
+) -> None:
+    """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
+    codes = _codes(banks)
+    try:
+        with running_network(
+            banks=codes, hub_host=host, hub_port=port, seed=seed, transactions=transactions
+        ) as network:
+            out.print(f"[bold green]txverify is up[/]: hub at [bold]{network.hub_address}[/]")
+            for bank in network.banks:
+                out.print(f"  bank {bank_label(bank.code):<10} issuer at {bank.address}")
+            out.print("\nSample slips to try (in another terminal):")
+            for bank in network.banks:
+                for sample in bank.samples[:1]:
+                    out.print(
+                        f"  [dim]{bank_label(bank.code)}, "
+                        f"{units.format_baht(sample['amount_satang'])} THB[/]"
+                    )
+                    # soft_wrap: a copy-pasted command must never be broken across lines.
+                    out.print(
+                        f"  txverify verify {sample['qr_text']}", markup=False, soft_wrap=True
+                    )
+            out.print("\nCtrl-C stops the network.")
+            ended = wait_any(network.procs)
+            err.print(
+                f"[red]a process of the network exited (code {ended.returncode}); stopping[/]"
+            )
+            raise typer.Exit(1)
+    except NetworkError as exc:
+        err.print(f"[red]cannot start the network:[/] {exc}")
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        err.print("stopping...")
+
+
+@app.command()
+def hub(
+    members: Annotated[
+        Path, typer.Option(help="TOML file of members ([[member]] code, name, issuer_endpoint).")
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 50051,
+    issuer_timeout: Annotated[float, typer.Option(help="Cap in seconds per issuer inquiry.")] = 5.0,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    ready_line: Annotated[
+        bool, typer.Option(help="Print one ready line (JSON) on stdout once listening.")
+    ] = False,
+) -> None:
+    """Run the hub alone."""
+    from server.app import HubSettings, RunningHub, serve  # the CLI may start the hub
+
+    logs.configure(log_level)
+
+    def report(running: RunningHub) -> None:
+        if ready_line:
+            print(READY_PREFIX + json.dumps({"address": f"{host}:{running.port}"}), flush=True)
+
+    try:
+        settings = HubSettings(
+            host=host, port=port, members_file=members, issuer_timeout=issuer_timeout
+        )
+        asyncio.run(serve(settings, report))
+    except (ValueError, OSError) as exc:
+        err.print(f"[red]hub: {exc}[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def banks(
+    codes: Annotated[str, typer.Option(help="Bank codes to simulate.")] = ",".join(DEFAULT_BANKS),
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
+    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 5,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+) -> None:
+    """Run simulated banks alone, each on a free port; prints one ready line (JSON) on stdout."""
+    from simulators.server import BankSettings, RunningBank, serve_banks
+
+    logs.configure(log_level)
+
+    def report(running: list[RunningBank]) -> None:
+        ready = {
+            "banks": [
+                {
+                    "code": b.settings.code,
+                    "address": b.address,
+                    "samples": [
+                        {
+                            "qr_text": miniqr.build(tx.sending_bank, tx.trans_ref),
+                            "amount_satang": tx.amount,
+                        }
+                        for tx in b.ledger.recent_transactions(3)
+                    ],
+                }
+                for b in running
+            ]
+        }
+        print(READY_PREFIX + json.dumps(ready), flush=True)
+
+    settings = [
+        BankSettings(code=c, host=host, seed=seed, transactions=transactions) for c in _codes(codes)
+    ]
+    try:
+        asyncio.run(serve_banks(settings, report))
+    except OSError as exc:
+        err.print(f"[red]banks: {exc}[/]")
+        raise typer.Exit(1) from None
+
+
+@app.command(
+    epilog="Exit codes: 0 verified; 2 bad input (malformed QR or request); 3 not found "
+    "(slip, or issuer not a member); 4 issuer unavailable or too slow; 1 any other failure."
+)
+def verify(
+    qr_text: Annotated[str | None, typer.Argument(help="The slip's mini QR text.")] = None,
+    bank: Annotated[str | None, typer.Option(help="Sending bank code (with --ref).")] = None,
+    ref: Annotated[str | None, typer.Option(help="transRef (with --bank).")] = None,
+    hub_address: Annotated[
+        str, typer.Option("--hub", envvar="TXVERIFY_HUB", help="Hub host:port.")
+    ] = DEFAULT_HUB,
+    member: Annotated[
+        str, typer.Option(envvar="TXVERIFY_MEMBER", help="Your member code (dev mode).")
+    ] = "",
+    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 10.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Verify a slip by its QR text, or by --bank and --ref."""
+    if qr_text and (bank or ref):
+        raise typer.BadParameter("give QR text or --bank/--ref, not both")
+    if qr_text:
+        query = SlipQuery(qr_text=qr_text)
+    elif bank and ref:
+        query = SlipQuery(sending_bank=bank, trans_ref=ref)
+    else:
+        raise typer.BadParameter("give the slip's QR text, or both --bank and --ref")
+    try:
+        with TxVerifyClient(hub_address, member=member, timeout=timeout) as client:
+            response = client.verify(query)
+    except VerifyFailed as exc:
+        d = exc.details
+        if as_json:
+            print(
+                json.dumps(
+                    {
+                        "error": {
+                            "status": d.status.name,
+                            "reason": d.reason,
+                            "code": d.code,
+                            "message": d.message,
+                            "metadata": dict(d.metadata),
+                        }
+                    },
+                    ensure_ascii=False,
+                )
+            )
+        else:
+            err.print(f"[red]{d.status.name} {exc.reason}[/] {d.code} {d.message}".rstrip())
+        raise typer.Exit(_EXIT_BY_STATUS.get(d.status.name, EXIT_FAILED)) from None
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "requestId": response.request_id,
+                    "transaction": transaction_dict(response.transaction),
+                },
+                ensure_ascii=False,
+                indent=2,
+            )
+        )
+    else:
+        out.print(transaction_table(response.transaction))
+
+
+def main() -> None:
+    """Entry point of the `txverify` script."""
+    app(prog_name="txverify")
+
+
+if __name__ == "__main__":
+    main()

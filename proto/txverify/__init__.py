@@ -1,0 +1,1 @@
+"""The txverify contract: generated protobuf code, the slip QR codec, errors and units."""

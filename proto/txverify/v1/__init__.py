@@ -1,0 +1,1 @@
+"""Generated code of the txverify.v1 protobuf package (do not edit; `make proto`)."""

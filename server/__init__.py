@@ -1,0 +1,1 @@
+"""The hub: the central router that forwards slip inquiries to issuers."""

@@ -1,0 +1,53 @@
+"""Slip decoding: a VerifyRequest's QR text or SlipRef -> a validated SlipRef."""
+
+from __future__ import annotations
+
+import re
+
+from txverify import miniqr
+from txverify.errors import FieldViolation, Reason, ServiceError
+from txverify.v1 import common_pb2, verification_pb2
+
+_BANK = re.compile(r"^[0-9]{3}$")
+_TRANS_REF = re.compile(r"^[A-Za-z0-9]{1,32}$")
+
+
+def slip_of(request: verification_pb2.VerifyRequest) -> common_pb2.SlipRef:
+    """The slip a request names, or ServiceError INVALID_SLIP_QR / INVALID_REQUEST."""
+    which = request.WhichOneof("slip")
+    if which == "qr_text":
+        try:
+            ref = miniqr.parse(request.qr_text)
+        except miniqr.InvalidSlipQR as exc:
+            raise ServiceError(
+                Reason.INVALID_SLIP_QR,
+                f"invalid slip QR: {exc}",
+                metadata={"field": exc.field, "qr_reason": exc.reason.value},
+                violations=(FieldViolation(f"qr_text[{exc.field}]", str(exc)),),
+            ) from None
+        return common_pb2.SlipRef(sending_bank=ref.sending_bank, trans_ref=ref.trans_ref)
+    if which == "slip_ref":
+        slip = request.slip_ref
+        problems = []
+        if not _BANK.match(slip.sending_bank):
+            problems.append(
+                FieldViolation("slip_ref.sending_bank", "must be a 3-digit bank code, e.g. 014")
+            )
+        if not _TRANS_REF.match(slip.trans_ref):
+            problems.append(
+                FieldViolation("slip_ref.trans_ref", "must be 1-32 ASCII letters and digits")
+            )
+        if problems:
+            raise ServiceError(
+                Reason.INVALID_REQUEST,
+                "invalid slip_ref: " + "; ".join(f"{p.field} {p.description}" for p in problems),
+                metadata={"field": problems[0].field},
+                violations=tuple(problems),
+            )
+        return common_pb2.SlipRef(sending_bank=slip.sending_bank, trans_ref=slip.trans_ref)
+    raise ServiceError(
+        Reason.INVALID_REQUEST,
+        "a slip is required: set qr_text or slip_ref",
+        metadata={"field": "slip"},
+        violations=(FieldViolation("slip", "set qr_text or slip_ref"),),
+    )

@@ -1,0 +1,1 @@
+"""Simulated member banks: issuers with their own ledgers."""
