@@ -14,7 +14,7 @@ from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from clients.network import DEFAULT_BANKS, READY_PREFIX, NetworkError, running_network, wait_any
 from clients.render import transaction_dict, transaction_table
 from txverify import logs, miniqr, units
-from txverify.banks import bank_label
+from txverify.banks import bank_label, is_member_code
 
 app = typer.Typer(
     help="txverify: a PromptPay-style slip verification hub with simulated member banks.",
@@ -42,7 +42,7 @@ _EXIT_BY_STATUS = {
 def _codes(text: str) -> list[str]:
     codes = [c.strip() for c in text.split(",") if c.strip()]
     for code in codes:
-        if not (len(code) == 3 and code.isdigit()):
+        if not is_member_code(code):
             raise typer.BadParameter(f"bank codes are 3 digits, got {code!r}")
     if len(set(codes)) != len(codes):
         raise typer.BadParameter("a bank code is listed twice")

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-_CODE = re.compile(r"^[0-9]{3}$")
+from txverify.banks import is_member_code
+
 _ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
 
 
@@ -30,7 +31,7 @@ class Member:
     issuer_endpoint: str = ""  # host:port of its IssuerService; "" = not an issuer
 
     def __post_init__(self) -> None:
-        if not _CODE.match(self.code):
+        if not is_member_code(self.code):
             raise ValueError(f"member code must be 3 digits, got {self.code!r}")
         if self.issuer_endpoint and not _ENDPOINT.match(self.issuer_endpoint):
             raise ValueError(

@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 
 from txverify import miniqr
+from txverify.banks import is_member_code
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.v1 import common_pb2, verification_pb2
 
-_BANK = re.compile(r"^[0-9]{3}$")
 _TRANS_REF = re.compile(r"^[A-Za-z0-9]{1,32}$")
 
 
@@ -29,7 +29,7 @@ def slip_of(request: verification_pb2.VerifyRequest) -> common_pb2.SlipRef:
     if which == "slip_ref":
         slip = request.slip_ref
         problems = []
-        if not _BANK.match(slip.sending_bank):
+        if not is_member_code(slip.sending_bank):
             problems.append(
                 FieldViolation("slip_ref.sending_bank", "must be a 3-digit bank code, e.g. 014")
             )

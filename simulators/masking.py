@@ -12,7 +12,7 @@ def mask_account(number: str) -> str:
     format). Other lengths keep their length, show the 4 digits before the
     last one, and mask the rest.
     """
-    digits = "".join(ch for ch in number if ch.isdigit())
+    digits = "".join(ch for ch in number if "0" <= ch <= "9")
     if len(digits) == 10:
         return f"xxx-x-x{digits[5:9]}-x"
     if len(digits) <= 5:
@@ -41,7 +41,7 @@ def mask_proxy(kind: str, value: str) -> str:
     -> x-xxxx-xxxx0-12-3; e-mail keeps the first letter and the domain; other
     values keep their length and the last 4 characters.
     """
-    digits = "".join(ch for ch in value if ch.isdigit())
+    digits = "".join(ch for ch in value if "0" <= ch <= "9")
     if kind == "MSISDN" and len(digits) == 10:
         return _keep_last(f"{digits[:3]}-{digits[3:6]}-{digits[6:]}", 4)
     if kind == "NATID" and len(digits) == 13:
@@ -55,7 +55,12 @@ def mask_proxy(kind: str, value: str) -> str:
 
 
 def _keep_last(text: str, visible: int) -> str:
-    """Replace every letter or digit by MASK except the last `visible` ones; keep separators."""
+    """Replace every letter or digit by MASK except the last `visible` ones; keep separators.
+
+    A value no longer than `visible` is masked whole: showing it all would not mask it.
+    """
+    if sum(ch.isalnum() for ch in text) <= visible:
+        return "".join(MASK if ch.isalnum() else ch for ch in text)
     out: list[str] = []
     shown = 0
     for ch in reversed(text):

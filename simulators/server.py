@@ -14,6 +14,7 @@ from grpc_health.v1._async import HealthServicer
 from simulators.issuer import Issuer, IssuerServicer
 from simulators.ledger import LedgerStore, MemoryLedger
 from simulators.seed import seed_ledger
+from txverify.banks import is_member_code
 from txverify.grpcserver import add_health_and_reflection, bind, new_server
 from txverify.v1 import issuer_pb2, issuer_pb2_grpc
 
@@ -32,7 +33,7 @@ class BankSettings:
     transactions: int = 5
 
     def __post_init__(self) -> None:
-        if not (len(self.code) == 3 and self.code.isdigit()):
+        if not is_member_code(self.code):
             raise ValueError(f"bank code must be 3 digits, got {self.code!r}")
         if self.transactions < 0:
             raise ValueError("transactions must not be negative")

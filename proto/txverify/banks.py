@@ -42,6 +42,11 @@ BANKS: dict[str, Bank] = {
 }
 
 
+def is_member_code(code: str) -> bool:
+    """A member code is 3 ASCII digits (str.isdigit would also take Thai digits)."""
+    return len(code) == 3 and all("0" <= ch <= "9" for ch in code)
+
+
 def bank_label(code: str) -> str:
     """'014 SCB' for a known code, the code alone otherwise."""
     bank = BANKS.get(code)

@@ -13,7 +13,7 @@ CURRENCY = "THB"
 # Thailand has kept UTC+7 without daylight saving since 1920; a fixed offset
 # needs no tz database on the machine.
 BANGKOK = timezone(timedelta(hours=7), "Asia/Bangkok")
-_AMOUNT = re.compile(r"^(?P<baht>\d{1,13})(?:\.(?P<satang>\d{1,2}))?$")
+_AMOUNT = re.compile(r"^(?P<baht>[0-9]{1,13})(?:\.(?P<satang>[0-9]{1,2}))?$")
 
 
 def parse_baht(text: str) -> int:
