@@ -46,7 +46,7 @@ def network() -> Iterator[UpNetwork]:
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
-    hub, qrs = "", []
+    hub, qrs = "", list[str]()
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
         while len(qrs) < 5 and time.monotonic() < deadline and proc.poll() is None:
