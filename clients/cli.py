@@ -11,10 +11,17 @@ import typer
 from rich.console import Console
 
 from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
-from clients.network import DEFAULT_BANKS, READY_PREFIX, NetworkError, running_network, wait_any
+from clients.network import (
+    DEFAULT_BANKS,
+    READY_PREFIX,
+    NetworkError,
+    network_file,
+    running_network,
+    wait_any,
+)
 from clients.render import transaction_dict, transaction_table
-from txverify import logs, miniqr, units
-from txverify.banks import bank_label, is_member_code
+from txverify import logs, units
+from txverify.banks import is_member_code
 
 app = typer.Typer(
     help="txverify: a PromptPay-style slip verification hub with simulated member banks.",
@@ -51,33 +58,48 @@ def _codes(text: str) -> list[str]:
 
 @app.command()
 def up(
-    port: Annotated[int, typer.Option(help="Hub port.")] = 50051,
-    host: Annotated[str, typer.Option(help="Hub address to listen on.")] = "127.0.0.1",
-    banks: Annotated[str, typer.Option(help="Bank codes to simulate.")] = ",".join(DEFAULT_BANKS),
+    port: Annotated[int, typer.Option(help="Hub port; 0 picks a free one.")] = 50051,
+    host: Annotated[str, typer.Option(help="Address everything listens on.")] = "127.0.0.1",
+    banks: Annotated[
+        str, typer.Option(help="Member codes to simulate (900 = the e-wallet).")
+    ] = ",".join(DEFAULT_BANKS),
     seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
-    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 5,
+    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 2000,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Keep ledgers in this directory across restarts (default: temporary)."),
+    ] = None,
+    retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
     codes = _codes(banks)
     try:
         with running_network(
-            banks=codes, hub_host=host, hub_port=port, seed=seed, transactions=transactions
+            banks=codes,
+            hub_host=host,
+            hub_port=port,
+            seed=seed,
+            transactions=transactions,
+            data_dir=data,
+            extra_sim_args=("--retention-days", str(retention_days)),
         ) as network:
             out.print(f"[bold green]txverify is up[/]: hub at [bold]{network.hub_address}[/]")
+            out.print(f"  simulator control at {network.control_address}")
             for bank in network.banks:
-                out.print(f"  bank {bank_label(bank.code):<10} issuer at {bank.address}")
+                label = f"{bank.code} {bank.short_name}"
+                out.print(f"  member {label:<10} {bank.kind:<8} issuer at {bank.address}")
             out.print("\nSample slips to try (in another terminal):")
             for bank in network.banks:
                 for sample in bank.samples[:1]:
                     out.print(
-                        f"  [dim]{bank_label(bank.code)}, "
+                        f"  [dim]{bank.code} {bank.short_name}, "
                         f"{units.format_baht(sample['amount_satang'])} THB[/]"
                     )
                     # soft_wrap: a copy-pasted command must never be broken across lines.
                     out.print(
                         f"  txverify verify {sample['qr_text']}", markup=False, soft_wrap=True
                     )
-            out.print("\nCtrl-C stops the network.")
+            out.print(f"\nNetwork recorded in {network_file()}. Ctrl-C stops it.")
             ended = wait_any(network.procs)
             err.print(
                 f"[red]a process of the network exited (code {ended.returncode}); stopping[/]"
@@ -124,42 +146,57 @@ def hub(
 
 @app.command()
 def banks(
-    codes: Annotated[str, typer.Option(help="Bank codes to simulate.")] = ",".join(DEFAULT_BANKS),
+    codes: Annotated[str, typer.Option(help="Member codes to simulate.")] = ",".join(DEFAULT_BANKS),
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    control_port: Annotated[int, typer.Option(help="Control (BankSimulator) port.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
-    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 5,
+    transactions: Annotated[int, typer.Option(help="Transactions seeded per new bank.")] = 2000,
+    data: Annotated[Path | None, typer.Option(help="Keep ledgers in this directory.")] = None,
+    retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
-    """Run simulated banks alone, each on a free port; prints one ready line (JSON) on stdout."""
-    from simulators.server import BankSettings, RunningBank, serve_banks
+    """Run simulated banks alone (issuer ports chosen freely); prints one ready line (JSON)."""
+    from simulators.bank import SlipVisibility
+    from simulators.ledger import TxStatus
+    from simulators.server import RunningSimulator, SimulatorSettings, serve_simulator
 
     logs.configure(log_level)
 
-    def report(running: list[RunningBank]) -> None:
-        ready = {
-            "banks": [
+    def report(sim: RunningSimulator) -> None:
+        listed = []
+        for code, node in sim.nodes.items():
+            bank = node.bank
+            samples = [
+                {"qr_text": s.qr_text, "amount_satang": s.transaction.amount}
+                for s in bank.list_slips(50, None)
+                if bank.visibility(s.transaction) is SlipVisibility.VISIBLE
+                and s.transaction.status is TxStatus.COMPLETED
+            ][:3]
+            listed.append(
                 {
-                    "code": b.settings.code,
-                    "address": b.address,
-                    "samples": [
-                        {
-                            "qr_text": miniqr.build(tx.sending_bank, tx.trans_ref),
-                            "amount_satang": tx.amount,
-                        }
-                        for tx in b.ledger.recent_transactions(3)
-                    ],
+                    "code": code,
+                    "short_name": bank.profile.short_name,
+                    "name": bank.profile.name,
+                    "kind": bank.profile.kind.value,
+                    "address": node.address,
+                    "samples": samples,
                 }
-                for b in running
-            ]
-        }
-        print(READY_PREFIX + json.dumps(ready), flush=True)
+            )
+        ready = {"control": sim.control_address, "banks": listed}
+        print(READY_PREFIX + json.dumps(ready, ensure_ascii=False), flush=True)
 
-    settings = [
-        BankSettings(code=c, host=host, seed=seed, transactions=transactions) for c in _codes(codes)
-    ]
     try:
-        asyncio.run(serve_banks(settings, report))
-    except OSError as exc:
+        settings = SimulatorSettings(
+            codes=tuple(_codes(codes)),
+            host=host,
+            control_port=control_port,
+            data_dir=data,
+            seed=seed,
+            transactions=transactions,
+            retention_days=retention_days,
+        )
+        asyncio.run(serve_simulator(settings, report))
+    except (ValueError, OSError) as exc:
         err.print(f"[red]banks: {exc}[/]")
         raise typer.Exit(1) from None
 

@@ -4,37 +4,82 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from txverify.banks import BANKS
-
-DEFAULT_BANKS = ("002", "004", "006", "014", "025")
+DEFAULT_BANKS = ("002", "004", "006", "014", "025", "900")
 READY_PREFIX = "TXVERIFY-READY "
-STARTUP_TIMEOUT = 30.0
+STARTUP_TIMEOUT = 60.0
+NETWORK_ENV = "TXVERIFY_NETWORK"
 
 
 class NetworkError(RuntimeError):
-    """The network could not start; the message says which part and why."""
+    """The network could not start or be found; the message says which part and why."""
 
 
 @dataclass(frozen=True, slots=True)
 class BankInfo:
-    """What the banks process reports for one bank once it listens."""
+    """One simulated member as the simulator reports it once it listens."""
 
     code: str
-    address: str
-    samples: tuple[dict[str, Any], ...]
+    short_name: str
+    name: str
+    kind: str  # BANK or NON_BANK
+    address: str  # its IssuerService
+    samples: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    """A running network: where the hub and the simulator's control API listen."""
+
+    hub_address: str
+    control_address: str
+    banks: list[BankInfo]
+    procs: list[subprocess.Popen[str]]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "hub": self.hub_address,
+                "control": self.control_address,
+                "banks": [asdict(b) | {"samples": []} for b in self.banks],
+                "pid": os.getpid(),
+            },
+            indent=2,
+        )
+
+
+def network_file() -> Path:
+    """Where `txverify up` records the running network for the other commands."""
+    configured = os.environ.get(NETWORK_ENV)
+    if configured:
+        return Path(configured)
+    return Path(tempfile.gettempdir()) / f"txverify-{os.getuid()}" / "network.json"
+
+
+def load_network() -> dict[str, Any]:
+    """The network `txverify up` recorded, or NetworkError saying how to get one."""
+    path = network_file()
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise NetworkError(
+            f"no running network recorded at {path}: start one with `txverify up` "
+            "(or pass the address explicitly)"
+        ) from None
+    return data
 
 
 def _cli(*args: str) -> list[str]:
@@ -71,26 +116,15 @@ def wait_serving(address: str, timeout: float) -> None:
 def members_toml(banks: Sequence[BankInfo]) -> str:
     lines = []
     for bank in banks:
-        known = BANKS.get(bank.code)
-        name = known.name if known else f"Simulated bank {bank.code}"
         lines += [
             "[[member]]",
             f'code = "{bank.code}"',
-            f'name = "{name}"',
-            'kind = "BANK"',
+            f"name = {json.dumps(bank.name)}",  # a JSON string is a valid TOML basic string
+            f'kind = "{bank.kind}"',
             f'issuer_endpoint = "{bank.address}"',
             "",
         ]
     return "\n".join(lines)
-
-
-@dataclass(frozen=True, slots=True)
-class Network:
-    """A running network: the hub's address, the banks, and the child processes."""
-
-    hub_address: str
-    banks: list[BankInfo]
-    procs: list[subprocess.Popen[str]]
 
 
 @contextlib.contextmanager
@@ -101,51 +135,60 @@ def running_network(
     hub_port: int,
     seed: int,
     transactions: int,
+    data_dir: Path | None,
+    extra_sim_args: Sequence[str] = (),
 ) -> Iterator[Network]:
-    """Start the banks process, then the hub pointed at them; stop both on exit."""
+    """Start the simulator process, then the hub pointed at its banks; stop both on exit."""
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="txverify-") as tmp:
+        workdir = data_dir or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        record = network_file()
         try:
-            bank_proc = subprocess.Popen(
-                _cli(
-                    "banks",
-                    "--codes",
-                    ",".join(banks),
-                    "--seed",
-                    str(seed),
-                    "--transactions",
-                    str(transactions),
-                ),
-                stdout=subprocess.PIPE,
-                text=True,
+            sim_args = ["banks", "--codes", ",".join(banks), "--seed", str(seed)]
+            sim_args += ["--transactions", str(transactions), "--host", hub_host]
+            if data_dir is not None:
+                sim_args += ["--data", str(data_dir)]
+            sim = subprocess.Popen(
+                _cli(*sim_args, *extra_sim_args), stdout=subprocess.PIPE, text=True
             )
-            procs.append(bank_proc)
-            assert bank_proc.stdout is not None
-            ready = read_ready(bank_proc.stdout, bank_proc, "the simulated banks")
-            infos = [BankInfo(b["code"], b["address"], tuple(b["samples"])) for b in ready["banks"]]
-            members = Path(tmp) / "members.toml"
+            procs.append(sim)
+            assert sim.stdout is not None
+            ready = read_ready(sim.stdout, sim, "the simulated banks")
+            infos = [
+                BankInfo(
+                    b["code"],
+                    b["short_name"],
+                    b["name"],
+                    b["kind"],
+                    b["address"],
+                    tuple(b["samples"]),
+                )
+                for b in ready["banks"]
+            ]
+            members = workdir / "members.toml"
             members.write_text(members_toml(infos), encoding="utf-8")
-            hub_proc = subprocess.Popen(
+            hub = subprocess.Popen(
                 _cli(
-                    "hub",
-                    "--members",
-                    str(members),
-                    "--host",
-                    hub_host,
-                    "--port",
-                    str(hub_port),
-                    "--ready-line",
+                    "hub", "--members", str(members), "--host", hub_host,
+                    "--port", str(hub_port), "--ready-line",
                 ),
                 stdout=subprocess.PIPE,
                 text=True,
-            )
-            procs.append(hub_proc)
-            assert hub_proc.stdout is not None
-            hub_address = read_ready(hub_proc.stdout, hub_proc, "the hub")["address"]
+            )  # fmt: skip
+            procs.append(hub)
+            assert hub.stdout is not None
+            hub_address = read_ready(hub.stdout, hub, "the hub")["address"]
             wait_serving(hub_address, timeout=STARTUP_TIMEOUT)
-            yield Network(hub_address, infos, procs)
+            network = Network(hub_address, ready["control"], infos, procs)
+            record.parent.mkdir(parents=True, exist_ok=True)
+            record.write_text(network.to_json(), encoding="utf-8")
+            yield network
         finally:
             stop_all(procs)
+            with contextlib.suppress(OSError, ValueError):
+                if json.loads(record.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                    record.unlink()
 
 
 def wait_any(procs: Sequence[subprocess.Popen[str]]) -> subprocess.Popen[str]:

@@ -1,56 +1,27 @@
-"""A simulated bank's IssuerService: answers inquiries from its ledger, masked."""
+"""A simulated bank's IssuerService: answers inquiries from its ledger, masked, with faults."""
 
 from __future__ import annotations
 
 import logging
-import re
+import random
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
 from simulators import masking
-from simulators.ledger import LedgerStore, LedgerTransaction, PartyRecord, TxStatus
+from simulators.bank import Bank
+from simulators.faults import FaultSpec, InjectedFault, before_inquiry
+from simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
 from txverify import units
-from txverify.errors import Reason, ServiceError, abort
+from txverify.errors import ServiceError, abort
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc
 
 log = logging.getLogger(__name__)
-
-_TRANS_REF = re.compile(r"^[A-Za-z0-9]{1,32}$")
-# Bank-side "missing or invalid parameter" in the existing central system.
-BANK_INVALID_PARAMETER = "8400"
 _STATUS = {
     TxStatus.COMPLETED: common_pb2.TRANSACTION_STATUS_COMPLETED,
     TxStatus.REVERSED: common_pb2.TRANSACTION_STATUS_REVERSED,
 }
-
-
-class Issuer:
-    """One bank's answers to slip inquiries; knows nothing of gRPC."""
-
-    def __init__(self, bank_code: str, ledger: LedgerStore) -> None:
-        self.bank_code = bank_code
-        self.ledger = ledger
-
-    def inquire(self, sending_bank: str, trans_ref: str) -> common_pb2.Transaction:
-        """The masked transaction, or ServiceError SLIP_NOT_FOUND / INVALID_REQUEST."""
-        if sending_bank != self.bank_code:
-            raise ServiceError(
-                Reason.INVALID_REQUEST,
-                f"this is bank {self.bank_code}; the slip names bank {sending_bank!r}",
-                code=BANK_INVALID_PARAMETER,
-            )
-        if not _TRANS_REF.match(trans_ref):
-            raise ServiceError(
-                Reason.INVALID_REQUEST,
-                "transRef must be 1-32 ASCII letters and digits",
-                code=BANK_INVALID_PARAMETER,
-            )
-        tx = self.ledger.get_transaction(trans_ref)
-        if tx is None:
-            raise ServiceError(
-                Reason.SLIP_NOT_FOUND, f"no transaction {trans_ref} at bank {self.bank_code}"
-            )
-        return masked_transaction(tx)
 
 
 def masked_transaction(tx: LedgerTransaction) -> common_pb2.Transaction:
@@ -95,26 +66,24 @@ def _masked_party(party: PartyRecord) -> common_pb2.Party:
 
 
 class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
-    """gRPC adapter over Issuer."""
+    """gRPC adapter over Bank.inquire, behind the bank's current faults."""
 
-    def __init__(self, issuer: Issuer) -> None:
-        self.issuer = issuer
+    def __init__(self, bank: Bank, faults: Callable[[], FaultSpec]) -> None:
+        self.bank = bank
+        self.faults = faults
+        self.rng = random.Random()
 
     async def IssuerInquiry(
         self,
         request: issuer_pb2.IssuerInquiryRequest,
-        context: grpc.aio.ServicerContext[
-            issuer_pb2.IssuerInquiryRequest, issuer_pb2.IssuerInquiryResponse
-        ],
+        context: grpc.aio.ServicerContext[Any, Any],
     ) -> issuer_pb2.IssuerInquiryResponse:
         try:
-            tx = self.issuer.inquire(request.slip_ref.sending_bank, request.slip_ref.trans_ref)
+            await before_inquiry(self.faults(), self.rng)
+            tx = self.bank.inquire(request.slip_ref.sending_bank, request.slip_ref.trans_ref)
+        except InjectedFault as fault:
+            await context.abort(fault.status, str(fault))
         except ServiceError as error:
-            log.debug(
-                "inquiry bank=%s request_id=%s outcome=%s",
-                self.issuer.bank_code,
-                request.request_id,
-                error.reason,
-            )
+            log.debug("inquiry bank=%s outcome=%s", self.bank.code, error.reason)
             await abort(context, error)
-        return issuer_pb2.IssuerInquiryResponse(transaction=tx)
+        return issuer_pb2.IssuerInquiryResponse(transaction=masked_transaction(tx))

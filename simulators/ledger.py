@@ -1,7 +1,8 @@
-"""A simulated bank's ledger: unmasked transaction records behind one store interface."""
+"""A simulated bank's ledger: accounts, transactions and slips behind one store interface."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -23,6 +24,26 @@ class TxStatus(StrEnum):
 
     COMPLETED = "COMPLETED"
     REVERSED = "REVERSED"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRecord:
+    """A PromptPay proxy registered to an account (unmasked)."""
+
+    kind: ProxyKind
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class AccountRecord:
+    """An account at this bank (unmasked); balance in satang."""
+
+    account_number: str
+    name_th: str
+    name_en: str
+    balance: int
+    opened_at: datetime
+    proxies: tuple[ProxyRecord, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,39 +84,66 @@ class LedgerTransaction:
             raise ValueError("amount must be positive and fee not negative (satang)")
 
 
-class LedgerStore(Protocol):
-    """What a simulated bank needs from its storage; one class per backend."""
+@dataclass(frozen=True, slots=True)
+class StoredSlip:
+    """A transaction with the mini QR text of its slip."""
 
-    def add_transaction(self, tx: LedgerTransaction) -> None:
-        """Record a transaction; a duplicate trans_ref raises ValueError."""
+    transaction: LedgerTransaction
+    qr_text: str
+
+
+class LedgerStore(Protocol):
+    """What a simulated bank needs from its storage; one class per backend.
+
+    Money moves only inside `record_transfer` and `reverse`, each one atomic.
+    Failures are txverify.errors.ServiceError with the reason to report.
+    """
+
+    def open_account(self, account: AccountRecord) -> None:
+        """Add an account and its proxies (ACCOUNT_EXISTS if the number or a proxy is taken)."""
+
+    def get_account(self, account_number: str) -> AccountRecord | None:
+        """The account, or None."""
+
+    def account_by_proxy(self, proxy: ProxyRecord) -> AccountRecord | None:
+        """The account a proxy is registered to, or None."""
+
+    def first_account_with(self, min_balance: int) -> AccountRecord | None:
+        """The oldest account holding at least `min_balance` satang, or None."""
+
+    def record_transfer(
+        self, tx: LedgerTransaction, qr_text: str, *, debit: str, credit: str | None
+    ) -> int:
+        """Debit amount + fee from `debit`, credit amount to local account `credit` (if any),
+        store the transaction and its slip; returns the debited account's new balance.
+        INSUFFICIENT_FUNDS when the balance is short; ValueError on a duplicate transRef."""
+
+    def add_history(self, slips: Sequence[StoredSlip]) -> None:
+        """Store past transactions (seeding) without moving money."""
 
     def get_transaction(self, trans_ref: str) -> LedgerTransaction | None:
         """The transaction with this reference, or None."""
 
+    def reverse(self, trans_ref: str) -> LedgerTransaction:
+        """Mark REVERSED, refund the sender, take the amount back from a local receiver."""
+
+    def list_slips(self, limit: int, before: tuple[int, str] | None) -> list[StoredSlip]:
+        """Slips newest first; `before` = (trans_time µs, trans_ref) of the last one seen."""
+
     def count_transactions(self) -> int:
         """How many transactions the ledger holds."""
 
-    def recent_transactions(self, limit: int) -> list[LedgerTransaction]:
-        """The newest transactions first, at most `limit`."""
+    def count_accounts(self) -> int:
+        """How many accounts the ledger holds."""
+
+    def close(self) -> None:
+        """Release the storage."""
 
 
-class MemoryLedger:
-    """A ledger in a dict: for the walking skeleton and tests."""
+def open_ledger(url: str) -> LedgerStore:
+    """The ledger backend for a URL: `sqlite:///path/bank.sqlite` or `sqlite://` (memory)."""
+    if url.startswith("sqlite://"):
+        from simulators.sqlite_ledger import SqliteLedger
 
-    def __init__(self) -> None:
-        self._by_ref: dict[str, LedgerTransaction] = {}
-
-    def add_transaction(self, tx: LedgerTransaction) -> None:
-        if tx.trans_ref in self._by_ref:
-            raise ValueError(f"duplicate transRef {tx.trans_ref}")
-        self._by_ref[tx.trans_ref] = tx
-
-    def get_transaction(self, trans_ref: str) -> LedgerTransaction | None:
-        return self._by_ref.get(trans_ref)
-
-    def count_transactions(self) -> int:
-        return len(self._by_ref)
-
-    def recent_transactions(self, limit: int) -> list[LedgerTransaction]:
-        newest = sorted(self._by_ref.values(), key=lambda t: t.trans_time, reverse=True)
-        return newest[:limit]
+        return SqliteLedger(url)
+    raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///path or sqlite://")

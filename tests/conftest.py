@@ -8,33 +8,37 @@ import grpc
 import pytest
 
 from server.app import HubSettings, RunningHub, start_hub
-from server.registry import Member
-from simulators.server import BankSettings, RunningBank, start_bank
-from txverify.banks import BANKS
-from txverify.v1 import verification_pb2_grpc
+from server.registry import Member, MemberKind
+from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
+from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
 
-BANK_CODES = ("002", "014")
+BANK_CODES = ("002", "014", "900")
 
 
 @pytest.fixture
-async def banks() -> AsyncIterator[dict[str, RunningBank]]:
-    running: dict[str, RunningBank] = {}
+async def simulator() -> AsyncIterator[RunningSimulator]:
+    sim = await start_simulator(SimulatorSettings(codes=BANK_CODES, transactions=40))
     try:
-        for code in BANK_CODES:
-            running[code] = await start_bank(BankSettings(code=code, port=0, transactions=5))
-        yield running
+        yield sim
     finally:
-        for bank in running.values():
-            await bank.stop(grace=0)
+        await sim.stop()
+
+
+def members_of(sim: RunningSimulator) -> tuple[Member, ...]:
+    return tuple(
+        Member(
+            code=code,
+            name=node.bank.profile.name,
+            kind=MemberKind(node.bank.profile.kind.value),
+            issuer_endpoint=node.address,
+        )
+        for code, node in sim.nodes.items()
+    )
 
 
 @pytest.fixture
-async def hub(banks: dict[str, RunningBank]) -> AsyncIterator[RunningHub]:
-    members = tuple(
-        Member(code=code, name=BANKS[code].name, issuer_endpoint=bank.address)
-        for code, bank in banks.items()
-    )
-    running = await start_hub(HubSettings(port=0, members=members))
+async def hub(simulator: RunningSimulator) -> AsyncIterator[RunningHub]:
+    running = await start_hub(HubSettings(port=0, members=members_of(simulator)))
     try:
         yield running
     finally:
@@ -52,3 +56,11 @@ def verifier(
     hub_channel: grpc.aio.Channel,
 ) -> verification_pb2_grpc.VerificationServiceAsyncStub:
     return verification_pb2_grpc.VerificationServiceStub(hub_channel)
+
+
+@pytest.fixture
+async def control(
+    simulator: RunningSimulator,
+) -> AsyncIterator[simulator_pb2_grpc.BankSimulatorAsyncStub]:
+    async with grpc.aio.insecure_channel(simulator.control_address) as channel:
+        yield simulator_pb2_grpc.BankSimulatorStub(channel)

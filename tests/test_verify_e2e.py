@@ -10,8 +10,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import RunningHub
-from simulators.ledger import LedgerTransaction, PartyRecord
-from simulators.server import RunningBank
+from simulators.bank import SlipVisibility
+from simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
+from simulators.server import RunningSimulator
 from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
@@ -22,8 +23,18 @@ if TYPE_CHECKING:  # the async stub type exists only in the .pyi stubs
     Stub: TypeAlias = verification_pb2_grpc.VerificationServiceAsyncStub
 
 
-def _seeded(bank: RunningBank) -> LedgerTransaction:
-    return bank.ledger.recent_transactions(1)[0]
+def _seeded(sim: RunningSimulator, code: str) -> LedgerTransaction:
+    """A seeded transfer an inquiry finds: visible, completed, not a bill payment."""
+    bank = sim.nodes[code].bank
+    for slip in bank.list_slips(100, None):
+        tx = slip.transaction
+        if (
+            bank.visibility(tx) is SlipVisibility.VISIBLE
+            and tx.status is TxStatus.COMPLETED
+            and not tx.ref1
+        ):
+            return tx
+    raise AssertionError(f"no visible seeded slip at {code}")
 
 
 async def _fail(stub: Stub, request: verification_pb2.VerifyRequest) -> ErrorDetails:
@@ -32,18 +43,35 @@ async def _fail(stub: Stub, request: verification_pb2.VerifyRequest) -> ErrorDet
     return details_of(caught.value)
 
 
+def _expected_proxy_mask(kind: str, value: str) -> str:
+    if kind == "MSISDN":
+        return f"xxx-xxx-{value[-4:]}"
+    if kind == "NATID":
+        return f"x-xxxx-xxxx{value[9]}-{value[10:12]}-{value[12]}"
+    return "x" * (len(value) - 4) + value[-4:]
+
+
 def _assert_party(masked: common_pb2.Party, raw: PartyRecord) -> None:
     first_th, surname_th = raw.name_th.split()
     first_en, surname_en = raw.name_en.split()
     assert f"{first_th} {surname_th[0]}" == masked.display_name
     assert f"{first_en} {surname_en[0]}" == masked.name
-    assert common_pb2.ACCOUNT_TYPE_BANKAC == masked.account.type
-    assert f"xxx-x-x{raw.account[5:9]}-x" == masked.account.value
+    if raw.account:
+        assert common_pb2.ACCOUNT_TYPE_BANKAC == masked.account.type
+        assert f"xxx-x-x{raw.account[5:9]}-x" == masked.account.value
+    else:
+        assert not masked.HasField("account")
     if raw.proxy_kind is None:
         assert not masked.HasField("proxy")
     else:
         assert f"PROXY_TYPE_{raw.proxy_kind}" == common_pb2.ProxyType.Name(masked.proxy.type)
-        assert f"xxx-xxx-{raw.proxy_value[-4:]}" == masked.proxy.value
+        assert _expected_proxy_mask(raw.proxy_kind, raw.proxy_value) == masked.proxy.value
+
+
+_STATUS = {
+    TxStatus.COMPLETED: common_pb2.TRANSACTION_STATUS_COMPLETED,
+    TxStatus.REVERSED: common_pb2.TRANSACTION_STATUS_REVERSED,
+}
 
 
 def _assert_transaction(tx: common_pb2.Transaction, raw: LedgerTransaction) -> None:
@@ -57,15 +85,15 @@ def _assert_transaction(tx: common_pb2.Transaction, raw: LedgerTransaction) -> N
     assert (raw.ref1, raw.ref2, raw.ref3) == (tx.ref1, tx.ref2, tx.ref3)
     assert raw.to_merchant_id == tx.to_merchant_id
     assert "TH" == tx.country_code
-    assert common_pb2.TRANSACTION_STATUS_COMPLETED == tx.status
+    assert _STATUS[raw.status] == tx.status
     _assert_party(tx.sender, raw.sender)
     _assert_party(tx.receiver, raw.receiver)
 
 
 async def test_verify_by_qr_returns_the_masked_transaction(
-    verifier: Stub, banks: dict[str, RunningBank]
+    verifier: Stub, simulator: RunningSimulator
 ) -> None:
-    raw = _seeded(banks["014"])
+    raw = _seeded(simulator, "014")
     qr = miniqr.build(raw.sending_bank, raw.trans_ref)
 
     response = await verifier.Verify(verification_pb2.VerifyRequest(qr_text=qr), timeout=5)
@@ -74,9 +102,9 @@ async def test_verify_by_qr_returns_the_masked_transaction(
 
 
 async def test_verify_by_slip_ref_returns_the_masked_transaction(
-    verifier: Stub, banks: dict[str, RunningBank]
+    verifier: Stub, simulator: RunningSimulator
 ) -> None:
-    raw = _seeded(banks["002"])
+    raw = _seeded(simulator, "002")
     slip = common_pb2.SlipRef(sending_bank="002", trans_ref=raw.trans_ref)
 
     response = await verifier.Verify(verification_pb2.VerifyRequest(slip_ref=slip), timeout=5)
@@ -85,17 +113,22 @@ async def test_verify_by_slip_ref_returns_the_masked_transaction(
 
 
 async def test_every_seeded_slip_of_every_bank_verifies(
-    verifier: Stub, banks: dict[str, RunningBank]
+    verifier: Stub, simulator: RunningSimulator
 ) -> None:
-    for bank in banks.values():
-        for raw in bank.ledger.recent_transactions(100):
-            qr = miniqr.build(raw.sending_bank, raw.trans_ref)
-            response = await verifier.Verify(verification_pb2.VerifyRequest(qr_text=qr), timeout=5)
+    for node in simulator.nodes.values():
+        for slip in node.bank.list_slips(1000, None):
+            raw = slip.transaction
+            request = verification_pb2.VerifyRequest(qr_text=slip.qr_text)
+            if node.bank.visibility(raw) is SlipVisibility.EXPIRED:
+                error = await _fail(verifier, request)
+                assert (grpc.StatusCode.NOT_FOUND, "SLIP_EXPIRED") == (error.status, error.reason)
+                continue
+            response = await verifier.Verify(request, timeout=5)
             _assert_transaction(response.transaction, raw)
 
 
-async def test_request_id_is_echoed_or_made(verifier: Stub, banks: dict[str, RunningBank]) -> None:
-    slip = common_pb2.SlipRef(sending_bank="002", trans_ref=_seeded(banks["002"]).trans_ref)
+async def test_request_id_is_echoed_or_made(verifier: Stub, simulator: RunningSimulator) -> None:
+    slip = common_pb2.SlipRef(sending_bank="002", trans_ref=_seeded(simulator, "002").trans_ref)
 
     given = await verifier.Verify(
         verification_pb2.VerifyRequest(slip_ref=slip, request_id="merchant-42/abc"), timeout=5
@@ -132,9 +165,9 @@ async def test_unregistered_bank_is_not_found_issuer_not_found(verifier: Stub) -
 
 
 async def test_corrupted_crc_is_invalid_argument_naming_tag_91(
-    verifier: Stub, banks: dict[str, RunningBank]
+    verifier: Stub, simulator: RunningSimulator
 ) -> None:
-    raw = _seeded(banks["014"])
+    raw = _seeded(simulator, "014")
     qr = miniqr.build(raw.sending_bank, raw.trans_ref)
     corrupted = qr[:-1] + ("0" if qr[-1] != "0" else "1")
 
@@ -198,9 +231,9 @@ async def test_malformed_slip_ref_is_invalid_request_naming_the_field(
 
 @pytest.mark.parametrize("request_id", ["has space", "x" * 65, "ไทย"])
 async def test_malformed_request_id_is_invalid_request(
-    verifier: Stub, banks: dict[str, RunningBank], request_id: str
+    verifier: Stub, simulator: RunningSimulator, request_id: str
 ) -> None:
-    slip = common_pb2.SlipRef(sending_bank="002", trans_ref=_seeded(banks["002"]).trans_ref)
+    slip = common_pb2.SlipRef(sending_bank="002", trans_ref=_seeded(simulator, "002").trans_ref)
 
     error = await _fail(
         verifier, verification_pb2.VerifyRequest(slip_ref=slip, request_id=request_id)
@@ -210,10 +243,10 @@ async def test_malformed_request_id_is_invalid_request(
 
 
 async def test_stopped_issuer_is_unavailable_issuer_unavailable(
-    verifier: Stub, banks: dict[str, RunningBank]
+    verifier: Stub, simulator: RunningSimulator
 ) -> None:
-    raw = _seeded(banks["014"])
-    await banks["014"].stop(grace=0)
+    raw = _seeded(simulator, "014")
+    await simulator.nodes["014"].close()
 
     error = await _fail(
         verifier, verification_pb2.VerifyRequest(qr_text=miniqr.build("014", raw.trans_ref))
@@ -227,10 +260,10 @@ async def test_stopped_issuer_is_unavailable_issuer_unavailable(
 
 
 async def test_other_issuers_still_answer_while_one_is_down(
-    verifier: Stub, banks: dict[str, RunningBank]
+    verifier: Stub, simulator: RunningSimulator
 ) -> None:
-    await banks["014"].stop(grace=0)
-    raw = _seeded(banks["002"])
+    await simulator.nodes["014"].close()
+    raw = _seeded(simulator, "002")
 
     response = await verifier.Verify(
         verification_pb2.VerifyRequest(qr_text=miniqr.build("002", raw.trans_ref)), timeout=5

@@ -33,6 +33,12 @@ class Reason(StrEnum):
     ISSUER_TIMEOUT = "ISSUER_TIMEOUT"
     RATE_LIMITED = "RATE_LIMITED"
     INTERNAL = "INTERNAL"
+    # Simulator control (BankSimulator) only.
+    UNKNOWN_BANK = "UNKNOWN_BANK"
+    UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
+    ACCOUNT_EXISTS = "ACCOUNT_EXISTS"
+    INSUFFICIENT_FUNDS = "INSUFFICIENT_FUNDS"
+    ALREADY_REVERSED = "ALREADY_REVERSED"
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +64,11 @@ REASONS: Mapping[Reason, ReasonSpec] = {
     Reason.ISSUER_TIMEOUT: ReasonSpec(grpc.StatusCode.DEADLINE_EXCEEDED, "8503"),
     Reason.RATE_LIMITED: ReasonSpec(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     Reason.INTERNAL: ReasonSpec(grpc.StatusCode.INTERNAL, "6500"),
+    Reason.UNKNOWN_BANK: ReasonSpec(grpc.StatusCode.NOT_FOUND, ""),
+    Reason.UNKNOWN_ACCOUNT: ReasonSpec(grpc.StatusCode.NOT_FOUND, ""),
+    Reason.ACCOUNT_EXISTS: ReasonSpec(grpc.StatusCode.ALREADY_EXISTS, ""),
+    Reason.INSUFFICIENT_FUNDS: ReasonSpec(grpc.StatusCode.FAILED_PRECONDITION, ""),
+    Reason.ALREADY_REVERSED: ReasonSpec(grpc.StatusCode.FAILED_PRECONDITION, ""),
 }
 
 

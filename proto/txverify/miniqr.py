@@ -1,15 +1,25 @@
-"""Codec for the mini QR printed on Thai bank transfer slips (TLV text, API id 000001, CRC-16)."""
+"""Codec for the mini QR on Thai transfer slips: bank (API id 000001) and e-wallet (01) layouts."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
+from types import MappingProxyType
 from typing import Final
 
 MAX_TEXT_LENGTH: Final = 512
 API_ID_SLIP: Final = "000001"
+# Sub-tag 00 of an e-wallet (TrueMoney-style) slip; its value picks that layout.
+API_ID_EWALLET: Final = "01"
 DEFAULT_COUNTRY_CODE: Final = "TH"
+# The hub member code of TrueMoney. Non-banks have no Bank of Thailand FI code, so this is
+# txverify's own assignment, chosen apart from the FI codes in txverify.banks.
+TRUEMONEY_MEMBER_CODE: Final = "900"
+# E-wallet provider id (sub-tag 01 of an e-wallet slip) -> hub member code of that non-bank.
+EWALLET_PROVIDERS: Final[Mapping[str, str]] = MappingProxyType({"01": TRUEMONEY_MEMBER_CODE})
 
 # Top-level tags, and sub-tags of the nested payload in tag 00.
 _TAG_PAYLOAD: Final = "00"
@@ -18,8 +28,14 @@ _TAG_CRC: Final = "91"
 _SUB_API_ID: Final = "00"
 _SUB_BANK: Final = "01"
 _SUB_TRANS_REF: Final = "02"
+# Sub-tags of the e-wallet layout; 00 is the API id and 01 the provider id, as in the bank layout.
+_SUB_PROVIDER: Final = "01"
+_SUB_EVENT_TYPE: Final = "02"
+_SUB_TRANSACTION_ID: Final = "03"
+_SUB_DATE: Final = "04"
 
 _MAX_TRANS_REF: Final = 32
+_MAX_EVENT_TYPE: Final = 16
 # Offending values are echoed in messages only this far: the input may be hostile or huge.
 _ECHO_LIMIT: Final = 40
 
@@ -27,6 +43,7 @@ _PRINTABLE_ASCII: Final = re.compile(r"[ -~]*")
 _ASCII_DIGITS: Final = frozenset("0123456789")
 _ASCII_ALNUM: Final = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _ASCII_UPPER: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+_ASCII_UPPER_DIGITS: Final = _ASCII_UPPER | _ASCII_DIGITS
 # re's \d and str.isdigit() accept non-ASCII digits, so character classes are spelled out.
 _HEX: Final = "[0-9A-Fa-f]"
 # The CRC field as written in the wild; the three forms cannot match the same text.
@@ -53,14 +70,24 @@ class SlipReason(StrEnum):
     # A TLV length that is not 2 digits or runs past the end of its container; field: the
     # container being split, "" for the top level or "00" for the nested payload.
     BAD_LENGTH = "BAD_LENGTH"
-    # A required tag is absent; field "00", "00.00", "00.01", "00.02" or "91".
+    # A required tag is absent; field "00", "91", or a sub-tag of 00: "00.00" to "00.02" on a
+    # bank slip, "00.00" to "00.04" on an e-wallet slip.
     MISSING_FIELD = "MISSING_FIELD"
-    # The API id in 00.00 is not "000001" (slip verification); field "00.00".
+    # The API id in 00.00 is neither "000001" (bank slip) nor "01" (e-wallet slip); field "00.00".
     UNKNOWN_API_ID = "UNKNOWN_API_ID"
     # The sending bank code in 00.01 is not exactly 3 ASCII digits; field "00.01".
     BAD_BANK_CODE = "BAD_BANK_CODE"
-    # The transRef in 00.02 is not 1..32 ASCII letters and digits; field "00.02".
+    # The provider id in 00.01 of an e-wallet slip is not in EWALLET_PROVIDERS; field "00.01".
+    UNKNOWN_PROVIDER = "UNKNOWN_PROVIDER"
+    # The event type in 00.02 of an e-wallet slip is not 1..16 ASCII uppercase letters and
+    # digits (e.g. P2P); field "00.02".
+    BAD_EVENT_TYPE = "BAD_EVENT_TYPE"
+    # The transRef in 00.02 of a bank slip, or the transaction id in 00.03 of an e-wallet slip,
+    # is not 1..32 ASCII letters and digits; field "00.02" or "00.03".
     BAD_TRANS_REF = "BAD_TRANS_REF"
+    # The date in 00.04 of an e-wallet slip is not 8 ASCII digits DDMMYYYY of a real calendar
+    # date; field "00.04".
+    BAD_DATE = "BAD_DATE"
     # The country code in 51 is not 2 uppercase ASCII letters; field "51".
     BAD_COUNTRY_CODE = "BAD_COUNTRY_CODE"
     # The CRC in 91 is not 3-4 hex digits or does not match the text; field "91".
@@ -88,14 +115,27 @@ class InvalidSlipQR(ValueError):
         return (type(self), (self.reason, self.field, self.message))
 
 
+class SlipLayout(StrEnum):
+    """Which slip layout a mini QR uses, as sub-tag 00 (the API id) says."""
+
+    BANK = "BANK"
+    EWALLET = "EWALLET"
+
+
 @dataclass(frozen=True, slots=True)
 class SlipRef:
-    """What a slip mini QR identifies: the sending bank and its transaction reference."""
+    """What a slip mini QR identifies: the sending member and its transaction reference."""
 
+    # The issuer: a bank's FI code, or for an e-wallet slip the hub member code of the provider.
     sending_bank: str
+    # The transRef of a bank slip, or the transaction id of an e-wallet slip.
     trans_ref: str
     # Tag 51 is optional on the slip; Thai slips that omit it are Thai.
     country_code: str = DEFAULT_COUNTRY_CODE
+    layout: SlipLayout = SlipLayout.BANK
+    # E-wallet slips only: the event type (e.g. P2P) and the date they print; empty on bank slips.
+    event_type: str = ""
+    trans_date: date | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +161,7 @@ def crc16_ccitt_false(data: bytes) -> int:
 def build(sending_bank: str, trans_ref: str, country_code: str = DEFAULT_COUNTRY_CODE) -> str:
     """The mini QR text for a slip; raises InvalidSlipQR (a ValueError) on a bad field."""
     _check_bank(sending_bank)
-    _check_trans_ref(trans_ref)
+    _check_trans_ref(trans_ref, _SUB_TRANS_REF, "transaction reference")
     _check_country(country_code)
     payload = (
         _tlv(_SUB_API_ID, API_ID_SLIP)
@@ -130,6 +170,26 @@ def build(sending_bank: str, trans_ref: str, country_code: str = DEFAULT_COUNTRY
     )
     body = _tlv(_TAG_PAYLOAD, payload) + _tlv(_TAG_COUNTRY, country_code) + _TAG_CRC + "04"
     return body + f"{crc16_ccitt_false(body.encode('ascii')):04X}"
+
+
+def build_ewallet(
+    transaction_id: str, trans_date: date, event_type: str = "P2P", provider: str = "01"
+) -> str:
+    """The mini QR text for an e-wallet slip: no tag 51, lowercase CRC; raises InvalidSlipQR."""
+    _check_provider(provider)
+    _check_event_type(event_type)
+    _check_trans_ref(transaction_id, _SUB_TRANSACTION_ID, "transaction id")
+    # Spelled out: strftime("%Y") does not zero-pad years before 1000 on every platform.
+    day = f"{trans_date.day:02d}{trans_date.month:02d}{trans_date.year:04d}"
+    payload = (
+        _tlv(_SUB_API_ID, API_ID_EWALLET)
+        + _tlv(_SUB_PROVIDER, provider)
+        + _tlv(_SUB_EVENT_TYPE, event_type)
+        + _tlv(_SUB_TRANSACTION_ID, transaction_id)
+        + _tlv(_SUB_DATE, day)
+    )
+    body = _tlv(_TAG_PAYLOAD, payload) + _TAG_CRC + "04"
+    return body + f"{crc16_ccitt_false(body.encode('ascii')):04x}"
 
 
 def parse(text: str) -> SlipRef:
@@ -145,11 +205,46 @@ def parse(text: str) -> SlipRef:
     if _TAG_PAYLOAD not in fields:
         raise _missing(_TAG_PAYLOAD, "nested payload")
     sub = _split_tlvs(fields[_TAG_PAYLOAD], container=_TAG_PAYLOAD)
-    _check_api_id(_required(sub, _SUB_API_ID, "API id"))
-    bank = _check_bank(_required(sub, _SUB_BANK, "sending bank code"))
-    ref = _check_trans_ref(_required(sub, _SUB_TRANS_REF, "transaction reference"))
-    country = _check_country(fields.get(_TAG_COUNTRY, DEFAULT_COUNTRY_CODE))
-    return SlipRef(sending_bank=bank, trans_ref=ref, country_code=country)
+    api_id = _required(sub, _SUB_API_ID, "API id")
+    if api_id == API_ID_SLIP:
+        bank = _check_bank(_required(sub, _SUB_BANK, "sending bank code"))
+        ref = _check_trans_ref(
+            _required(sub, _SUB_TRANS_REF, "transaction reference"),
+            _SUB_TRANS_REF,
+            "transaction reference",
+        )
+        country = _check_country(fields.get(_TAG_COUNTRY, DEFAULT_COUNTRY_CODE))
+        return SlipRef(sending_bank=bank, trans_ref=ref, country_code=country)
+    if api_id == API_ID_EWALLET:
+        return _parse_ewallet(sub, fields.get(_TAG_COUNTRY, DEFAULT_COUNTRY_CODE))
+    raise InvalidSlipQR(
+        SlipReason.UNKNOWN_API_ID,
+        "00.00",
+        f"tag 00.00 (API id) is {_echo(api_id)}, not {API_ID_SLIP} (bank slip)"
+        f" or {API_ID_EWALLET} (e-wallet slip)",
+    )
+
+
+def _parse_ewallet(sub: dict[str, str], country_code: str) -> SlipRef:
+    """The e-wallet layout's sub-fields, checked in tag order, and the slip they name."""
+    provider = _check_provider(_required(sub, _SUB_PROVIDER, "e-wallet provider id"))
+    event_type = _check_event_type(_required(sub, _SUB_EVENT_TYPE, "event type"))
+    transaction_id = _check_trans_ref(
+        _required(sub, _SUB_TRANSACTION_ID, "transaction id"),
+        _SUB_TRANSACTION_ID,
+        "transaction id",
+    )
+    trans_date = _check_date(_required(sub, _SUB_DATE, "date"))
+    # E-wallet slips carry no tag 51; one written anyway is held to the bank layout's rule.
+    country = _check_country(country_code)
+    return SlipRef(
+        sending_bank=EWALLET_PROVIDERS[provider],
+        trans_ref=transaction_id,
+        country_code=country,
+        layout=SlipLayout.EWALLET,
+        event_type=event_type,
+        trans_date=trans_date,
+    )
 
 
 def _clean(text: str) -> str:
@@ -260,16 +355,6 @@ def _required(sub: dict[str, str], tag: str, name: str) -> str:
     return sub[tag]
 
 
-def _check_api_id(value: str) -> str:
-    if value != API_ID_SLIP:
-        raise InvalidSlipQR(
-            SlipReason.UNKNOWN_API_ID,
-            "00.00",
-            f"tag 00.00 (API id) is {_echo(value)}, not {API_ID_SLIP} (slip verification)",
-        )
-    return value
-
-
 def _check_bank(value: str) -> str:
     if len(value) != 3 or not _is_digits(value):
         raise InvalidSlipQR(
@@ -280,15 +365,52 @@ def _check_bank(value: str) -> str:
     return value
 
 
-def _check_trans_ref(value: str) -> str:
-    if not 1 <= len(value) <= _MAX_TRANS_REF or not set(value) <= _ASCII_ALNUM:
+def _check_provider(value: str) -> str:
+    if value not in EWALLET_PROVIDERS:
+        known = ", ".join(sorted(EWALLET_PROVIDERS))
         raise InvalidSlipQR(
-            SlipReason.BAD_TRANS_REF,
+            SlipReason.UNKNOWN_PROVIDER,
+            "00.01",
+            f"tag 00.01 (e-wallet provider id) is {_echo(value)}, not a known provider ({known})",
+        )
+    return value
+
+
+def _check_event_type(value: str) -> str:
+    if not 1 <= len(value) <= _MAX_EVENT_TYPE or not set(value) <= _ASCII_UPPER_DIGITS:
+        raise InvalidSlipQR(
+            SlipReason.BAD_EVENT_TYPE,
             "00.02",
-            "tag 00.02 (transaction reference) must be 1-32 ASCII letters and digits,"
+            "tag 00.02 (event type) must be 1-16 ASCII uppercase letters and digits,"
             f" got {_echo(value)}",
         )
     return value
+
+
+def _check_trans_ref(value: str, sub_tag: str, name: str) -> str:
+    """A bank slip's transRef (sub-tag 02) or an e-wallet slip's transaction id (sub-tag 03)."""
+    if not 1 <= len(value) <= _MAX_TRANS_REF or not set(value) <= _ASCII_ALNUM:
+        path = _path(_TAG_PAYLOAD, sub_tag)
+        raise InvalidSlipQR(
+            SlipReason.BAD_TRANS_REF,
+            path,
+            f"tag {path} ({name}) must be 1-32 ASCII letters and digits, got {_echo(value)}",
+        )
+    return value
+
+
+def _check_date(value: str) -> date:
+    """DDMMYYYY as printed on e-wallet slips, as a calendar date."""
+    if len(value) == 8 and _is_digits(value):
+        try:
+            return date(int(value[4:]), int(value[2:4]), int(value[:2]))
+        except ValueError:
+            pass  # Digits, but no such day (31022026, or year 0000): reported below.
+    raise InvalidSlipQR(
+        SlipReason.BAD_DATE,
+        "00.04",
+        f"tag 00.04 (date) must be a real date as 8 digits DDMMYYYY, got {_echo(value)}",
+    )
 
 
 def _check_country(value: str) -> str:

@@ -117,6 +117,30 @@ TRANSACTION_STATUS_REVERSED: TransactionStatus.ValueType  # 2
 """The transfer was reversed after it completed; the slip is still found."""
 Global___TransactionStatus: _TypeAlias = TransactionStatus  # noqa: Y015
 
+class _MemberKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _MemberKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MemberKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    MEMBER_KIND_UNSPECIFIED: _MemberKind.ValueType  # 0
+    """Not set."""
+    MEMBER_KIND_BANK: _MemberKind.ValueType  # 1
+    """A bank with a Bank of Thailand FI code."""
+    MEMBER_KIND_NON_BANK: _MemberKind.ValueType  # 2
+    """A non-bank, e.g. an e-wallet provider (TrueMoney-style slips)."""
+
+class MemberKind(_MemberKind, metaclass=_MemberKindEnumTypeWrapper):
+    """Whether a member is a bank or a non-bank (e-wallet provider)."""
+
+MEMBER_KIND_UNSPECIFIED: MemberKind.ValueType  # 0
+"""Not set."""
+MEMBER_KIND_BANK: MemberKind.ValueType  # 1
+"""A bank with a Bank of Thailand FI code."""
+MEMBER_KIND_NON_BANK: MemberKind.ValueType  # 2
+"""A non-bank, e.g. an e-wallet provider (TrueMoney-style slips)."""
+Global___MemberKind: _TypeAlias = MemberKind  # noqa: Y015
+
 @_typing.final
 class Money(_message.Message):
     """An amount of money. Never a float: integer minor units only."""

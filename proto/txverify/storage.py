@@ -1,0 +1,50 @@
+"""Storage URLs and the one place SQLite connection pragmas are set."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import sqlite_utils
+
+# WAL: readers never block the writer and a commit is one sequential append.
+# busy_timeout: a second process (a CLI, a test) waits for a lock instead of
+# failing at once. foreign_keys: SQLite leaves them off unless asked.
+# synchronous=NORMAL is durable across process crashes in WAL mode; only an
+# OS crash or power loss can lose the last commits, acceptable for these stores.
+SQLITE_PRAGMAS: tuple[str, ...] = (
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 5000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+)
+MEMORY_URL = "sqlite://"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """`sqlite:///abs/path` or `sqlite://rel/path` -> the path; `sqlite://` -> None (in memory)."""
+    if not url.startswith("sqlite://"):
+        raise ValueError(f"not a sqlite URL: {url!r} (use sqlite:///path/to/file or sqlite://)")
+    rest = url.removeprefix("sqlite://")
+    if rest in ("", ":memory:"):
+        return None
+    return Path(rest)
+
+
+def connect_sqlite(url: str) -> sqlite_utils.Database:
+    """Open a SQLite database from its URL with the project's pragmas.
+
+    The connection may be used from another thread than the one that made it
+    (one thread at a time): asyncio servers hand work to executors.
+    """
+    path = sqlite_path(url)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(
+        ":memory:" if path is None else str(path),
+        check_same_thread=False,
+        isolation_level=None,  # autocommit; transactions are explicit BEGIN ... COMMIT
+    )
+    for pragma in SQLITE_PRAGMAS:
+        conn.execute(pragma)
+    return sqlite_utils.Database(conn)
