@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from clients import simulator
 from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from clients.network import (
     DEFAULT_BANKS,
@@ -263,6 +264,12 @@ def verify(
         )
     else:
         out.print(transaction_table(response.transaction))
+
+
+app.command()(simulator.slip)
+app.command()(simulator.reverse)
+app.command()(simulator.faults)
+app.add_typer(simulator.slips_app, name="slips")
 
 
 def main() -> None:

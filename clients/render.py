@@ -69,10 +69,10 @@ def _party_text(p: common_pb2.Party) -> str:
     return "\n".join(x for x in parts if x)
 
 
-def transaction_table(tx: common_pb2.Transaction) -> Table:
+def transaction_table(tx: common_pb2.Transaction, *, title: str = "Verified transaction") -> Table:
     """A two-column table of the transaction, as a person reads a slip."""
     when = units.bangkok(units.from_timestamp(tx.trans_time))
-    table = Table(title="Verified transaction", show_header=False, title_justify="left")
+    table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("field", style="bold")
     table.add_column("value")
     rows = [

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -36,13 +37,31 @@ def members_of(sim: RunningSimulator) -> tuple[Member, ...]:
     )
 
 
+HubFactory = Callable[..., Awaitable[RunningHub]]
+
+
 @pytest.fixture
-async def hub(simulator: RunningSimulator) -> AsyncIterator[RunningHub]:
-    running = await start_hub(HubSettings(port=0, members=members_of(simulator)))
+async def hub_factory(simulator: RunningSimulator) -> AsyncIterator[HubFactory]:
+    """Start hubs routing to the simulator's banks, with settings overrides; stops them all."""
+    started: list[RunningHub] = []
+
+    async def start(**overrides: Any) -> RunningHub:
+        running = await start_hub(
+            HubSettings(**{"port": 0, "members": members_of(simulator), **overrides})
+        )
+        started.append(running)
+        return running
+
     try:
-        yield running
+        yield start
     finally:
-        await running.stop(grace=0)
+        for running in started:
+            await running.stop(grace=0)
+
+
+@pytest.fixture
+async def hub(hub_factory: HubFactory) -> RunningHub:
+    return await hub_factory()
 
 
 @pytest.fixture

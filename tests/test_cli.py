@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -36,10 +37,19 @@ def _lines(stream: object, into: queue.Queue[str]) -> None:
         into.put(line)
 
 
+MEMBERS = 6  # five banks and the e-wallet
+
+
+@pytest.fixture(autouse=True)
+def _own_network_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's `txverify up` records its network in its own file (children inherit it)."""
+    monkeypatch.setenv("TXVERIFY_NETWORK", str(tmp_path / "network.json"))
+
+
 @pytest.fixture
 def network() -> Iterator[UpNetwork]:
     proc = subprocess.Popen(
-        _cli("up", "--port", "0", "--seed", "7"),
+        _cli("up", "--port", "0", "--seed", "7", "--transactions", "200"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -49,7 +59,7 @@ def network() -> Iterator[UpNetwork]:
     hub, qrs = "", list[str]()
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
-        while len(qrs) < 5 and time.monotonic() < deadline and proc.poll() is None:
+        while len(qrs) < MEMBERS and time.monotonic() < deadline and proc.poll() is None:
             try:
                 line = lines.get(timeout=0.5)
             except queue.Empty:
@@ -59,7 +69,7 @@ def network() -> Iterator[UpNetwork]:
             if match := re.search(r"txverify verify (\S+)", line):
                 qrs.append(match.group(1))
         assert hub, "txverify up did not print the hub address"
-        assert 5 == len(qrs), "txverify up did not print a sample slip per bank"
+        assert MEMBERS == len(qrs), "txverify up did not print a sample slip per member"
         yield UpNetwork(proc, hub, qrs)
     finally:
         if proc.poll() is None:
@@ -73,10 +83,12 @@ def network() -> Iterator[UpNetwork]:
             proc.stdout.close()
 
 
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(_cli(*args), capture_output=True, text=True, timeout=30, check=False)
+
+
 def _verify(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _cli("verify", *args), capture_output=True, text=True, timeout=30, check=False
-    )
+    return _run("verify", *args)
 
 
 @pytest.mark.timeout(120)
@@ -138,3 +150,79 @@ def test_up_stops_cleanly_on_ctrl_c(network: UpNetwork) -> None:
     assert 0 == network.proc.wait(timeout=20)
     unreachable = _verify("--hub", network.hub, "--timeout", "2", network.sample_qrs[0])
     assert 4 == unreachable.returncode
+
+
+@pytest.mark.timeout(120)
+def test_slip_makes_a_transfer_whose_png_and_qr_verify(network: UpNetwork, tmp_path: Path) -> None:
+    from clients.slipimage import decode_qr_texts
+
+    png = tmp_path / "slip.png"
+    made = _run(
+        "slip", "--from-bank", "004", "--to", "0812345678", "--amount", "150.00",
+        "--png", str(png), "--json",
+    )  # fmt: skip
+
+    assert 0 == made.returncode, made.stderr
+    slip = json.loads(made.stdout)
+    assert [slip["qrText"]] == decode_qr_texts(png)
+    verified = _verify("--hub", network.hub, "--json", slip["qrText"])
+    assert 0 == verified.returncode, verified.stderr
+    tx = json.loads(verified.stdout)["transaction"]
+    assert (15000, "004", "xxx-xxx-5678") == (
+        tx["amount"]["satang"],
+        tx["sendingBank"],
+        tx["receiver"]["proxy"]["value"],
+    )
+
+
+def test_slip_with_a_bad_amount_is_a_usage_error(network: UpNetwork) -> None:
+    result = _run("slip", "--from-bank", "004", "--to", "0812345678", "--amount", "1.234")
+
+    assert 2 == result.returncode
+    assert "not an amount" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_faults_refuse_makes_verify_unavailable_until_cleared(network: UpNetwork) -> None:
+    qr = network.sample_qrs[3]  # 014 SCB
+    assert "014" == miniqr.parse(qr).sending_bank
+
+    refused = _run("faults", "014", "--refuse")
+    down = _verify("--hub", network.hub, qr)
+    cleared = _run("faults", "014", "--clear")
+    deadline = time.monotonic() + 15
+    up = _verify("--hub", network.hub, qr)
+    while up.returncode != 0 and time.monotonic() < deadline:
+        time.sleep(0.3)
+        up = _verify("--hub", network.hub, qr)
+
+    assert (0, 4, 0, 0) == (refused.returncode, down.returncode, cleared.returncode, up.returncode)
+    assert "NO (refusing)" in refused.stdout
+
+
+@pytest.mark.timeout(120)
+def test_slips_export_writes_the_asked_mix(network: UpNetwork) -> None:
+    result = _run(
+        "slips", "export", "--count", "12", "--not-found", "2", "--malformed", "2",
+        "--expired", "1", "--unknown-issuer", "1", "--kinds",
+    )  # fmt: skip
+
+    assert 0 == result.returncode, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    kinds = [kind for kind, _ in rows]
+    assert {"valid": 12, "notfound": 2, "malformed": 2, "expired": 1, "unknownissuer": 1} == {
+        k: kinds.count(k) for k in set(kinds)
+    }
+    valid_banks = {miniqr.parse(qr).sending_bank for kind, qr in rows if kind == "valid"}
+    assert 6 == len(valid_banks)
+    expected_exit = {"valid": 0, "notfound": 3, "malformed": 2, "expired": 3, "unknownissuer": 3}
+    for kind in expected_exit:
+        qr = next(q for k, q in rows if k == kind)
+        assert expected_exit[kind] == _verify("--hub", network.hub, qr).returncode, kind
+
+
+def test_commands_without_a_network_say_how_to_start_one() -> None:
+    result = _run("faults", "014")
+
+    assert 1 == result.returncode
+    assert "txverify up" in result.stderr
