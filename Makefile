@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest proto clean
+.PHONY: run test lint typecheck pytest proto clean bench-bank
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -46,3 +46,7 @@ proto: $(DEV_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+## bench-bank: a simulated bank's IssuerInquiry rate vs a bare grpc.aio yardstick (M2)
+bench-bank: $(DEV_STAMP)
+	$(PY) bench/bank_bench.py --seconds 5 --rounds 3

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from txverify.banks import is_member_code
 
-_ENDPOINT = re.compile(r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}$")
+_ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")  # fullmatch
 
 
 class MemberKind(StrEnum):
@@ -33,7 +33,7 @@ class Member:
     def __post_init__(self) -> None:
         if not is_member_code(self.code):
             raise ValueError(f"member code must be 3 digits, got {self.code!r}")
-        if self.issuer_endpoint and not _ENDPOINT.match(self.issuer_endpoint):
+        if self.issuer_endpoint and not _ENDPOINT.fullmatch(self.issuer_endpoint):
             raise ValueError(
                 f"member {self.code}: issuer_endpoint must be host:port, "
                 f"got {self.issuer_endpoint!r}"

@@ -9,7 +9,7 @@ from txverify.banks import is_member_code
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.v1 import common_pb2, verification_pb2
 
-_TRANS_REF = re.compile(r"^[A-Za-z0-9]{1,32}$")
+_TRANS_REF = re.compile(r"[A-Za-z0-9]{1,32}")  # fullmatch: "$" would let "\n" through
 
 
 def slip_of(request: verification_pb2.VerifyRequest) -> common_pb2.SlipRef:
@@ -33,7 +33,7 @@ def slip_of(request: verification_pb2.VerifyRequest) -> common_pb2.SlipRef:
             problems.append(
                 FieldViolation("slip_ref.sending_bank", "must be a 3-digit bank code, e.g. 014")
             )
-        if not _TRANS_REF.match(slip.trans_ref):
+        if not _TRANS_REF.fullmatch(slip.trans_ref):
             problems.append(
                 FieldViolation("slip_ref.trans_ref", "must be 1-32 ASCII letters and digits")
             )

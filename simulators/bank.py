@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -21,15 +22,19 @@ from simulators.ledger import (
 )
 from simulators.profiles import Profile
 from simulators.proxies import check_account_number, normalise_proxy
-from simulators.seed import PEOPLE
+from simulators.seed import OTHER_BANKS, PEOPLE
 from txverify.banks import is_member_code
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.units import bangkok
 
 Clock = Callable[[], datetime]
 MAX_AMOUNT = 200_000_000  # 2 million baht in satang
-_TRANS_REF = re.compile(r"^[A-Za-z0-9]{1,32}$")
-_BILL_REF = re.compile(r"^[A-Za-z0-9]{0,20}$")
+_TRANS_REF = re.compile(r"[A-Za-z0-9]{1,32}")  # used with fullmatch: "$" would allow "\n"
+_BILL_REF = re.compile(r"[A-Za-z0-9]{0,20}")
+# Transactions kept in memory for repeated inquiries (load tests ask about the
+# same slips again and again); a reversal, the only change to a stored
+# transaction, drops its entry. Misses are not cached: a new slip must be found.
+CACHE_SIZE = 20_000
 # Bank-side "missing or invalid parameter" in the existing central system.
 BANK_INVALID_PARAMETER = "8400"
 
@@ -99,6 +104,7 @@ class Bank:
         self.visibility_delay = visibility_delay
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.rng = rng or random.Random()
+        self._cache: OrderedDict[str, LedgerTransaction] = OrderedDict()
 
     @property
     def code(self) -> str:
@@ -124,13 +130,13 @@ class Bank:
                 f"this is member {self.code}; the slip names {sending_bank!r}",
                 code=BANK_INVALID_PARAMETER,
             )
-        if not _TRANS_REF.match(trans_ref):
+        if not _TRANS_REF.fullmatch(trans_ref):
             raise ServiceError(
                 Reason.INVALID_REQUEST,
                 "transRef must be 1-32 ASCII letters and digits",
                 code=BANK_INVALID_PARAMETER,
             )
-        tx = self.ledger.get_transaction(trans_ref)
+        tx = self._lookup(trans_ref)
         state = None if tx is None else self.visibility(tx)
         if tx is None or state is SlipVisibility.NOT_YET_VISIBLE:
             raise ServiceError(
@@ -141,6 +147,18 @@ class Bank:
                 Reason.SLIP_EXPIRED,
                 f"transaction {trans_ref} is older than {self.retention_days} days",
             )
+        return tx
+
+    def _lookup(self, trans_ref: str) -> LedgerTransaction | None:
+        tx = self._cache.get(trans_ref)
+        if tx is not None:
+            self._cache.move_to_end(trans_ref)
+            return tx
+        tx = self.ledger.get_transaction(trans_ref)
+        if tx is not None:
+            self._cache[trans_ref] = tx
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
         return tx
 
     # accounts -------------------------------------------------------------------
@@ -186,17 +204,17 @@ class Bank:
 
     def transfer(self, order: TransferOrder) -> TransferResult:
         """Move money, store the transaction and its slip, return the slip."""
-        to_bank = order.to_bank or self.code
-        if not is_member_code(to_bank):
+        if order.to_bank and not is_member_code(order.to_bank):
             raise _bad("to_bank", "a 3-digit bank code")
         if not 1 <= order.amount <= MAX_AMOUNT:
             raise _bad("amount_satang", f"1 to {MAX_AMOUNT} satang")
         if not 0 <= order.fee <= MAX_AMOUNT:
             raise _bad("fee_satang", "0 or more satang")
         for field in ("ref1", "ref2", "ref3", "to_merchant_id"):
-            if not _BILL_REF.match(getattr(order, field)):
+            if not _BILL_REF.fullmatch(getattr(order, field)):
                 raise _bad(field, "up to 20 ASCII letters and digits")
-        receiver, credit = self._receiver(order, to_bank)
+        receiver, credit = self._receiver(order)
+        to_bank = receiver.bank
         sender_account = self._sender(order)
         now = self.clock()
         sender = PartyRecord(
@@ -250,19 +268,34 @@ class Bank:
             )
         return account
 
-    def _receiver(self, order: TransferOrder, to_bank: str) -> tuple[PartyRecord, str | None]:
-        """The receiving party and, when it is an account of this bank, its number to credit."""
+    def _receiver(self, order: TransferOrder) -> tuple[PartyRecord, str | None]:
+        """The receiving party and, when it is an account of this bank, its number to credit.
+
+        Without to_bank, an account is taken to be at this bank, and a proxy is
+        resolved as PromptPay's directory would: to this bank when registered
+        here, else to another bank chosen by the proxy (stable for a proxy).
+        """
         if bool(order.to_account) == (order.to_proxy is not None):
             raise _bad("to", "set exactly one of to_account and to_proxy")
         local: AccountRecord | None = None
         proxy: ProxyRecord | None = None
         number = ""
+        to_bank = order.to_bank or self.code
         if order.to_proxy is not None:
             proxy = normalise_proxy(order.to_proxy.kind, order.to_proxy.value, field="to_proxy")
             if proxy.kind is ProxyKind.BILLERID and not order.ref1:
                 raise _bad("ref1", "a bill payment (BILLERID) needs ref1")
+            if not order.to_bank and self.ledger.account_by_proxy(proxy) is None:
+                to_bank = directory_bank(proxy, exclude=self.code)
             if to_bank == self.code:
                 local = self.ledger.account_by_proxy(proxy)
+                # PromptPay refuses a proxy nobody registered; this bank can tell for its own.
+                if local is None and proxy.kind is not ProxyKind.BILLERID:
+                    raise ServiceError(
+                        Reason.UNKNOWN_ACCOUNT,
+                        f"no {proxy.kind} proxy {proxy.value} is registered at member {self.code}",
+                        metadata={"field": "to_proxy"},
+                    )
         else:
             number = check_account_number(order.to_account, field="to_account")
             if to_bank == self.code:
@@ -290,9 +323,12 @@ class Bank:
         return party, local.account_number if local else None
 
     def reverse(self, trans_ref: str) -> LedgerTransaction:
-        if not _TRANS_REF.match(trans_ref):
+        if not _TRANS_REF.fullmatch(trans_ref):
             raise _bad("trans_ref", "1-32 ASCII letters and digits")
-        return self.ledger.reverse(trans_ref)
+        try:
+            return self.ledger.reverse(trans_ref)
+        finally:
+            self._cache.pop(trans_ref, None)
 
     def list_slips(self, limit: int, before: tuple[int, str] | None) -> list[StoredSlip]:
         return self.ledger.list_slips(limit, before)
@@ -302,6 +338,13 @@ def _first_proxy(account: AccountRecord) -> tuple[ProxyKind | None, str]:
     if not account.proxies:
         return None, ""
     return account.proxies[0].kind, account.proxies[0].value
+
+
+def directory_bank(proxy: ProxyRecord, *, exclude: str) -> str:
+    """The bank a proxy registered elsewhere resolves to: stable, never `exclude`."""
+    banks = [b for b in OTHER_BANKS if b != exclude]
+    digest = hashlib.sha256(f"{proxy.kind}:{proxy.value}".encode()).digest()
+    return banks[digest[0] % len(banks)]
 
 
 def fictional_name(key: str) -> tuple[str, str]:

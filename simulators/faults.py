@@ -33,6 +33,11 @@ class FaultSpec:
     visibility_delay_ms: int = 0
 
     @property
+    def affects_answers(self) -> bool:
+        """Whether an inquiry must go through before_inquiry (the fast path skips it)."""
+        return self.hang or self.latency_ms > 0 or self.jitter_ms > 0 or self.error_rate > 0
+
+    @property
     def flapping(self) -> bool:
         return self.flap_down_s > 0
 

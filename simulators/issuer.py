@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 
 from simulators import masking
-from simulators.bank import Bank
+from simulators.bank import CACHE_SIZE, Bank
 from simulators.faults import FaultSpec, InjectedFault, before_inquiry
 from simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
 from txverify import units
@@ -72,6 +73,20 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         self.bank = bank
         self.faults = faults
         self.rng = random.Random()
+        # Masking is the costliest step of an answer; keep the masked form of
+        # recent transactions, rebuilt whenever the status has changed.
+        self._masked: OrderedDict[str, tuple[TxStatus, common_pb2.Transaction]] = OrderedDict()
+
+    def masked(self, tx: LedgerTransaction) -> common_pb2.Transaction:
+        hit = self._masked.get(tx.trans_ref)
+        if hit is not None and hit[0] is tx.status:
+            self._masked.move_to_end(tx.trans_ref)
+            return hit[1]
+        masked = masked_transaction(tx)
+        self._masked[tx.trans_ref] = (tx.status, masked)
+        if len(self._masked) > CACHE_SIZE:
+            self._masked.popitem(last=False)
+        return masked
 
     async def IssuerInquiry(
         self,
@@ -79,11 +94,13 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> issuer_pb2.IssuerInquiryResponse:
         try:
-            await before_inquiry(self.faults(), self.rng)
+            faults = self.faults()
+            if faults.affects_answers:
+                await before_inquiry(faults, self.rng)
             tx = self.bank.inquire(request.slip_ref.sending_bank, request.slip_ref.trans_ref)
         except InjectedFault as fault:
             await context.abort(fault.status, str(fault))
         except ServiceError as error:
             log.debug("inquiry bank=%s outcome=%s", self.bank.code, error.reason)
             await abort(context, error)
-        return issuer_pb2.IssuerInquiryResponse(transaction=masked_transaction(tx))
+        return issuer_pb2.IssuerInquiryResponse(transaction=self.masked(tx))

@@ -8,7 +8,7 @@ from simulators.ledger import ProxyKind, ProxyRecord
 from txverify.errors import FieldViolation, Reason, ServiceError
 
 _DIGITS = re.compile(r"[0-9]+")
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")  # fullmatch
 _SEPARATORS = str.maketrans("", "", " -")
 
 
@@ -41,7 +41,7 @@ def normalise_proxy(kind: ProxyKind, value: str, *, field: str) -> ProxyRecord:
         if not (_DIGITS.fullmatch(digits) and len(digits) == 15):
             problem = f"an {kind.value} is 15 digits"
         raw = digits
-    elif kind is ProxyKind.EMAIL and not _EMAIL.match(raw):
+    elif kind is ProxyKind.EMAIL and not _EMAIL.fullmatch(raw):
         problem = "not an e-mail address"
     if problem:
         raise ServiceError(

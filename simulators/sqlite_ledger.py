@@ -139,7 +139,7 @@ class SqliteLedger:
         proxies = tuple(
             ProxyRecord(ProxyKind(kind), value)
             for kind, value in self._conn.execute(
-                "SELECT type, value FROM proxies WHERE account_number = ? ORDER BY type, value",
+                "SELECT type, value FROM proxies WHERE account_number = ? ORDER BY rowid",
                 (number,),
             )
         )
@@ -192,6 +192,8 @@ class SqliteLedger:
                     (tx.amount, credit),
                 )
             self._insert(conn, [StoredSlip(tx, qr_text)], debit=debit, credit=credit)
+            if credit == debit:  # paying oneself: only the fee left the account
+                balance += tx.amount
         return balance
 
     def add_history(self, slips: Sequence[StoredSlip]) -> None:

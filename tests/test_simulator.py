@@ -42,7 +42,7 @@ async def _error(call: object) -> ErrorDetails:
 async def _transfer(
     control: Control, bank: str = "014", **fields: Any
 ) -> simulator_pb2.TransferResponse:
-    request = simulator_pb2.TransferRequest(bank=bank, to_bank="002", amount_satang=15_000)
+    request = simulator_pb2.TransferRequest(bank=bank, to_bank="011", amount_satang=15_000)
     request.to_proxy.CopyFrom(MOBILE)
     for key, value in fields.items():
         setattr(request, key, value)
@@ -77,7 +77,7 @@ async def test_transfer_issues_a_slip_the_hub_verifies(
 
     assert slip.transaction == verified.transaction
     tx = verified.transaction
-    assert (15_050, 500, "014", "002") == (
+    assert (15_050, 500, "014", "011") == (
         tx.amount.satang,
         tx.trans_fee_amount.satang,
         tx.sending_bank,

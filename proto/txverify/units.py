@@ -13,13 +13,13 @@ CURRENCY = "THB"
 # Thailand has kept UTC+7 without daylight saving since 1920; a fixed offset
 # needs no tz database on the machine.
 BANGKOK = timezone(timedelta(hours=7), "Asia/Bangkok")
-_AMOUNT = re.compile(r"^(?P<baht>[0-9]{1,13})(?:\.(?P<satang>[0-9]{1,2}))?$")
+_AMOUNT = re.compile(r"(?P<baht>[0-9]{1,13})(?:\.(?P<satang>[0-9]{1,2}))?")  # fullmatch
 
 
 def parse_baht(text: str) -> int:
     """'150', '150.5' or '1,500.00' baht -> satang. Raises ValueError on anything else."""
     cleaned = text.strip().replace(",", "")
-    match = _AMOUNT.match(cleaned)
+    match = _AMOUNT.fullmatch(cleaned)
     if match is None:
         raise ValueError(f"not an amount in baht: {text!r} (use digits like 150.00)")
     satang = (match.group("satang") or "0").ljust(2, "0")

@@ -1,0 +1,31 @@
+"""The benchmarks run and print their figures (they are not timed here: see bench/)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.timeout(180)
+def test_bank_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "bank.json"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "bank_bench.py"),
+            "--seconds", "0.5", "--rounds", "1", "--concurrency", "8",
+            "--transactions", "200", "--json", str(out),
+        ],
+        capture_output=True, text=True, timeout=170, check=False,
+    )  # fmt: skip
+
+    assert 0 == result.returncode, result.stderr
+    report = json.loads(out.read_text())
+    assert {"bare", "bank"} == {run["config"] for run in report["runs"]}
+    assert all(run["requests"] > 0 for run in report["runs"])
+    assert report["summary"]["cpu_capacity_ratio_bank_over_bare"] > 0
