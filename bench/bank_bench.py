@@ -3,14 +3,17 @@
 The yardstick is a grpc.aio server answering IssuerInquiry with a constant
 response of the same size as the bank's real answers (one real answer,
 serialized once). Both run in their own process, one after the other and
-alternating, against the same load (closed loop, client processes apart from
-the server), in one invocation: figures are ratios measured side by side.
+alternating, against the same load (client processes apart from the server),
+in one invocation: figures are ratios measured side by side.
 
-    python bench/bank_bench.py [--seconds 5] [--rounds 3] [--json FILE]
+    python bench/bank_bench.py [--seconds 5] [--rounds 3] [--rate 1500] [--json FILE]
 
-It prints, per configuration and round: requests/s, p50/p99 latency, and the
-server's CPU seconds per 1,000 requests (which does not depend on whether the
-client or the server saturates first), then the bank/yardstick ratios.
+On a 2-core machine a Python load generator saturates before a Python
+server does, so "rate" is measured as capacity: the server's CPU seconds per
+1,000 answers under the same offered load (open loop, --rate), whose inverse
+is the answers one CPU-second buys. --rate 0 runs closed loop instead and
+reports the throughput the client reached. Printed per configuration and
+round: requests/s, p50/p99 latency, server CPU s/1k; then the ratios.
 """
 
 from __future__ import annotations
@@ -96,8 +99,11 @@ def serve(kind: str, transactions: int, conn: Connection) -> None:
 # --- load (client processes) ---------------------------------------------------------------
 
 
-def load(address: str, refs: list[str], concurrency: int, seconds: float, conn: Connection) -> None:
-    """Closed loop: `concurrency` workers over several channels for `seconds`; send latencies."""
+def load(
+    address: str, refs: list[str], concurrency: int, rate: float, seconds: float, conn: Connection
+) -> None:
+    """Closed loop (`concurrency` workers) or, with a rate, open loop at `rate` requests/s
+    (latency counted from each request's scheduled time); sends the latencies."""
 
     async def main() -> list[float]:
         channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
@@ -123,7 +129,28 @@ def load(address: str, refs: list[str], concurrency: int, seconds: float, conn: 
                     continue
                 latencies.append(time.perf_counter() - start)
 
-        await asyncio.gather(*(worker(i) for i in range(concurrency)))
+        async def one(stub: Any, scheduled: float) -> None:
+            nonlocal errors
+            request = issuer_pb2.IssuerInquiryRequest(
+                slip_ref=common_pb2.SlipRef(sending_bank=BANK, trans_ref=rng.choice(refs))
+            )
+            try:
+                await stub.IssuerInquiry(request, timeout=10)
+            except grpc.aio.AioRpcError:
+                errors += 1
+                return
+            latencies.append(time.perf_counter() - scheduled)
+
+        if rate > 0:
+            start, tasks = time.perf_counter(), []
+            for i in range(int(rate * seconds)):
+                scheduled = start + i / rate
+                if (wait := scheduled - time.perf_counter()) > 0:
+                    await asyncio.sleep(wait)
+                tasks.append(asyncio.create_task(one(stubs[i % len(stubs)], scheduled)))
+            await asyncio.gather(*tasks)
+        else:
+            await asyncio.gather(*(worker(i) for i in range(concurrency)))
         for c in channels:
             await c.close()
         if errors:
@@ -152,9 +179,11 @@ def measure(kind: str, rnd: int, args: argparse.Namespace) -> Figures:
     port, refs = parent.recv()
     address = f"127.0.0.1:{port}"
     # Warm up (connections, caches), then measure.
-    _run_clients(ctx, address, refs, args.concurrency, 1.0, args.client_procs)
+    _run_clients(ctx, address, refs, args, 1.0)
     cpu0 = _cpu_seconds(server.pid)  # type: ignore[arg-type]
-    latencies = _run_clients(ctx, address, refs, args.concurrency, args.seconds, args.client_procs)
+    started = time.perf_counter()
+    latencies = _run_clients(ctx, address, refs, args, args.seconds)
+    elapsed = time.perf_counter() - started
     cpu = _cpu_seconds(server.pid) - cpu0  # type: ignore[arg-type]
     parent.send("stop")
     server.join(timeout=10)
@@ -164,7 +193,7 @@ def measure(kind: str, rnd: int, args: argparse.Namespace) -> Figures:
         config=kind,
         round=rnd,
         requests=n,
-        rps=n / args.seconds,
+        rps=n / elapsed,
         p50_ms=latencies[n // 2] * 1000,
         p99_ms=latencies[int(n * 0.99)] * 1000,
         server_cpu_s_per_1k=cpu / n * 1000,
@@ -172,12 +201,14 @@ def measure(kind: str, rnd: int, args: argparse.Namespace) -> Figures:
 
 
 def _run_clients(
-    ctx: Any, address: str, refs: list[str], concurrency: int, seconds: float, procs: int
+    ctx: Any, address: str, refs: list[str], args: argparse.Namespace, seconds: float
 ) -> list[float]:
     pipes, workers = [], []
+    procs = args.client_procs
     for _ in range(procs):
         parent, child = ctx.Pipe()
-        p = ctx.Process(target=load, args=(address, refs, concurrency // procs, seconds, child))
+        share = (address, refs, args.concurrency // procs, args.rate / procs, seconds, child)
+        p = ctx.Process(target=load, args=share)
         p.start()
         pipes.append(parent)
         workers.append(p)
@@ -194,7 +225,13 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per run")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
-    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight")
+    parser.add_argument("--concurrency", type=int, default=64, help="closed loop: in flight")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=1500,
+        help="open loop: requests/s offered to both servers (0 = closed loop, max throughput)",
+    )
     parser.add_argument("--client-procs", type=int, default=1, help="load processes")
     parser.add_argument("--transactions", type=int, default=5000, help="ledger size of the bank")
     parser.add_argument("--json", type=Path, help="write the figures here")
