@@ -75,18 +75,21 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         self.rng = random.Random()
         # Masking is the costliest step of an answer; keep the masked form of
         # recent transactions, rebuilt whenever the status has changed.
-        self._masked: OrderedDict[str, tuple[TxStatus, common_pb2.Transaction]] = OrderedDict()
+        self._answers: OrderedDict[str, tuple[TxStatus, issuer_pb2.IssuerInquiryResponse]] = (
+            OrderedDict()
+        )
 
-    def masked(self, tx: LedgerTransaction) -> common_pb2.Transaction:
-        hit = self._masked.get(tx.trans_ref)
+    def answer(self, tx: LedgerTransaction) -> issuer_pb2.IssuerInquiryResponse:
+        """The masked answer about `tx`, from the cache while its status is unchanged."""
+        hit = self._answers.get(tx.trans_ref)
         if hit is not None and hit[0] is tx.status:
-            self._masked.move_to_end(tx.trans_ref)
+            self._answers.move_to_end(tx.trans_ref)
             return hit[1]
-        masked = masked_transaction(tx)
-        self._masked[tx.trans_ref] = (tx.status, masked)
-        if len(self._masked) > CACHE_SIZE:
-            self._masked.popitem(last=False)
-        return masked
+        answer = issuer_pb2.IssuerInquiryResponse(transaction=masked_transaction(tx))
+        self._answers[tx.trans_ref] = (tx.status, answer)
+        if len(self._answers) > CACHE_SIZE:
+            self._answers.popitem(last=False)
+        return answer
 
     async def IssuerInquiry(
         self,
@@ -103,4 +106,4 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         except ServiceError as error:
             log.debug("inquiry bank=%s outcome=%s", self.bank.code, error.reason)
             await abort(context, error)
-        return issuer_pb2.IssuerInquiryResponse(transaction=self.masked(tx))
+        return self.answer(tx)
