@@ -10,12 +10,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from clients import simulator
+from clients import certs as certs_cli
+from clients import members, simulator
 from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from clients.network import (
     DEFAULT_BANKS,
     READY_PREFIX,
     NetworkError,
+    load_network,
     network_file,
     running_network,
     wait_any,
@@ -71,6 +73,13 @@ def up(
         typer.Option(help="Keep ledgers in this directory across restarts (default: temporary)."),
     ] = None,
     retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
+    use_tls: Annotated[
+        bool, typer.Option("--tls", help="Mutual TLS on both legs (member -> hub -> issuer).")
+    ] = False,
+    certs: Annotated[
+        Path | None,
+        typer.Option(help="Certificate directory for --tls (made if missing; default DATA/certs)."),
+    ] = None,
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
     codes = _codes(banks)
@@ -83,8 +92,15 @@ def up(
             transactions=transactions,
             data_dir=data,
             extra_sim_args=("--retention-days", str(retention_days)),
+            certs=(certs or (data / "certs" if data else None)) if use_tls else None,
+            use_tls=use_tls,
         ) as network:
-            out.print(f"[bold green]txverify is up[/]: hub at [bold]{network.hub_address}[/]")
+            mode = "mTLS" if network.certs else "dev mode (x-member-id header, loopback only)"
+            out.print(
+                f"[bold green]txverify is up[/]: hub at [bold]{network.hub_address}[/] ({mode})"
+            )
+            if network.certs:
+                out.print(f"  certificates in {network.certs} (use --certs with the CLI)")
             out.print(f"  simulator control at {network.control_address}")
             for bank in network.banks:
                 label = f"{bank.code} {bank.short_name}"
@@ -125,9 +141,29 @@ def hub(
     ready_line: Annotated[
         bool, typer.Option(help="Print one ready line (JSON) on stdout once listening.")
     ] = False,
+    db: Annotated[
+        str, typer.Option(help="Registry database URL: sqlite:///path/hub.sqlite or sqlite://.")
+    ] = "sqlite://",
+    certs: Annotated[
+        Path | None, typer.Option(help="Certificate directory: serve with mutual TLS.")
+    ] = None,
+    rate_limit_rps: Annotated[
+        float, typer.Option(help="Default Verify/s per member (0 = unlimited).")
+    ] = 0.0,
+    rate_limit_burst: Annotated[int, typer.Option(help="Default burst per member.")] = 100,
+    max_in_flight: Annotated[int, typer.Option(help="Inquiries in flight per issuer.")] = 200,
+    breaker_failures: Annotated[
+        int, typer.Option(help="Consecutive issuer failures that open its circuit.")
+    ] = 5,
+    breaker_cooldown: Annotated[
+        float, typer.Option(help="Seconds a circuit stays open before a probe.")
+    ] = 5.0,
 ) -> None:
-    """Run the hub alone."""
+    """Run the hub alone (dev mode, or mutual TLS with --certs)."""
     from server.app import HubSettings, RunningHub, serve  # the CLI may start the hub
+    from server.breaker import BreakerSettings
+    from server.identity import IdentityMode
+    from server.ratelimit import RateLimit
 
     logs.configure(log_level)
 
@@ -137,7 +173,16 @@ def hub(
 
     try:
         settings = HubSettings(
-            host=host, port=port, members_file=members, issuer_timeout=issuer_timeout
+            host=host,
+            port=port,
+            db=db,
+            members_file=members,
+            mode=IdentityMode.TLS if certs else IdentityMode.DEV,
+            pki=certs,
+            rate_limit=RateLimit(rate_limit_rps, rate_limit_burst) if rate_limit_rps else None,
+            issuer_timeout=issuer_timeout,
+            max_in_flight_per_issuer=max_in_flight,
+            breaker=BreakerSettings(breaker_failures, breaker_cooldown),
         )
         asyncio.run(serve(settings, report))
     except (ValueError, OSError) as exc:
@@ -154,6 +199,9 @@ def banks(
     transactions: Annotated[int, typer.Option(help="Transactions seeded per new bank.")] = 2000,
     data: Annotated[Path | None, typer.Option(help="Keep ledgers in this directory.")] = None,
     retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
+    certs: Annotated[
+        Path | None, typer.Option(help="Certificate directory: issuer ports require mTLS.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
 ) -> None:
     """Run simulated banks alone (issuer ports chosen freely); prints one ready line (JSON)."""
@@ -195,6 +243,7 @@ def banks(
             seed=seed,
             transactions=transactions,
             retention_days=retention_days,
+            pki=certs,
         )
         asyncio.run(serve_simulator(settings, report))
     except (ValueError, OSError) as exc:
@@ -211,11 +260,24 @@ def verify(
     bank: Annotated[str | None, typer.Option(help="Sending bank code (with --ref).")] = None,
     ref: Annotated[str | None, typer.Option(help="transRef (with --bank).")] = None,
     hub_address: Annotated[
-        str, typer.Option("--hub", envvar="TXVERIFY_HUB", help="Hub host:port.")
-    ] = DEFAULT_HUB,
+        str | None,
+        typer.Option(
+            "--hub",
+            envvar="TXVERIFY_HUB",
+            help=f"Hub host:port (default: as `txverify up` recorded, else {DEFAULT_HUB}).",
+        ),
+    ] = None,
     member: Annotated[
-        str, typer.Option(envvar="TXVERIFY_MEMBER", help="Your member code (dev mode).")
+        str,
+        typer.Option(
+            envvar="TXVERIFY_MEMBER",
+            help="Your member code (default: the one `txverify up` recorded).",
+        ),
     ] = "",
+    certs: Annotated[
+        Path | None,
+        typer.Option(envvar="TXVERIFY_CERTS", help="Certificate directory: call over mTLS."),
+    ] = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -228,8 +290,9 @@ def verify(
         query = SlipQuery(sending_bank=bank, trans_ref=ref)
     else:
         raise typer.BadParameter("give the slip's QR text, or both --bank and --ref")
+    hub_address, member, certs = _identity(hub_address, member, certs)
     try:
-        with TxVerifyClient(hub_address, member=member, timeout=timeout) as client:
+        with TxVerifyClient(hub_address, member=member, certs=certs, timeout=timeout) as client:
             response = client.verify(query)
     except VerifyFailed as exc:
         d = exc.details
@@ -266,7 +329,25 @@ def verify(
         out.print(transaction_table(response.transaction))
 
 
+def _identity(hub: str | None, member: str, certs: Path | None) -> tuple[str, str, Path | None]:
+    """Hub, member to speak for and certificates: as given, else as `txverify up` recorded."""
+    try:
+        network = load_network()
+    except NetworkError:
+        network = {}
+    if hub is not None and hub != network.get("hub"):
+        network = {}  # another hub: what was recorded is not about it
+    recorded = network.get("certs")
+    return (
+        hub or network.get("hub", DEFAULT_HUB),
+        member or network.get("member", ""),
+        certs or (Path(recorded) if recorded else None),
+    )
+
+
 app.command()(simulator.slip)
+app.add_typer(members.app, name="members")
+app.add_typer(certs_cli.app, name="certs")
 app.command()(simulator.reverse)
 app.command()(simulator.faults)
 app.add_typer(simulator.slips_app, name="slips")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 
+from txverify import tls
 from txverify.errors import ErrorDetails, details_of
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
@@ -43,11 +45,34 @@ class SlipQuery:
         )
 
 
-class TxVerifyClient:
-    """Verify slips through a hub over one channel; use as a context manager."""
+def hub_channel(hub: str, *, certs: Path | None = None, identity: str = "") -> grpc.Channel:
+    """A channel to the hub: mTLS with `identity`'s certificate from `certs`, else plaintext
+    (dev mode, where the hub trusts loopback callers to name themselves)."""
+    if certs is None:
+        return grpc.insecure_channel(hub)
+    if not identity:
+        raise ValueError("mTLS needs the identity whose certificate to present")
+    pki = tls.Pki(certs)
+    return grpc.secure_channel(hub, tls.channel_credentials(pki, identity))
 
-    def __init__(self, hub: str = DEFAULT_HUB, *, member: str = "", timeout: float = 10.0) -> None:
-        self._channel = grpc.insecure_channel(hub)
+
+class TxVerifyClient:
+    """Verify slips through a hub over one channel; use as a context manager.
+
+    `member` is the caller's member code: sent in the dev-mode header, and
+    with `certs` (a `txverify certs init` directory) its certificate is
+    presented over mTLS.
+    """
+
+    def __init__(
+        self,
+        hub: str = DEFAULT_HUB,
+        *,
+        member: str = "",
+        certs: Path | None = None,
+        timeout: float = 10.0,
+    ) -> None:
+        self._channel = hub_channel(hub, certs=certs, identity=member)
         self._stub = verification_pb2_grpc.VerificationServiceStub(self._channel)
         self._metadata = ((MEMBER_HEADER, member),) if member else ()
         self._timeout = timeout

@@ -48,12 +48,16 @@ class Network:
     control_address: str
     banks: list[BankInfo]
     procs: list[subprocess.Popen[str]]
+    certs: Path | None = None  # certificate directory when running with mTLS
 
     def to_json(self) -> str:
         return json.dumps(
             {
                 "hub": self.hub_address,
                 "control": self.control_address,
+                # The member the CLI speaks for by default (a service provider).
+                "member": self.banks[0].code if self.banks else "",
+                "certs": str(self.certs) if self.certs else "",
                 "banks": [asdict(b) | {"samples": []} for b in self.banks],
                 "pid": os.getpid(),
             },
@@ -137,6 +141,8 @@ def running_network(
     transactions: int,
     data_dir: Path | None,
     extra_sim_args: Sequence[str] = (),
+    use_tls: bool = False,
+    certs: Path | None = None,
 ) -> Iterator[Network]:
     """Start the simulator process, then the hub pointed at its banks; stop both on exit."""
     procs: list[subprocess.Popen[str]] = []
@@ -144,11 +150,21 @@ def running_network(
         workdir = data_dir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         record = network_file()
+        if use_tls:
+            from txverify import tls
+
+            certs = certs or workdir / "certs"
+            try:
+                tls.init_dev_pki(certs, banks)  # keeps an existing CA, adds what is missing
+            except (ValueError, OSError) as exc:
+                raise NetworkError(f"certificates in {certs}: {exc}") from None
         try:
             sim_args = ["banks", "--codes", ",".join(banks), "--seed", str(seed)]
             sim_args += ["--transactions", str(transactions), "--host", hub_host]
             if data_dir is not None:
                 sim_args += ["--data", str(data_dir)]
+            if use_tls:
+                sim_args += ["--certs", str(certs)]
             sim = subprocess.Popen(
                 _cli(*sim_args, *extra_sim_args), stdout=subprocess.PIPE, text=True
             )
@@ -168,19 +184,24 @@ def running_network(
             ]
             members = workdir / "members.toml"
             members.write_text(members_toml(infos), encoding="utf-8")
+            hub_args = ["--members", str(members), "--host", hub_host, "--port", str(hub_port)]
+            if data_dir is not None:
+                hub_args += ["--db", f"sqlite:///{(data_dir / 'hub.sqlite').resolve()}"]
+            if use_tls:
+                hub_args += ["--certs", str(certs)]
             hub = subprocess.Popen(
-                _cli(
-                    "hub", "--members", str(members), "--host", hub_host,
-                    "--port", str(hub_port), "--ready-line",
-                ),
+                _cli("hub", *hub_args, "--ready-line"),
                 stdout=subprocess.PIPE,
                 text=True,
             )  # fmt: skip
             procs.append(hub)
             assert hub.stdout is not None
             hub_address = read_ready(hub.stdout, hub, "the hub")["address"]
-            wait_serving(hub_address, timeout=STARTUP_TIMEOUT)
-            network = Network(hub_address, ready["control"], infos, procs)
+            network = Network(
+                hub_address, ready["control"], infos, procs, certs if use_tls else None
+            )
+            if not use_tls:  # under mTLS the ready line is the sign (health needs a certificate)
+                wait_serving(hub_address, timeout=STARTUP_TIMEOUT)
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(network.to_json(), encoding="utf-8")
             yield network

@@ -1,4 +1,4 @@
-"""Run the hub: VerificationService, health and reflection on one asyncio gRPC server."""
+"""Run the hub: VerificationService and MemberRegistry, health and reflection, on one server."""
 
 from __future__ import annotations
 
@@ -10,18 +10,41 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from server.forwarding import IssuerGateway
-from server.registry import Member, MemberDirectory, load_members
-from server.router import ForwardingPolicy, Router
+from server.admission import Admission, member_rate_limit
+from server.breaker import BreakerSettings, CircuitState
+from server.forwarding import CHANNEL_OPTIONS, ForwardingPolicy, IssuerGateway, insecure_channel
+from server.identity import IdentityMode
+from server.membership import Membership
+from server.ratelimit import RateLimit, RateLimiter
+from server.registry import Member, load_members
+from server.registry_service import MemberRegistryServicer
+from server.registry_store import open_registry_store
+from server.router import Router
 from server.verification import VerificationServicer
+from txverify import tls
 from txverify.grpcserver import add_health_and_reflection, bind, new_server
-from txverify.v1 import verification_pb2, verification_pb2_grpc
+from txverify.storage import MEMORY_URL
+from txverify.v1 import (
+    issuer_pb2,
+    registry_pb2,
+    registry_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
+ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
 DEFAULT_PORT = 50051
+
+
+def issuer_health_name(code: str) -> str:
+    """Health service name, on the hub, of the circuit to one issuer (NOT_SERVING = open)."""
+    return f"{ISSUER_SERVICE}/{code}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,20 +53,43 @@ class HubSettings:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0 = any free port (tests)
-    members_file: Path | None = None
-    members: tuple[Member, ...] = ()  # used when members_file is None
+    db: str = MEMORY_URL  # the registry's database URL
+    members_file: Path | None = None  # TOML bootstrap
+    members: tuple[Member, ...] = ()  # bootstrap when members_file is None
+    mode: IdentityMode = IdentityMode.DEV
+    pki: Path | None = None  # certificate directory (txverify certs init), for mode TLS
+    operators: tuple[str, ...] = (tls.OPERATOR,)
+    rate_limit: RateLimit | None = None  # default per member; None = unlimited
     issuer_timeout: float = 5.0
+    max_in_flight_per_issuer: int = 200
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    max_concurrent_rpcs: int = 10_000
     grace: float = 5.0  # seconds to finish in-flight RPCs on shutdown
-    policy: ForwardingPolicy = field(init=False)
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
         if self.issuer_timeout <= 0 or self.grace < 0:
             raise ValueError("issuer_timeout must be positive and grace not negative")
-        object.__setattr__(self, "policy", ForwardingPolicy(issuer_timeout=self.issuer_timeout))
+        if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
+            raise ValueError("in-flight and concurrency limits must be at least 1")
+        if self.mode is IdentityMode.TLS and self.pki is None:
+            raise ValueError("mTLS needs a certificate directory (txverify certs init DIR)")
+        if self.mode is IdentityMode.DEV and not tls.is_loopback_host(self.host):
+            raise ValueError(
+                f"dev mode trusts a header for identity, so it listens on loopback only, "
+                f"not {self.host!r}: use --tls to serve other hosts"
+            )
 
-    def load_members(self) -> Sequence[Member]:
+    @property
+    def policy(self) -> ForwardingPolicy:
+        return ForwardingPolicy(
+            issuer_timeout=self.issuer_timeout,
+            max_in_flight=self.max_in_flight_per_issuer,
+            breaker=self.breaker,
+        )
+
+    def bootstrap_members(self) -> Sequence[Member]:
         return load_members(self.members_file) if self.members_file else self.members
 
 
@@ -54,30 +100,101 @@ class RunningHub:
     server: grpc.aio.Server
     port: int
     health: HealthServicer
-    directory: MemberDirectory
+    membership: Membership
     gateway: IssuerGateway
+    background: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def stop(self, grace: float) -> None:
         """NOT_SERVING first, so balancers stop sending; then drain and close issuer channels."""
         await self.health.enter_graceful_shutdown()
         await self.server.stop(grace)
         await self.gateway.close()
+        self.membership.store.close()
+
+
+def _channel_factory(settings: HubSettings) -> Callable[[Member], grpc.aio.Channel]:
+    if settings.mode is IdentityMode.DEV:
+        return insecure_channel
+    assert settings.pki is not None
+    pki = tls.Pki(settings.pki)
+
+    def secure(member: Member) -> grpc.aio.Channel:
+        # The hub presents its own certificate to issuers and checks that the
+        # issuer's certificate names the member it meant to reach.
+        return grpc.aio.secure_channel(
+            member.issuer_endpoint,
+            tls.channel_credentials(pki, tls.HUB),
+            options=(*CHANNEL_OPTIONS, *tls.channel_options(tls.member_dns_name(member.code))),
+        )
+
+    return secure
 
 
 async def start_hub(settings: HubSettings) -> RunningHub:
     """Build and start the hub; returns once it accepts RPCs."""
-    directory = MemberDirectory(settings.load_members())
-    gateway = IssuerGateway()
-    router = Router(directory, gateway, settings.policy)
-    server = new_server()
-    verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-        VerificationServicer(router), server
+    if settings.mode is IdentityMode.DEV:
+        log.warning(
+            "INSECURE dev mode: callers name themselves in the x-member-id header "
+            "(loopback only); use --tls for member identity from certificates"
+        )
+    server = new_server(max_concurrent_rpcs=settings.max_concurrent_rpcs)
+    health = HealthServicer()
+    background: set[asyncio.Task[None]] = set()
+
+    def circuit_changed(code: str, state: CircuitState) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.NOT_SERVING
+            if state is CircuitState.OPEN
+            else health_pb2.HealthCheckResponse.SERVING
+        )
+        task = asyncio.get_running_loop().create_task(health.set(issuer_health_name(code), status))
+        background.add(task)
+        task.add_done_callback(background.discard)
+
+    limiter = RateLimiter(settings.rate_limit)
+    gateway = IssuerGateway(
+        settings.policy,
+        channel_factory=_channel_factory(settings),
+        on_circuit_change=circuit_changed,
     )
-    health = await add_health_and_reflection(server, [VERIFICATION_SERVICE])
-    port = bind(server, settings.host, settings.port)
+
+    def member_changed(member: Member) -> None:
+        limiter.set_limit(member.code, member_rate_limit(member))
+
+    store = open_registry_store(settings.db)
+    membership = Membership(store, on_change=member_changed)
+    for member in membership.directory.all():
+        member_changed(member)
+    membership.bootstrap(settings.bootstrap_members())
+
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+        VerificationServicer(Router(Admission(membership, limiter), gateway), settings.mode),
+        server,
+    )
+    registry_pb2_grpc.add_MemberRegistryServicer_to_server(
+        MemberRegistryServicer(
+            membership,
+            mode=settings.mode,
+            operators=settings.operators,
+            circuit=gateway.circuit_state,
+        ),
+        server,
+    )
+    await add_health_and_reflection(server, [VERIFICATION_SERVICE, REGISTRY_SERVICE], health=health)
+    credentials = None
+    if settings.mode is IdentityMode.TLS:
+        assert settings.pki is not None
+        credentials = tls.server_credentials(tls.Pki(settings.pki), tls.HUB)
+    port = bind(server, settings.host, settings.port, credentials)
     await server.start()
-    log.info("hub listening on %s:%d with %d members", settings.host, port, len(directory.all()))
-    return RunningHub(server, port, health, directory, gateway)
+    log.info(
+        "hub listening on %s:%d (%s) with %d members",
+        settings.host,
+        port,
+        settings.mode,
+        len(membership.directory.all()),
+    )
+    return RunningHub(server, port, health, membership, gateway, background)
 
 
 async def serve(
@@ -85,12 +202,12 @@ async def serve(
 ) -> None:
     """Run the hub until SIGINT or SIGTERM, then drain within the grace period."""
     hub = await start_hub(settings)
-    if on_ready is not None:
-        on_ready(hub)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    if on_ready is not None:
+        on_ready(hub)
     try:
         await stopping.wait()
         log.info("hub draining (grace %.1fs)", settings.grace)

@@ -1,12 +1,25 @@
-"""Forwarding inquiries to issuers: one reused channel per issuer, deadlines, error mapping."""
+"""Forwarding to issuers: per issuer a reused channel, a deadline, a bulkhead and a circuit."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
 import grpc
 
+from server.breaker import BreakerSettings, CircuitBreaker, CircuitState
+from server.bulkhead import Bulkhead
 from server.registry import Member
 from txverify.errors import Reason, ServiceError, details_of
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc
+
+if TYPE_CHECKING:
+    from txverify.v1.issuer_pb2_grpc import IssuerServiceAsyncStub
+
+log = logging.getLogger(__name__)
 
 CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # An issuer's answer is one masked transaction, well under 64 KiB; a cap
@@ -16,24 +29,117 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # (gRPC's defaults start at 1 s and back off to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # Keepalive: a ping after 30 s without traffic notices a silently dead
+    # peer (a pulled cable, a NAT that forgot us) long before a TCP timeout;
+    # 10 s without the ping's answer closes the connection. No pings while
+    # idle (no calls): issuer servers would treat them as abuse (GOAWAY).
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.keepalive_permit_without_calls", 0),
 )
+# A retried inquiry (first attempt never reached the issuer) may wait this long
+# for the connection to come up, within the caller's budget.
+RETRY_CONNECT_WAIT = 0.5
 _ISSUER_NOT_FOUND_REASONS = {Reason.SLIP_NOT_FOUND.value, Reason.SLIP_EXPIRED.value}
+# Outcomes that say the issuer is unwell; the others (found, not found, bad
+# request) prove it answers and close its circuit.
+_FAILURES = {Reason.ISSUER_UNAVAILABLE, Reason.ISSUER_TIMEOUT, Reason.ISSUER_ERROR}
+
+ChannelFactory = Callable[[Member], grpc.aio.Channel]
+
+
+def insecure_channel(member: Member) -> grpc.aio.Channel:
+    return grpc.aio.insecure_channel(member.issuer_endpoint, options=CHANNEL_OPTIONS)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardingPolicy:
+    """How the hub treats issuers."""
+
+    # Cap on one issuer inquiry, and what it gets when the caller set no deadline.
+    issuer_timeout: float = 5.0
+    # Time kept back from the caller's deadline so the hub can still answer
+    # with ISSUER_TIMEOUT before the caller gives up.
+    margin: float = 0.05
+    # Inquiries in flight per issuer; one more fails at once (bulkhead), so a
+    # slow issuer cannot tie up the hub's capacity for the others.
+    max_in_flight: int = 200
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+
+    def timeout(self, caller_remaining: float | None) -> float:
+        if caller_remaining is None:
+            return self.issuer_timeout
+        return min(self.issuer_timeout, caller_remaining - self.margin)
+
+
+@dataclass(slots=True)
+class IssuerLink:
+    """Everything the hub keeps per issuer."""
+
+    endpoint: str
+    identity: str
+    channel: grpc.aio.Channel
+    stub: IssuerServiceAsyncStub
+    breaker: CircuitBreaker
+    bulkhead: Bulkhead
 
 
 class IssuerGateway:
-    """Sends IssuerInquiry to members, reusing one channel per issuer endpoint."""
+    """Sends IssuerInquiry to members over one reused channel per issuer."""
 
-    def __init__(self) -> None:
-        self._stubs: dict[str, issuer_pb2_grpc.IssuerServiceAsyncStub] = {}
-        self._channels: dict[str, grpc.aio.Channel] = {}
+    def __init__(
+        self,
+        policy: ForwardingPolicy | None = None,
+        *,
+        channel_factory: ChannelFactory = insecure_channel,
+        on_circuit_change: Callable[[str, CircuitState], None] | None = None,
+    ) -> None:
+        self.policy = policy or ForwardingPolicy()
+        self._channel_factory = channel_factory
+        self._on_circuit_change = on_circuit_change
+        self._links: dict[str, IssuerLink] = {}
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def _stub(self, endpoint: str) -> issuer_pb2_grpc.IssuerServiceAsyncStub:
-        stub = self._stubs.get(endpoint)
-        if stub is None:
-            channel = grpc.aio.insecure_channel(endpoint, options=CHANNEL_OPTIONS)
-            self._channels[endpoint] = channel
-            stub = self._stubs[endpoint] = issuer_pb2_grpc.IssuerServiceStub(channel)
-        return stub
+    def _link(self, issuer: Member) -> IssuerLink:
+        link = self._links.get(issuer.code)
+        if link is not None and (link.endpoint, link.identity) == (
+            issuer.issuer_endpoint,
+            issuer.identity,
+        ):
+            return link
+        if link is not None:  # the registry moved the issuer: new channel, fresh circuit
+            self._close_later(link.channel)
+        channel = self._channel_factory(issuer)
+        link = IssuerLink(
+            endpoint=issuer.issuer_endpoint,
+            identity=issuer.identity,
+            channel=channel,
+            stub=issuer_pb2_grpc.IssuerServiceStub(channel),
+            breaker=CircuitBreaker(
+                issuer.code, self.policy.breaker, on_change=self._circuit_changed
+            ),
+            bulkhead=Bulkhead(issuer.code, self.policy.max_in_flight),
+        )
+        self._links[issuer.code] = link
+        return link
+
+    def _circuit_changed(self, name: str, old: CircuitState, new: CircuitState) -> None:
+        log.warning("circuit to issuer %s: %s -> %s", name, old, new)
+        if self._on_circuit_change is not None:
+            self._on_circuit_change(name, new)
+
+    def _close_later(self, channel: grpc.aio.Channel) -> None:
+        task = asyncio.get_running_loop().create_task(channel.close(grace=1.0))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    def circuit_state(self, code: str) -> CircuitState | None:
+        link = self._links.get(code)
+        return None if link is None else link.breaker.state
+
+    def in_flight(self, code: str) -> int:
+        link = self._links.get(code)
+        return 0 if link is None else link.bulkhead.in_flight
 
     async def inquire(
         self,
@@ -47,29 +153,92 @@ class IssuerGateway:
         """The issuer's masked transaction, or a ServiceError naming what went wrong."""
         if budget <= 0:
             raise ServiceError(Reason.ISSUER_TIMEOUT, "no time left before the caller's deadline")
-        request = issuer_pb2.IssuerInquiryRequest(
-            slip_ref=slip, requester=requester, request_id=request_id
-        )
-        try:
-            response: issuer_pb2.IssuerInquiryResponse = await self._stub(
-                issuer.issuer_endpoint
-            ).IssuerInquiry(request, timeout=budget)
-        except grpc.aio.AioRpcError as error:
-            raise issuer_error(issuer, error) from None
+        link = self._link(issuer)
+        meta = {"issuer": issuer.code}
+        if not link.breaker.allow():
+            raise ServiceError(
+                Reason.ISSUER_UNAVAILABLE,
+                f"issuer {issuer.code} is failing; its circuit is open",
+                metadata={**meta, "cause": "circuit_open"},
+                retry_after=link.breaker.retry_after,
+            )
+        with link.bulkhead.slot() as admitted:
+            if not admitted:
+                link.breaker.record_ignored()
+                raise ServiceError(
+                    Reason.ISSUER_UNAVAILABLE,
+                    f"issuer {issuer.code} has {link.bulkhead.limit} inquiries in flight",
+                    metadata={**meta, "cause": "bulkhead"},
+                )
+            request = issuer_pb2.IssuerInquiryRequest(
+                slip_ref=slip, requester=requester, request_id=request_id
+            )
+            try:
+                response = await self._send(link, issuer, request, budget)
+            except ServiceError as error:
+                if error.reason in _FAILURES:
+                    link.breaker.record_failure()
+                else:
+                    link.breaker.record_success()
+                raise
+            except BaseException:  # cancelled by the caller: says nothing about the issuer
+                link.breaker.record_ignored()
+                raise
+            link.breaker.record_success()
         tx = response.transaction
         if tx.trans_ref != slip.trans_ref or tx.sending_bank != slip.sending_bank:
+            link.breaker.record_failure()
             raise ServiceError(
                 Reason.ISSUER_ERROR,
                 f"issuer {issuer.code} answered about another slip",
-                metadata={"issuer": issuer.code},
+                metadata=meta,
             )
         return tx
 
+    async def _send(
+        self,
+        link: IssuerLink,
+        issuer: Member,
+        request: issuer_pb2.IssuerInquiryRequest,
+        budget: float,
+    ) -> issuer_pb2.IssuerInquiryResponse:
+        """One inquiry; retried once, only when the first attempt never reached the issuer."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget
+        connected = link.channel.get_state() is grpc.ChannelConnectivity.READY
+        try:
+            response: issuer_pb2.IssuerInquiryResponse = await link.stub.IssuerInquiry(
+                request, timeout=budget
+            )
+            return response
+        except grpc.aio.AioRpcError as error:
+            remaining = deadline - loop.time()
+            never_sent = error.code() is grpc.StatusCode.UNAVAILABLE and not connected
+            if not never_sent or remaining <= 0:
+                raise issuer_error(issuer, error) from None
+        # The channel was not connected, so the request never left the hub:
+        # sending it again cannot make the issuer answer twice.
+        try:
+            retried: issuer_pb2.IssuerInquiryResponse = await link.stub.IssuerInquiry(
+                request, timeout=min(remaining, RETRY_CONNECT_WAIT), wait_for_ready=True
+            )
+            return retried
+        except grpc.aio.AioRpcError as error:
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and remaining > RETRY_CONNECT_WAIT:
+                # It was the connection we waited for, not the issuer's answer.
+                raise ServiceError(
+                    Reason.ISSUER_UNAVAILABLE,
+                    f"issuer {issuer.code} is unreachable",
+                    metadata={"issuer": issuer.code, "issuer_status": "UNAVAILABLE"},
+                ) from None
+            raise issuer_error(issuer, error) from None
+
     async def close(self) -> None:
-        for channel in self._channels.values():
-            await channel.close()
-        self._channels.clear()
-        self._stubs.clear()
+        for link in self._links.values():
+            await link.channel.close()
+        self._links.clear()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
 def issuer_error(issuer: Member, error: grpc.aio.AioRpcError) -> ServiceError:
@@ -81,7 +250,7 @@ def issuer_error(issuer: Member, error: grpc.aio.AioRpcError) -> ServiceError:
         reason = (
             Reason(details.reason)
             if details.reason in _ISSUER_NOT_FOUND_REASONS
-            else (Reason.SLIP_NOT_FOUND)
+            else Reason.SLIP_NOT_FOUND
         )
         return ServiceError(
             reason, details.message or "slip not found at the issuer", metadata=meta

@@ -1,17 +1,23 @@
-"""The hub's view of its members: who may be asked about which slips, loaded from TOML."""
+"""Members of the verification service: records, the in-memory directory, TOML bootstrap."""
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from txverify.banks import is_member_code
 
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")  # fullmatch
+_IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch
+SLIP_VERIFICATION = "slip-verification"
+SERVICES = frozenset({SLIP_VERIFICATION})
 
 
 class MemberKind(StrEnum):
@@ -21,14 +27,45 @@ class MemberKind(StrEnum):
     NON_BANK = "NON_BANK"
 
 
+class MemberStatus(StrEnum):
+    """A member's lifecycle: ACTIVE <-> SUSPENDED, either -> TERMINATED (final)."""
+
+    ACTIVE = "ACTIVE"
+    SUSPENDED = "SUSPENDED"
+    TERMINATED = "TERMINATED"
+
+
+class Role(StrEnum):
+    """The side of a service a member subscribes to."""
+
+    REQUESTER = "REQUESTER"
+    ISSUER = "ISSUER"
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """A member's subscription to a service in a role."""
+
+    service: str
+    role: Role
+    since: datetime | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Member:
-    """A member of the verification service, as the hub routes to it."""
+    """A member of the verification service, as the hub knows it."""
 
     code: str
-    name: str
+    name: str = ""
     kind: MemberKind = MemberKind.BANK
     issuer_endpoint: str = ""  # host:port of its IssuerService; "" = not an issuer
+    status: MemberStatus = MemberStatus.ACTIVE
+    subscriptions: tuple[Subscription, ...] = ()
+    cert_identity: str = ""  # CN of its client certificate; "" = the code
+    rate_limit_rps: float = 0.0  # 0 = the hub's default
+    rate_limit_burst: int = 0
+    created_at: datetime | None = field(default=None, compare=False)
+    updated_at: datetime | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if not is_member_code(self.code):
@@ -38,30 +75,95 @@ class Member:
                 f"member {self.code}: issuer_endpoint must be host:port, "
                 f"got {self.issuer_endpoint!r}"
             )
+        if self.cert_identity and not _IDENTITY.fullmatch(self.cert_identity):
+            raise ValueError(f"member {self.code}: cert_identity {self.cert_identity!r} is invalid")
+        if len(self.name) > 200:
+            raise ValueError(f"member {self.code}: name is longer than 200 characters")
+        if (
+            not math.isfinite(self.rate_limit_rps)
+            or self.rate_limit_rps < 0
+            or self.rate_limit_burst < 0
+        ):
+            raise ValueError(f"member {self.code}: rate limits must not be negative")
+        for sub in self.subscriptions:
+            if sub.service not in SERVICES:
+                raise ValueError(f"member {self.code}: unknown service {sub.service!r}")
+
+    @property
+    def identity(self) -> str:
+        """The certificate common name that stands for this member."""
+        return self.cert_identity or self.code
+
+    def subscribed(self, role: Role, service: str = SLIP_VERIFICATION) -> bool:
+        return any(s.role is role and s.service == service for s in self.subscriptions)
+
+
+def default_roles(member: Member) -> tuple[Role, ...]:
+    """REQUESTER, plus ISSUER when the member has an issuer endpoint."""
+    return (Role.REQUESTER, Role.ISSUER) if member.issuer_endpoint else (Role.REQUESTER,)
 
 
 class MemberDirectory:
-    """In-memory view of the members; lookups never touch storage."""
+    """An immutable snapshot of the members; lookups never touch storage.
+
+    Changes build a new directory and swap it in whole, so a request sees
+    one consistent view and the next request sees the change.
+    """
 
     def __init__(self, members: Iterable[Member] = ()) -> None:
         self._by_code: dict[str, Member] = {}
+        self._by_identity: dict[str, Member] = {}
         for member in members:
             if member.code in self._by_code:
                 raise ValueError(f"member {member.code} is listed twice")
             self._by_code[member.code] = member
+        for member in self._by_code.values():
+            if member.status is not MemberStatus.TERMINATED:
+                self._by_identity[member.identity] = member
 
     def get(self, code: str) -> Member | None:
         return self._by_code.get(code)
 
+    def by_identity(self, identity: str) -> Member | None:
+        """The non-terminated member whose certificate identity this is."""
+        return self._by_identity.get(identity)
+
     def all(self) -> list[Member]:
         return sorted(self._by_code.values(), key=lambda m: m.code)
+
+    def replaced(self, member: Member) -> MemberDirectory:
+        """A new directory with `member` added or replaced."""
+        return MemberDirectory(
+            [*(m for m in self._by_code.values() if m.code != member.code), member]
+        )
+
+
+def _member_from_toml(entry: Mapping[str, Any]) -> Member:
+    member = Member(
+        code=str(entry["code"]),
+        name=str(entry.get("name", "")),
+        kind=MemberKind(entry.get("kind", "BANK")),
+        issuer_endpoint=str(entry.get("issuer_endpoint", "")),
+        status=MemberStatus(entry.get("status", "ACTIVE")),
+        cert_identity=str(entry.get("cert_identity", "")),
+        rate_limit_rps=float(entry.get("rate_limit_rps", 0.0)),
+        rate_limit_burst=int(entry.get("rate_limit_burst", 0)),
+    )
+    roles = entry.get("roles")
+    chosen = default_roles(member) if roles is None else tuple(Role(r) for r in roles)
+    subs = tuple(Subscription(SLIP_VERIFICATION, r) for r in dict.fromkeys(chosen))
+    return Member(**{**_fields(member), "subscriptions": subs})
+
+
+def _fields(member: Member) -> dict[str, Any]:
+    return {name: getattr(member, name) for name in Member.__dataclass_fields__}
 
 
 def load_members(path: Path) -> list[Member]:
     """Read `[[member]]` tables from a TOML file; errors name the file and the entry."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read members: {exc}") from exc
     entries = data.get("member", [])
     if not isinstance(entries, list):
@@ -69,14 +171,7 @@ def load_members(path: Path) -> list[Member]:
     members: list[Member] = []
     for i, entry in enumerate(entries, start=1):
         try:
-            members.append(
-                Member(
-                    code=str(entry["code"]),
-                    name=str(entry.get("name", "")),
-                    kind=MemberKind(entry.get("kind", "BANK")),
-                    issuer_endpoint=str(entry.get("issuer_endpoint", "")),
-                )
-            )
+            members.append(_member_from_toml(entry))
         except (KeyError, ValueError, TypeError) as exc:
             raise ValueError(f"{path}: member #{i}: {exc}") from exc
     return members
@@ -84,16 +179,28 @@ def load_members(path: Path) -> list[Member]:
 
 def dump_members(members: Iterable[Member]) -> str:
     """TOML text that load_members reads back to the same members."""
-    blocks = [
-        "[[member]]\n"
-        f'code = "{m.code}"\n'
-        f"name = {_toml_str(m.name)}\n"
-        f'kind = "{m.kind.value}"\n'
-        f'issuer_endpoint = "{m.issuer_endpoint}"\n'
-        for m in members
-    ]
+    blocks = []
+    for m in members:
+        roles = ", ".join(f'"{s.role.value}"' for s in m.subscriptions)
+        blocks.append(
+            "[[member]]\n"
+            f'code = "{m.code}"\n'
+            f"name = {_toml_str(m.name)}\n"
+            f'kind = "{m.kind.value}"\n'
+            f'issuer_endpoint = "{m.issuer_endpoint}"\n'
+            f'status = "{m.status.value}"\n'
+            f"roles = [{roles}]\n"
+            + (f'cert_identity = "{m.cert_identity}"\n' if m.cert_identity else "")
+            + (f"rate_limit_rps = {m.rate_limit_rps}\n" if m.rate_limit_rps else "")
+            + (f"rate_limit_burst = {m.rate_limit_burst}\n" if m.rate_limit_burst else "")
+        )
     return "\n".join(blocks)
 
 
 def _toml_str(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def with_changes(member: Member, **changes: Any) -> Member:
+    """A copy of `member` with some fields changed (validated again)."""
+    return Member(**{**_fields(member), **changes})

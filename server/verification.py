@@ -8,22 +8,21 @@ from typing import Any
 
 import grpc
 
+from server.identity import IdentityMode, identify
 from server.router import Router
 from txverify.errors import Reason, ServiceError, abort
 from txverify.logs import FIELDS
 from txverify.v1 import verification_pb2, verification_pb2_grpc
 
 log = logging.getLogger(__name__)
-# Dev mode identity: the caller names itself. Informational only until
-# member identity (mTLS) is enforced; never trusted for authorisation.
-MEMBER_HEADER = "x-member-id"
 
 
 class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     """Thin adapter: metadata and deadline in, VerifyResponse or rich status out."""
 
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, mode: IdentityMode) -> None:
         self.router = router
+        self.mode = mode
 
     async def Verify(
         self,
@@ -31,12 +30,13 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> verification_pb2.VerifyResponse:
         started = time.perf_counter()
-        requester = _requester(context)
-        fields: dict[str, str] = {"requester": requester}
+        fields: dict[str, str] = {}
         try:
+            caller = identify(context, self.mode)
+            fields["caller"] = caller.identity[:64]
             response = await self.router.verify(
                 request,
-                requester=requester,
+                caller=caller,
                 caller_remaining=context.time_remaining(),
                 outcome=fields,
             )
@@ -49,13 +49,6 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
             await abort(context, ServiceError(Reason.INTERNAL, "internal error in the hub"))
         _log_line(fields, "OK", "", started)
         return response
-
-
-def _requester(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == MEMBER_HEADER and isinstance(value, str):
-            return value[:16]
-    return ""
 
 
 def _log_line(fields: dict[str, str], status: str, reason: str, started: float) -> None:

@@ -15,7 +15,8 @@ from simulators.bank import CACHE_SIZE, Bank
 from simulators.faults import FaultSpec, InjectedFault, before_inquiry
 from simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
 from txverify import units
-from txverify.errors import ServiceError, abort
+from txverify.errors import Reason, ServiceError, abort
+from txverify.tls import peer_identity
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -69,9 +70,14 @@ def _masked_party(party: PartyRecord) -> common_pb2.Party:
 class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
     """gRPC adapter over Bank.inquire, behind the bank's current faults."""
 
-    def __init__(self, bank: Bank, faults: Callable[[], FaultSpec]) -> None:
+    def __init__(
+        self, bank: Bank, faults: Callable[[], FaultSpec], *, only_peer: str | None = None
+    ) -> None:
         self.bank = bank
         self.faults = faults
+        # Under mTLS only the hub may ask: any member holds a certificate from
+        # the same CA, and bank A must not query bank B's ledger directly.
+        self.only_peer = only_peer
         self.rng = random.Random()
         # Masking is the costliest step of an answer; keep the masked form of
         # recent transactions, rebuilt whenever the status has changed.
@@ -97,6 +103,10 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> issuer_pb2.IssuerInquiryResponse:
         try:
+            if self.only_peer is not None and peer_identity(context) != self.only_peer:
+                raise ServiceError(
+                    Reason.NOT_SUBSCRIBED, "only the hub may send inquiries to this issuer"
+                )
             faults = self.faults()
             if faults.affects_answers:
                 await before_inquiry(faults, self.rng)

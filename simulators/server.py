@@ -21,6 +21,7 @@ from simulators.issuer import IssuerServicer
 from simulators.ledger import LedgerStore, open_ledger
 from simulators.profiles import profile
 from simulators.seed import seed_ledger
+from txverify import tls
 from txverify.grpcserver import add_health_and_reflection, bind, new_server
 from txverify.storage import MEMORY_URL
 from txverify.v1 import issuer_pb2, issuer_pb2_grpc, simulator_pb2, simulator_pb2_grpc
@@ -46,6 +47,7 @@ class SimulatorSettings:
     seed: int = 1
     transactions: int = 2000  # seeded per bank, only into an empty ledger
     retention_days: int = 7
+    pki: Path | None = None  # certificate directory: issuer ports then require mTLS
 
     def __post_init__(self) -> None:
         if not self.codes:
@@ -71,6 +73,7 @@ class BankNode:
 
     bank: Bank
     host: str
+    pki: Path | None = None
     port: int = 0
     faults: FaultSpec = field(default_factory=FaultSpec)
     server: grpc.aio.Server | None = None
@@ -91,10 +94,16 @@ class BankNode:
             return
         server = new_server()
         issuer_pb2_grpc.add_IssuerServiceServicer_to_server(
-            IssuerServicer(self.bank, lambda: self.faults), server
+            IssuerServicer(self.bank, lambda: self.faults, only_peer=tls.HUB if self.pki else None),
+            server,
         )
         await add_health_and_reflection(server, [ISSUER_SERVICE])
-        self.port = bind(server, self.host, self.port)
+        credentials = None
+        if self.pki is not None:
+            # The issuer presents its member certificate and accepts only
+            # clients (the hub) with a certificate from the same CA.
+            credentials = tls.server_credentials(tls.Pki(self.pki), self.bank.code)
+        self.port = bind(server, self.host, self.port, credentials)
         await server.start()
         self.server = server
         self._changed()
@@ -207,7 +216,7 @@ async def start_simulator(
     try:
         for code in settings.codes:
             bank = await asyncio.to_thread(build_bank, settings, code, clock=clock)
-            node = BankNode(bank, settings.host, on_listening=report)
+            node = BankNode(bank, settings.host, settings.pki, on_listening=report)
             nodes[code] = node
             await node.open()
             log.info(

@@ -64,9 +64,38 @@ async def hub(hub_factory: HubFactory) -> RunningHub:
     return await hub_factory()
 
 
+REQUESTER = "002"  # the member the default test channel speaks for (dev mode header)
+
+
+class AsMember(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the dev-mode identity header to every call, as a member's client would."""
+
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+    async def intercept_unary_unary(
+        self, continuation: Any, client_call_details: Any, request: Any
+    ) -> Any:
+        metadata = list(client_call_details.metadata or ())
+        metadata.append(("x-member-id", self.code))
+        details = grpc.aio.ClientCallDetails(
+            client_call_details.method,
+            client_call_details.timeout,
+            grpc.aio.Metadata(*metadata),
+            client_call_details.credentials,
+            client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)
+
+
+def member_channel(port: int, code: str = REQUESTER) -> grpc.aio.Channel:
+    """A loopback channel to a hub whose calls say they come from member `code`."""
+    return grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=[AsMember(code)])
+
+
 @pytest.fixture
 async def hub_channel(hub: RunningHub) -> AsyncIterator[grpc.aio.Channel]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{hub.port}") as channel:
+    async with member_channel(hub.port) as channel:
         yield channel
 
 

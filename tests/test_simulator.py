@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
+from conftest import member_channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.app import RunningHub
+from server.breaker import BreakerSettings
 from simulators.server import (
     RunningSimulator,
     SimulatorSettings,
@@ -266,10 +268,14 @@ async def test_error_fault_reaches_the_requester_as_an_issuer_failure(
 
 
 async def test_error_rate_fails_about_that_share_of_inquiries(
-    control: Control, verifier: Verifier
+    control: Control, hub_factory: Callable[..., Awaitable[RunningHub]]
 ) -> None:
+    # A circuit that never opens, so every inquiry reaches the bank.
+    hub = await hub_factory(breaker=BreakerSettings(failure_threshold=100_000))
     slip = await _transfer(control)
     await _set_faults(control, "014", error_rate=0.5)
+    channel = member_channel(hub.port)
+    verifier = verification_pb2_grpc.VerificationServiceStub(channel)
 
     outcomes = []
     for _ in range(200):
@@ -279,6 +285,7 @@ async def test_error_rate_fails_about_that_share_of_inquiries(
         except grpc.aio.AioRpcError:
             outcomes.append(False)
 
+    await channel.close()
     assert 60 <= outcomes.count(False) <= 140  # binomial(200, 0.5): outside is < 1e-8
 
 
@@ -370,7 +377,7 @@ async def test_hanging_issuer_times_out_as_issuer_timeout(
     slip = await _transfer(control)
     await _set_faults(control, "014", hang=True)
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{slow_hub.port}") as channel:
+    async with member_channel(slow_hub.port) as channel:
         stub = verification_pb2_grpc.VerificationServiceStub(channel)
         started = time.perf_counter()
         error = await _error(_verify(stub, slip.qr_text, deadline=5))

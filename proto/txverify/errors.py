@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Any, NoReturn
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 DOMAIN = "txverify"
@@ -33,6 +33,13 @@ class Reason(StrEnum):
     ISSUER_TIMEOUT = "ISSUER_TIMEOUT"
     RATE_LIMITED = "RATE_LIMITED"
     INTERNAL = "INTERNAL"
+    IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
+    MEMBER_TERMINATED = "MEMBER_TERMINATED"
+    # Member registry (operators) only.
+    NOT_OPERATOR = "NOT_OPERATOR"
+    MEMBER_NOT_FOUND = "MEMBER_NOT_FOUND"
+    MEMBER_EXISTS = "MEMBER_EXISTS"
+    INVALID_TRANSITION = "INVALID_TRANSITION"
     # Simulator control (BankSimulator) only.
     UNKNOWN_BANK = "UNKNOWN_BANK"
     UNKNOWN_ACCOUNT = "UNKNOWN_ACCOUNT"
@@ -64,6 +71,12 @@ REASONS: Mapping[Reason, ReasonSpec] = {
     Reason.ISSUER_TIMEOUT: ReasonSpec(grpc.StatusCode.DEADLINE_EXCEEDED, "8503"),
     Reason.RATE_LIMITED: ReasonSpec(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     Reason.INTERNAL: ReasonSpec(grpc.StatusCode.INTERNAL, "6500"),
+    Reason.IDENTITY_MISMATCH: ReasonSpec(grpc.StatusCode.UNAUTHENTICATED, "6421"),
+    Reason.MEMBER_TERMINATED: ReasonSpec(grpc.StatusCode.PERMISSION_DENIED, "6403"),
+    Reason.NOT_OPERATOR: ReasonSpec(grpc.StatusCode.PERMISSION_DENIED, "6403"),
+    Reason.MEMBER_NOT_FOUND: ReasonSpec(grpc.StatusCode.NOT_FOUND, ""),
+    Reason.MEMBER_EXISTS: ReasonSpec(grpc.StatusCode.ALREADY_EXISTS, ""),
+    Reason.INVALID_TRANSITION: ReasonSpec(grpc.StatusCode.FAILED_PRECONDITION, ""),
     Reason.UNKNOWN_BANK: ReasonSpec(grpc.StatusCode.NOT_FOUND, ""),
     Reason.UNKNOWN_ACCOUNT: ReasonSpec(grpc.StatusCode.NOT_FOUND, ""),
     Reason.ACCOUNT_EXISTS: ReasonSpec(grpc.StatusCode.ALREADY_EXISTS, ""),
@@ -95,6 +108,7 @@ class ServiceError(Exception):
         metadata: Mapping[str, str] | None = None,
         violations: tuple[FieldViolation, ...] = (),
         code: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -102,6 +116,7 @@ class ServiceError(Exception):
         self.code = REASONS[reason].code if code is None else code
         self.metadata = dict(metadata or {})
         self.violations = violations
+        self.retry_after = retry_after
 
     @property
     def status_code(self) -> grpc.StatusCode:
@@ -125,6 +140,10 @@ class ServiceError(Exception):
                 ]
             )
             details.append(_pack(bad))
+        if self.retry_after is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(max(0, round(self.retry_after * 1e9)))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         return status_pb2.Status(
             code=_rpc_code(self.status_code), message=self.message, details=details
         )
@@ -144,6 +163,7 @@ class ErrorDetails:
     code: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
     violations: tuple[FieldViolation, ...] = ()
+    retry_after: float | None = None  # seconds, from google.rpc.RetryInfo
 
 
 def details_from_metadata(
@@ -162,10 +182,14 @@ def details_from_metadata(
         return ErrorDetails(status=status, message=message)
     reason, code, metadata = "", "", {}
     violations: list[FieldViolation] = []
+    retry_after: float | None = None
     for detail in rich.details:
         info = error_details_pb2.ErrorInfo()
         bad = error_details_pb2.BadRequest()
-        if detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
+        retry = error_details_pb2.RetryInfo()
+        if detail.Is(retry.DESCRIPTOR) and detail.Unpack(retry):
+            retry_after = retry.retry_delay.ToNanoseconds() / 1e9
+        elif detail.Is(info.DESCRIPTOR) and detail.Unpack(info):
             reason = info.reason
             metadata = dict(info.metadata)
             code = metadata.get("code", "")
@@ -178,6 +202,7 @@ def details_from_metadata(
         code=code,
         metadata=metadata,
         violations=tuple(violations),
+        retry_after=retry_after,
     )
 
 
@@ -197,7 +222,11 @@ def _find_details(trailing: object) -> bytes | None:
     return None
 
 
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+def _pack(
+    message: error_details_pb2.ErrorInfo
+    | error_details_pb2.BadRequest
+    | error_details_pb2.RetryInfo,
+) -> any_pb2.Any:
     packed = any_pb2.Any()
     packed.Pack(message)
     return packed

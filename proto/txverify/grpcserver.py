@@ -22,16 +22,24 @@ SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
 )
 
 
-def new_server() -> grpc.aio.Server:
-    """An asyncio gRPC server with the shared options."""
-    return grpc.aio.server(options=SERVER_OPTIONS)
+def new_server(*, max_concurrent_rpcs: int | None = None) -> grpc.aio.Server:
+    """An asyncio gRPC server with the shared options.
+
+    With max_concurrent_rpcs, RPCs beyond it are refused at once with
+    RESOURCE_EXHAUSTED by gRPC itself, before any handler runs: a flood
+    cannot queue up unbounded work and memory.
+    """
+    return grpc.aio.server(options=SERVER_OPTIONS, maximum_concurrent_rpcs=max_concurrent_rpcs)
 
 
 async def add_health_and_reflection(
-    server: grpc.aio.Server, service_names: Sequence[str]
+    server: grpc.aio.Server,
+    service_names: Sequence[str],
+    *,
+    health: HealthServicer | None = None,
 ) -> HealthServicer:
     """Register grpc.health.v1 (overall "" and per service, all SERVING) and reflection."""
-    health = HealthServicer()
+    health = health or HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for name in ("", *service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -46,11 +54,19 @@ async def add_health_and_reflection(
     return health
 
 
-def bind(server: grpc.aio.Server, host: str, port: int) -> int:
-    """Bind an insecure port (0 = any free one) and return the bound port."""
+def bind(
+    server: grpc.aio.Server,
+    host: str,
+    port: int,
+    credentials: grpc.ServerCredentials | None = None,
+) -> int:
+    """Bind a port (0 = any free one), with TLS when credentials are given; returns the port."""
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if credentials is None:
+            bound = server.add_insecure_port(address)
+        else:
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError as exc:  # grpcio raises when the address is taken
         raise OSError(f"cannot listen on {address}: is it in use?") from exc
     if bound == 0:

@@ -1,0 +1,136 @@
+"""Per-issuer circuit breaker: stop calling an issuer that keeps failing; probe after a cooldown."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+# Concurrency: the hub runs every RPC on one asyncio event loop and nothing here
+# awaits, so each method runs to completion before another task can touch the
+# breaker. No locks are needed; do not share a breaker between threads.
+
+
+class CircuitState(StrEnum):
+    """CLOSED lets calls through, OPEN refuses them, HALF_OPEN lets one probe through."""
+
+    CLOSED = "CLOSED"
+    OPEN = "OPEN"
+    HALF_OPEN = "HALF_OPEN"
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """When to stop calling an issuer and how long to wait before trying it again."""
+
+    failure_threshold: int = 5  # consecutive failures that open the circuit
+    cooldown: float = 5.0  # seconds OPEN before one probe is let through
+
+    def __post_init__(self) -> None:
+        if self.failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be >= 1, got {self.failure_threshold}")
+        # Finite as well as positive: retry_after is reported to callers, and an
+        # infinite (or NaN) wait cannot be written into a RetryInfo duration.
+        if not (self.cooldown > 0 and math.isfinite(self.cooldown)):
+            raise ValueError(f"cooldown must be a positive number of seconds, got {self.cooldown}")
+
+
+ChangeHook = Callable[[str, CircuitState, CircuitState], None]  # (name, old, new)
+
+
+class CircuitBreaker:
+    """Counts consecutive failures of one issuer and refuses calls while it is deemed down.
+
+    Callers ask `allow()` before a call and report its end with exactly one of
+    `record_success`, `record_failure` or `record_ignored`. Results cannot be
+    told apart by call, so while HALF_OPEN any result is taken as the probe's,
+    and while OPEN late results of calls let through before it opened are
+    dropped: the cooldown runs its course and the probe decides.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        settings: BreakerSettings = BreakerSettings(),  # frozen: one shared default is safe
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        on_change: ChangeHook | None = None,
+    ) -> None:
+        self.name = name
+        self.settings = settings
+        self._clock = clock
+        self._on_change = on_change
+        self._state = CircuitState.CLOSED
+        self._failures = 0  # consecutive, counted while CLOSED
+        self._opened_at = 0.0  # clock time of the last CLOSED/HALF_OPEN -> OPEN
+        self._probe_out = False  # HALF_OPEN: the one probe has been let through
+
+    @property
+    def state(self) -> CircuitState:
+        # OPEN becomes HALF_OPEN lazily, when someone looks: no timer task to
+        # start, cancel or leak, and the clock stays injectable.
+        if (
+            self._state is CircuitState.OPEN
+            and self._clock() - self._opened_at >= self.settings.cooldown
+        ):
+            self._move_to(CircuitState.HALF_OPEN)
+        return self._state
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until a probe may be let through; 0 when not OPEN."""
+        if self.state is not CircuitState.OPEN:
+            return 0.0
+        return max(0.0, self._opened_at + self.settings.cooldown - self._clock())
+
+    def allow(self) -> bool:
+        """Whether a call may go to the issuer now; a True while HALF_OPEN is the probe."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            return True
+        if state is CircuitState.HALF_OPEN and not self._probe_out:
+            self._probe_out = True
+            return True
+        return False
+
+    def record_success(self) -> None:
+        """The issuer answered: reset the count, and close the circuit after a probe."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            self._failures = 0
+        elif state is CircuitState.HALF_OPEN:
+            self._move_to(CircuitState.CLOSED)
+
+    def record_failure(self) -> None:
+        """The issuer failed: count it; open at the threshold, or again after a failed probe."""
+        state = self.state
+        if state is CircuitState.CLOSED:
+            self._failures += 1
+            if self._failures >= self.settings.failure_threshold:
+                self._open()
+        elif state is CircuitState.HALF_OPEN:
+            self._open()
+
+    def record_ignored(self) -> None:
+        """The call ended telling nothing about the issuer (e.g. the caller cancelled it).
+
+        Frees the half-open probe slot so the next caller can probe; without this
+        a cancelled probe would keep the circuit refusing forever.
+        """
+        if self.state is CircuitState.HALF_OPEN:
+            self._probe_out = False
+
+    def _open(self) -> None:
+        self._opened_at = self._clock()
+        self._move_to(CircuitState.OPEN)
+
+    def _move_to(self, new: CircuitState) -> None:
+        old = self._state
+        self._state = new
+        self._failures = 0
+        self._probe_out = False
+        # Last, so a hook that raises or looks at the breaker sees a consistent one.
+        if self._on_change is not None and old is not new:
+            self._on_change(self.name, old, new)

@@ -1,0 +1,61 @@
+"""Who is calling: the member code from an mTLS certificate, or in dev mode from a header."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import grpc
+
+from txverify.errors import Reason, ServiceError
+from txverify.tls import peer_identity, peer_is_loopback
+
+# Dev mode only: the caller names itself. Trusted only from loopback and
+# logged as insecure at start-up. Under mTLS it may still be sent, and must
+# then agree with the certificate.
+MEMBER_HEADER = "x-member-id"
+
+
+class IdentityMode(StrEnum):
+    """How the hub learns who calls."""
+
+    DEV = "dev"  # x-member-id header, loopback callers only
+    TLS = "tls"  # the common name of the verified client certificate
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """A caller as identified: `identity` is a certificate identity (or the header's value)."""
+
+    identity: str
+    claimed: str  # what x-member-id said, "" when absent
+
+
+def claimed_member(context: grpc.aio.ServicerContext[Any, Any]) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == MEMBER_HEADER and isinstance(value, str):
+            return value[:64]
+    return ""
+
+
+def identify(context: grpc.aio.ServicerContext[Any, Any], mode: IdentityMode) -> Caller:
+    """The caller, or UNAUTHENTICATED/UNKNOWN_MEMBER when it cannot be told."""
+    claimed = claimed_member(context)
+    if mode is IdentityMode.TLS:
+        identity = peer_identity(context)
+        if identity is None:
+            raise ServiceError(
+                Reason.UNKNOWN_MEMBER, "no client certificate: this hub requires mTLS"
+            )
+        return Caller(identity, claimed)
+    if not peer_is_loopback(context):
+        raise ServiceError(
+            Reason.UNKNOWN_MEMBER, "dev mode identifies loopback callers only; use mTLS"
+        )
+    if not claimed:
+        raise ServiceError(
+            Reason.UNKNOWN_MEMBER,
+            f"dev mode: name your member code in the {MEMBER_HEADER} metadata header",
+        )
+    return Caller(claimed, claimed)

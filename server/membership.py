@@ -1,0 +1,203 @@
+"""Membership: the lifecycle rules of members, stored durably, applied to the live directory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from server.registry import (
+    SERVICES,
+    Member,
+    MemberDirectory,
+    MemberStatus,
+    Role,
+    Subscription,
+    default_roles,
+    with_changes,
+)
+from server.registry_store import Change, RegistryStore
+from txverify.errors import FieldViolation, Reason, ServiceError
+
+log = logging.getLogger(__name__)
+Clock = Callable[[], datetime]
+BOOTSTRAP = "bootstrap"
+UPDATABLE = ("name", "issuer_endpoint", "cert_identity", "rate_limit_rps", "rate_limit_burst")
+_ALLOWED = {
+    MemberStatus.ACTIVE: {MemberStatus.SUSPENDED, MemberStatus.TERMINATED},
+    MemberStatus.SUSPENDED: {MemberStatus.ACTIVE, MemberStatus.TERMINATED},
+    MemberStatus.TERMINATED: set[MemberStatus](),
+}
+
+
+def _invalid(field: str, problem: str) -> ServiceError:
+    return ServiceError(
+        Reason.INVALID_REQUEST,
+        f"{field}: {problem}",
+        metadata={"field": field},
+        violations=(FieldViolation(field, problem),),
+    )
+
+
+class Membership:
+    """Registers and changes members; every change is durable first, then live at once.
+
+    `directory` is replaced whole on each change (readers never see half a
+    change) and `on_change` is told, so caches keyed by member (rate limits,
+    issuer channels) follow without a restart.
+    """
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        *,
+        clock: Clock | None = None,
+        on_change: Callable[[Member], None] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock: Clock = clock or (lambda: datetime.now(UTC))
+        self.on_change = on_change
+        self.directory = MemberDirectory(store.load_all())
+
+    def _commit(self, member: Member, actor: str, action: str, details: str) -> Member:
+        self.store.save(member, Change(member.code, self.clock(), actor, action, details))
+        self.directory = self.directory.replaced(member)
+        log.info("member %s %s by %s: %s", member.code, action, actor, details)
+        if self.on_change is not None:
+            self.on_change(member)
+        return member
+
+    def get(self, code: str) -> Member:
+        member = self.directory.get(code)
+        if member is None:
+            raise ServiceError(
+                Reason.MEMBER_NOT_FOUND, f"no member {code!r}", metadata={"field": "code"}
+            )
+        return member
+
+    def history(self, code: str) -> list[Change]:
+        self.get(code)
+        return self.store.history(code)
+
+    def register(self, member: Member, roles: Sequence[Role], actor: str) -> Member:
+        """A new member, or a terminated one registering again; starts ACTIVE."""
+        existing = self.directory.get(member.code)
+        if existing is not None and existing.status is not MemberStatus.TERMINATED:
+            raise ServiceError(
+                Reason.MEMBER_EXISTS,
+                f"member {member.code} exists ({existing.status}); update it instead",
+                metadata={"field": "member.code"},
+            )
+        clash = self.directory.by_identity(member.identity)
+        if clash is not None and clash.code != member.code:
+            raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
+        now = self.clock()
+        chosen = tuple(dict.fromkeys(roles or default_roles(member)))
+        if Role.ISSUER in chosen and not member.issuer_endpoint:
+            raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
+        fresh = with_changes(
+            member,
+            status=MemberStatus.ACTIVE,
+            subscriptions=tuple(Subscription(next(iter(SERVICES)), r, now) for r in chosen),
+            created_at=now,
+            updated_at=now,
+        )
+        action = "REGISTER" if existing is None else "REGISTER_AGAIN"
+        return self._commit(
+            fresh, actor, action, f"{fresh.name!r} roles {[r.value for r in chosen]}"
+        )
+
+    def bootstrap(self, members: Sequence[Member]) -> None:
+        """Bring the registry in line with a TOML file: register the missing; for known
+        members, take the file's name and endpoint (ports move between runs) but never
+        touch what operators decide: status and subscriptions."""
+        for member in members:
+            existing = self.directory.get(member.code)
+            if existing is None:
+                roles = [s.role for s in member.subscriptions]
+                registered = self.register(member, roles, BOOTSTRAP)
+                if member.status is not MemberStatus.ACTIVE:
+                    self.set_status(member.code, member.status, "bootstrap file", BOOTSTRAP)
+                del registered
+                continue
+            if existing.status is MemberStatus.TERMINATED:
+                continue
+            changes = {
+                k: getattr(member, k)
+                for k in ("name", "issuer_endpoint")
+                if getattr(member, k) != getattr(existing, k)
+            }
+            if changes:
+                self.update(member.code, changes, BOOTSTRAP)
+
+    def update(self, code: str, changes: dict[str, Any], actor: str) -> Member:
+        member = self.get(code)
+        if member.status is MemberStatus.TERMINATED:
+            raise ServiceError(
+                Reason.INVALID_TRANSITION, f"member {code} is terminated; register it again"
+            )
+        unknown = set(changes) - set(UPDATABLE)
+        if unknown:
+            raise _invalid("update_mask", f"cannot update {sorted(unknown)}; only {UPDATABLE}")
+        try:
+            updated = with_changes(member, **changes, updated_at=self.clock())
+        except ValueError as exc:
+            raise _invalid("member", str(exc)) from None
+        if member.subscribed(Role.ISSUER) and not updated.issuer_endpoint:
+            raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
+        clash = self.directory.by_identity(updated.identity)
+        if clash is not None and clash.code != code:
+            raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
+        details = ", ".join(f"{k} {getattr(member, k)!r} -> {v!r}" for k, v in changes.items())
+        return self._commit(updated, actor, "UPDATE", details)
+
+    def set_status(self, code: str, status: MemberStatus, reason: str, actor: str) -> Member:
+        member = self.get(code)
+        if len(reason) > 200:
+            raise _invalid("reason", "at most 200 characters")
+        if status is member.status:
+            return member
+        if status not in _ALLOWED[member.status]:
+            hint = "; register it again" if member.status is MemberStatus.TERMINATED else ""
+            raise ServiceError(
+                Reason.INVALID_TRANSITION,
+                f"member {code} cannot go from {member.status} to {status}{hint}",
+            )
+        updated = with_changes(member, status=status, updated_at=self.clock())
+        details = f"status {member.status} -> {status}" + (f": {reason}" if reason else "")
+        return self._commit(updated, actor, "STATUS", details)
+
+    def subscribe(self, code: str, service: str, role: Role, actor: str) -> Member:
+        member = self._subscribable(code, service)
+        if member.subscribed(role, service):
+            return member
+        if role is Role.ISSUER and not member.issuer_endpoint:
+            raise _invalid("role", "set an issuer_endpoint before subscribing as ISSUER")
+        now = self.clock()
+        updated = with_changes(
+            member,
+            subscriptions=(*member.subscriptions, Subscription(service, role, now)),
+            updated_at=now,
+        )
+        return self._commit(updated, actor, "SUBSCRIBE", f"{service} as {role}")
+
+    def unsubscribe(self, code: str, service: str, role: Role, actor: str) -> Member:
+        member = self._subscribable(code, service)
+        if not member.subscribed(role, service):
+            return member
+        remaining = tuple(
+            s for s in member.subscriptions if not (s.role is role and s.service == service)
+        )
+        updated = with_changes(member, subscriptions=remaining, updated_at=self.clock())
+        return self._commit(updated, actor, "UNSUBSCRIBE", f"{service} as {role}")
+
+    def _subscribable(self, code: str, service: str) -> Member:
+        if service not in SERVICES:
+            raise _invalid("service", f"one of {sorted(SERVICES)}")
+        member = self.get(code)
+        if member.status is MemberStatus.TERMINATED:
+            raise ServiceError(
+                Reason.INVALID_TRANSITION, f"member {code} is terminated; register it again"
+            )
+        return member

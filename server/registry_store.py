@@ -1,0 +1,185 @@
+"""The member registry's storage: members, subscriptions and their history, behind one interface."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from server.registry import Member, MemberKind, MemberStatus, Role, Subscription
+from txverify.storage import connect_sqlite
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One entry of a member's history."""
+
+    code: str
+    at: datetime
+    actor: str
+    action: str  # REGISTER, UPDATE, STATUS, SUBSCRIBE, UNSUBSCRIBE
+    details: str
+
+
+class RegistryStore(Protocol):
+    """Durable members; the hub reads them all at start and writes each change."""
+
+    def load_all(self) -> list[Member]:
+        """Every stored member."""
+
+    def save(self, member: Member, change: Change) -> None:
+        """Store the member as it now is, and the change that made it so, atomically."""
+
+    def history(self, code: str) -> list[Change]:
+        """The member's changes, oldest first."""
+
+    def close(self) -> None:
+        """Release the storage."""
+
+
+def open_registry_store(url: str) -> RegistryStore:
+    """The store for a URL: `sqlite:///path/hub.sqlite` or `sqlite://` (memory)."""
+    if url.startswith("sqlite://"):
+        return SqliteRegistryStore(url)
+    raise ValueError(f"unsupported registry URL {url!r}: use sqlite:///path or sqlite://")
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS members (
+    code             TEXT PRIMARY KEY,
+    name             TEXT NOT NULL,
+    kind             TEXT NOT NULL CHECK (kind IN ('BANK', 'NON_BANK')),
+    issuer_endpoint  TEXT NOT NULL,
+    status           TEXT NOT NULL CHECK (status IN ('ACTIVE', 'SUSPENDED', 'TERMINATED')),
+    cert_identity    TEXT NOT NULL,
+    rate_limit_rps   REAL NOT NULL,
+    rate_limit_burst INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,   -- µs since the epoch, UTC
+    updated_at       INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    code    TEXT NOT NULL REFERENCES members (code),
+    service TEXT NOT NULL,
+    role    TEXT NOT NULL CHECK (role IN ('REQUESTER', 'ISSUER')),
+    since   INTEGER NOT NULL,
+    PRIMARY KEY (code, service, role)
+);
+CREATE TABLE IF NOT EXISTS member_history (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    code    TEXT NOT NULL REFERENCES members (code),
+    at      INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    details TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS member_history_code ON member_history (code, id);
+"""
+
+
+def _micros(when: datetime) -> int:
+    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def _time(micros: int) -> datetime:
+    seconds, rest = divmod(micros, 1_000_000)
+    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
+
+
+class SqliteRegistryStore:
+    """RegistryStore in SQLite (sqlite-utils connection, shared pragmas)."""
+
+    def __init__(self, url: str) -> None:
+        self.db = connect_sqlite(url)
+        self._conn: sqlite3.Connection = self.db.conn
+        self._conn.executescript(SCHEMA)
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    def load_all(self) -> list[Member]:
+        subs: dict[str, list[Subscription]] = {}
+        for code, service, role, since in self._conn.execute(
+            "SELECT code, service, role, since FROM subscriptions ORDER BY code, role"
+        ):
+            subs.setdefault(code, []).append(Subscription(service, Role(role), _time(since)))
+        return [
+            Member(
+                code=row[0],
+                name=row[1],
+                kind=MemberKind(row[2]),
+                issuer_endpoint=row[3],
+                status=MemberStatus(row[4]),
+                subscriptions=tuple(subs.get(row[0], ())),
+                cert_identity=row[5],
+                rate_limit_rps=row[6],
+                rate_limit_burst=row[7],
+                created_at=_time(row[8]),
+                updated_at=_time(row[9]),
+            )
+            for row in self._conn.execute(
+                "SELECT code, name, kind, issuer_endpoint, status, cert_identity, "
+                "rate_limit_rps, rate_limit_burst, created_at, updated_at "
+                "FROM members ORDER BY code"
+            )
+        ]
+
+    def save(self, member: Member, change: Change) -> None:
+        assert member.created_at is not None
+        assert member.updated_at is not None
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+                "issuer_endpoint = excluded.issuer_endpoint, status = excluded.status, "
+                "cert_identity = excluded.cert_identity, rate_limit_rps = excluded.rate_limit_rps, "
+                "rate_limit_burst = excluded.rate_limit_burst, created_at = excluded.created_at, "
+                "updated_at = excluded.updated_at",
+                (
+                    member.code,
+                    member.name,
+                    member.kind.value,
+                    member.issuer_endpoint,
+                    member.status.value,
+                    member.cert_identity,
+                    member.rate_limit_rps,
+                    member.rate_limit_burst,
+                    _micros(member.created_at),
+                    _micros(member.updated_at),
+                ),
+            )
+            conn.execute("DELETE FROM subscriptions WHERE code = ?", (member.code,))
+            conn.executemany(
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?)",
+                [
+                    (member.code, s.service, s.role.value, _micros(s.since or member.updated_at))
+                    for s in member.subscriptions
+                ],
+            )
+            conn.execute(
+                "INSERT INTO member_history (code, at, actor, action, details) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (change.code, _micros(change.at), change.actor, change.action, change.details),
+            )
+
+    def history(self, code: str) -> list[Change]:
+        return [
+            Change(code, _time(at), actor, action, details)
+            for at, actor, action, details in self._conn.execute(
+                "SELECT at, actor, action, details FROM member_history WHERE code = ? ORDER BY id",
+                (code,),
+            )
+        ]
+
+    def close(self) -> None:
+        self._conn.close()
