@@ -90,7 +90,11 @@ class Membership:
                 metadata={"field": "member.code"},
             )
         clash = self.directory.by_identity(member.identity)
-        if clash is not None and clash.code != member.code:
+        if (
+            clash is not None
+            and clash.code != member.code
+            and clash.status is not MemberStatus.TERMINATED
+        ):
             raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
         now = self.clock()
         chosen = tuple(dict.fromkeys(roles or default_roles(member)))
@@ -147,7 +151,7 @@ class Membership:
         if member.subscribed(Role.ISSUER) and not updated.issuer_endpoint:
             raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
         clash = self.directory.by_identity(updated.identity)
-        if clash is not None and clash.code != code:
+        if clash is not None and clash.code != code and clash.status is not MemberStatus.TERMINATED:
             raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
         details = ", ".join(f"{k} {getattr(member, k)!r} -> {v!r}" for k, v in changes.items())
         return self._commit(updated, actor, "UPDATE", details)

@@ -117,15 +117,18 @@ class MemberDirectory:
             if member.code in self._by_code:
                 raise ValueError(f"member {member.code} is listed twice")
             self._by_code[member.code] = member
-        for member in self._by_code.values():
-            if member.status is not MemberStatus.TERMINATED:
-                self._by_identity[member.identity] = member
+        # A terminated member keeps its identity (so it is refused as terminated,
+        # not as a stranger) unless a live member has taken that identity since.
+        for member in sorted(
+            self._by_code.values(), key=lambda m: m.status is not MemberStatus.TERMINATED
+        ):
+            self._by_identity[member.identity] = member
 
     def get(self, code: str) -> Member | None:
         return self._by_code.get(code)
 
     def by_identity(self, identity: str) -> Member | None:
-        """The non-terminated member whose certificate identity this is."""
+        """The member whose certificate identity this is (a live one before a terminated one)."""
         return self._by_identity.get(identity)
 
     def all(self) -> list[Member]:
