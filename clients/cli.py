@@ -158,6 +158,10 @@ def hub(
     breaker_cooldown: Annotated[
         float, typer.Option(help="Seconds a circuit stays open before a probe.")
     ] = 5.0,
+    drain_delay: Annotated[
+        float, typer.Option(help="On SIGTERM, seconds of NOT_SERVING before refusing RPCs.")
+    ] = 1.0,
+    grace: Annotated[float, typer.Option(help="Seconds in-flight RPCs get on SIGTERM.")] = 5.0,
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
     from server.app import HubSettings, RunningHub, serve  # the CLI may start the hub
@@ -183,6 +187,8 @@ def hub(
             issuer_timeout=issuer_timeout,
             max_in_flight_per_issuer=max_in_flight,
             breaker=BreakerSettings(breaker_failures, breaker_cooldown),
+            drain_delay=drain_delay,
+            grace=grace,
         )
         asyncio.run(serve(settings, report))
     except (ValueError, OSError) as exc:

@@ -65,12 +65,15 @@ class HubSettings:
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
     max_concurrent_rpcs: int = 10_000
     grace: float = 5.0  # seconds to finish in-flight RPCs on shutdown
+    # On SIGTERM, health says NOT_SERVING this long while RPCs are still
+    # served, so load balancers polling health move traffic away first.
+    drain_delay: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
-        if self.issuer_timeout <= 0 or self.grace < 0:
-            raise ValueError("issuer_timeout must be positive and grace not negative")
+        if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
+            raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
         if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
             raise ValueError("in-flight and concurrency limits must be at least 1")
         if self.mode is IdentityMode.TLS and self.pki is None:
@@ -104,9 +107,12 @@ class RunningHub:
     gateway: IssuerGateway
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    async def stop(self, grace: float) -> None:
-        """NOT_SERVING first, so balancers stop sending; then drain and close issuer channels."""
+    async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
+        """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
+        then refuse new RPCs, finish in-flight ones within `grace`, close issuer channels."""
         await self.health.enter_graceful_shutdown()
+        if drain_delay:
+            await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         await self.gateway.close()
         self.membership.store.close()
@@ -210,7 +216,11 @@ async def serve(
         on_ready(hub)
     try:
         await stopping.wait()
-        log.info("hub draining (grace %.1fs)", settings.grace)
+        log.info(
+            "hub draining: NOT_SERVING for %.1fs, then %.1fs for in-flight RPCs",
+            settings.drain_delay,
+            settings.grace,
+        )
     finally:
-        await hub.stop(settings.grace)
+        await hub.stop(settings.grace, settings.drain_delay)
         log.info("hub stopped")

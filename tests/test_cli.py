@@ -226,3 +226,65 @@ def test_commands_without_a_network_say_how_to_start_one() -> None:
 
     assert 1 == result.returncode
     assert "txverify up" in result.stderr
+
+
+@pytest.mark.timeout(120)
+def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> None:
+    qr = network.sample_qrs[3]
+
+    listed = _run("members", "list", "--json")
+    suspended = _run("members", "suspend", "002", "--reason", "audit")
+    refused = _verify(qr)  # the CLI speaks for member 002, as `txverify up` recorded
+    resumed = _run("members", "resume", "002")
+    answered = _verify(qr)
+    shown = _run("members", "show", "002", "--json")
+
+    assert 0 == listed.returncode, listed.stderr
+    assert ["002", "004", "006", "014", "025", "900"] == [
+        m["code"] for m in json.loads(listed.stdout)
+    ]
+    assert (0, 1, 0, 0) == (
+        suspended.returncode,
+        refused.returncode,
+        resumed.returncode,
+        answered.returncode,
+    )
+    assert "MEMBER_SUSPENDED" in refused.stderr
+    history = json.loads(shown.stdout)["history"]
+    assert ["REGISTER", "STATUS", "STATUS"] == [h["action"] for h in history]
+    assert "audit" in history[1]["details"]
+
+
+@pytest.mark.timeout(120)
+def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        _cli("up", "--port", "0", "--transactions", "50", "--tls", "--banks", "002,014"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
+    qrs: list[str] = []
+    deadline = time.monotonic() + STARTUP_SECONDS
+    try:
+        while len(qrs) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                line = lines.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if match := re.search(r"txverify verify (\S+)", line):
+                qrs.append(match.group(1))
+        assert 2 == len(qrs)
+
+        verified = _verify("--json", qrs[1])
+        members = _run("members", "list", "--json")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+        if proc.stdout:
+            proc.stdout.close()
+
+    assert 0 == verified.returncode, verified.stderr
+    assert miniqr.parse(qrs[1]).trans_ref == json.loads(verified.stdout)["transaction"]["transRef"]
+    assert 0 == members.returncode, members.stderr
