@@ -80,8 +80,12 @@ class Membership:
         self.get(code)
         return self.store.history(code)
 
-    def register(self, member: Member, roles: Sequence[Role], actor: str) -> Member:
-        """A new member, or a terminated one registering again; starts ACTIVE."""
+    def register(self, member: Member, roles: Sequence[Role] | None, actor: str) -> Member:
+        """A new member, or a terminated one registering again; starts ACTIVE.
+
+        `roles` None means the default roles; an empty sequence means none yet
+        (a member must ask to subscribe).
+        """
         existing = self.directory.get(member.code)
         if existing is not None and existing.status is not MemberStatus.TERMINATED:
             raise ServiceError(
@@ -97,7 +101,7 @@ class Membership:
         ):
             raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
         now = self.clock()
-        chosen = tuple(dict.fromkeys(roles or default_roles(member)))
+        chosen = tuple(dict.fromkeys(default_roles(member) if roles is None else roles))
         if Role.ISSUER in chosen and not member.issuer_endpoint:
             raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
         fresh = with_changes(
@@ -119,11 +123,9 @@ class Membership:
         for member in members:
             existing = self.directory.get(member.code)
             if existing is None:
-                roles = [s.role for s in member.subscriptions]
-                registered = self.register(member, roles, BOOTSTRAP)
+                self.register(member, [s.role for s in member.subscriptions], BOOTSTRAP)
                 if member.status is not MemberStatus.ACTIVE:
                     self.set_status(member.code, member.status, "bootstrap file", BOOTSTRAP)
-                del registered
                 continue
             if existing.status is MemberStatus.TERMINATED:
                 continue
@@ -146,7 +148,7 @@ class Membership:
             raise _invalid("update_mask", f"cannot update {sorted(unknown)}; only {UPDATABLE}")
         try:
             updated = with_changes(member, **changes, updated_at=self.clock())
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise _invalid("member", str(exc)) from None
         if member.subscribed(Role.ISSUER) and not updated.issuer_endpoint:
             raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")

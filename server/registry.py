@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import tomllib
@@ -103,6 +104,12 @@ def default_roles(member: Member) -> tuple[Role, ...]:
     return (Role.REQUESTER, Role.ISSUER) if member.issuer_endpoint else (Role.REQUESTER,)
 
 
+def with_default_roles(member: Member) -> Member:
+    """The member subscribed to slip verification in its default roles."""
+    subs = tuple(Subscription(SLIP_VERIFICATION, r) for r in default_roles(member))
+    return with_changes(member, subscriptions=subs)
+
+
 class MemberDirectory:
     """An immutable snapshot of the members; lookups never touch storage.
 
@@ -201,7 +208,8 @@ def dump_members(members: Iterable[Member]) -> str:
 
 
 def _toml_str(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    # A JSON string is a TOML basic string, except that TOML also forbids DEL.
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")
 
 
 def with_changes(member: Member, **changes: Any) -> Member:

@@ -132,7 +132,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
     ) -> registry_pb2.RegisterMemberResponse:
         try:
             actor = self._operator(context)
-            roles = [_role(r) for r in request.roles]
+            roles = [_role(r) for r in request.roles] or None  # none given: the defaults
             member = self.membership.register(member_from_pb(request.member), roles, actor)
         except ServiceError as error:
             await abort(context, error)

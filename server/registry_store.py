@@ -110,7 +110,7 @@ class SqliteRegistryStore:
     def load_all(self) -> list[Member]:
         subs: dict[str, list[Subscription]] = {}
         for code, service, role, since in self._conn.execute(
-            "SELECT code, service, role, since FROM subscriptions ORDER BY code, role"
+            "SELECT code, service, role, since FROM subscriptions ORDER BY rowid"
         ):
             subs.setdefault(code, []).append(Subscription(service, Role(role), _time(since)))
         return [

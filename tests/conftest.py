@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from server.app import HubSettings, RunningHub, start_hub
-from server.registry import Member, MemberKind
+from server.registry import Member, MemberKind, with_default_roles
 from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
 
@@ -27,11 +27,13 @@ async def simulator() -> AsyncIterator[RunningSimulator]:
 
 def members_of(sim: RunningSimulator) -> tuple[Member, ...]:
     return tuple(
-        Member(
-            code=code,
-            name=node.bank.profile.name,
-            kind=MemberKind(node.bank.profile.kind.value),
-            issuer_endpoint=node.address,
+        with_default_roles(
+            Member(
+                code=code,
+                name=node.bank.profile.name,
+                kind=MemberKind(node.bank.profile.kind.value),
+                issuer_endpoint=node.address,
+            )
         )
         for code, node in sim.nodes.items()
     )
