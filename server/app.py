@@ -14,10 +14,14 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from server.admission import Admission, member_rate_limit
+from server.audit import open_audit_store
+from server.audit_service import AuditLogServicer
+from server.auditlog import AuditWriter
 from server.breaker import BreakerSettings, CircuitState
 from server.forwarding import CHANNEL_OPTIONS, ForwardingPolicy, IssuerGateway, insecure_channel
 from server.identity import IdentityMode
 from server.membership import Membership
+from server.metrics import Metrics
 from server.ratelimit import RateLimit, RateLimiter
 from server.registry import Member, load_members
 from server.registry_service import MemberRegistryServicer
@@ -28,6 +32,8 @@ from txverify import tls
 from txverify.grpcserver import add_health_and_reflection, bind, new_server
 from txverify.storage import MEMORY_URL
 from txverify.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
     issuer_pb2,
     registry_pb2,
     registry_pb2_grpc,
@@ -38,6 +44,7 @@ from txverify.v1 import (
 log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name
 ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
 DEFAULT_PORT = 50051
 
@@ -68,6 +75,7 @@ class HubSettings:
     # On SIGTERM, health says NOT_SERVING this long while RPCs are still
     # served, so load balancers polling health move traffic away first.
     drain_delay: float = 1.0
+    metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -105,7 +113,10 @@ class RunningHub:
     health: HealthServicer
     membership: Membership
     gateway: IssuerGateway
+    audit: AuditWriter
+    metrics: Metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
+    stop_metrics: Callable[[], None] | None = None
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
@@ -115,7 +126,10 @@ class RunningHub:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
         await self.gateway.close()
+        await self.audit.close()
         self.membership.store.close()
+        if self.stop_metrics is not None:
+            self.stop_metrics()
 
 
 def _channel_factory(settings: HubSettings) -> Callable[[Member], grpc.aio.Channel]:
@@ -157,6 +171,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         background.add(task)
         task.add_done_callback(background.discard)
 
+    metrics = Metrics()
     limiter = RateLimiter(settings.rate_limit)
     gateway = IssuerGateway(
         settings.policy,
@@ -173,8 +188,23 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         member_changed(member)
     membership.bootstrap(settings.bootstrap_members())
 
+    audit = AuditWriter(open_audit_store(settings.db), on_batch=metrics.audit_batch)
+    metrics.watch_issuers(
+        lambda: [
+            (
+                m.code,
+                gateway.in_flight(m.code),
+                state.name if (state := gateway.circuit_state(m.code)) else None,
+            )
+            for m in membership.directory.all()
+        ]
+    )
+    router = Router(Admission(membership, limiter), gateway, audit)
     verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-        VerificationServicer(Router(Admission(membership, limiter), gateway), settings.mode),
+        VerificationServicer(router, settings.mode, audit, metrics), server
+    )
+    audit_pb2_grpc.add_AuditLogServicer_to_server(
+        AuditLogServicer(audit.store, membership, mode=settings.mode, operators=settings.operators),
         server,
     )
     registry_pb2_grpc.add_MemberRegistryServicer_to_server(
@@ -186,13 +216,18 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         ),
         server,
     )
-    await add_health_and_reflection(server, [VERIFICATION_SERVICE, REGISTRY_SERVICE], health=health)
+    await add_health_and_reflection(
+        server, [VERIFICATION_SERVICE, REGISTRY_SERVICE, AUDIT_SERVICE], health=health
+    )
     credentials = None
     if settings.mode is IdentityMode.TLS:
         assert settings.pki is not None
         credentials = tls.server_credentials(tls.Pki(settings.pki), tls.HUB)
     port = bind(server, settings.host, settings.port, credentials)
     await server.start()
+    stop_metrics = None
+    if settings.metrics_port is not None:
+        stop_metrics = metrics.serve(settings.metrics_port, settings.host)
     log.info(
         "hub listening on %s:%d (%s) with %d members",
         settings.host,
@@ -200,7 +235,9 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         settings.mode,
         len(membership.directory.all()),
     )
-    return RunningHub(server, port, health, membership, gateway, background)
+    return RunningHub(
+        server, port, health, membership, gateway, audit, metrics, background, stop_metrics
+    )
 
 
 async def serve(

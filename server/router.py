@@ -1,25 +1,63 @@
-"""The Verify request path: admit the caller, decode the slip, find the issuer, forward, answer."""
+"""The Verify request path: admit, decode, replay or ask the issuer, judge, record."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 from server.admission import Admission
+from server.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
+from server.auditlog import AuditWriter
+from server.checks import evaluate, validate_expectations, verdict
 from server.forwarding import IssuerGateway
 from server.identity import Caller
 from server.slip import slip_of
 from txverify.errors import FieldViolation, Reason, ServiceError
-from txverify.v1 import verification_pb2
+from txverify.units import to_timestamp
+from txverify.v1 import common_pb2, verification_pb2
 
 MAX_REQUEST_ID = 64
+MAX_REFERENCE = 64
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+
+
+def _printable(value: str, field: str, limit: int) -> str:
+    if len(value) > limit or not all("!" <= ch <= "~" for ch in value):
+        raise ServiceError(
+            Reason.INVALID_REQUEST,
+            f"{field} must be 1-{limit} printable ASCII characters without spaces",
+            metadata={"field": field},
+            violations=(FieldViolation(field, f"1-{limit} printable ASCII, no spaces"),),
+        )
+    return value
+
+
+def checked_request_id(request_id: str) -> str:
+    """The caller's request id if well-formed, a new one if empty."""
+    if not request_id:
+        return uuid.uuid4().hex
+    return _printable(request_id, "request_id", MAX_REQUEST_ID)
 
 
 class Router:
     """Answers Verify requests; knows nothing of gRPC servers."""
 
-    def __init__(self, admission: Admission, gateway: IssuerGateway) -> None:
+    def __init__(
+        self,
+        admission: Admission,
+        gateway: IssuerGateway,
+        audit: AuditWriter,
+    ) -> None:
         self.admission = admission
         self.gateway = gateway
+        self.audit = audit
+        # One request at a time per (member, request id): a second request
+        # with the same id waits, then finds the first one's remembered answer
+        # instead of asking the issuer and counting again.
+        self._keys: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
 
     async def verify(
         self,
@@ -28,35 +66,140 @@ class Router:
         caller: Caller,
         caller_remaining: float | None,
         outcome: dict[str, str],
+        started: float,
     ) -> verification_pb2.VerifyResponse:
-        """Verify one slip; fills `outcome` (for the log line) as it learns things."""
+        """Answer one Verify, durably audited; fills `outcome` (log line, failure audit)."""
         requester = self.admission.requester(caller)
         outcome["requester"] = requester.code
+        explicit_id = bool(request.request_id)
         request_id = checked_request_id(request.request_id)
         outcome["request_id"] = request_id
+        reference = _printable(request.requester_reference, "requester_reference", MAX_REFERENCE)
+        outcome["requester_reference"] = reference
         slip = slip_of(request)
         outcome["issuer"] = slip.sending_bank
         outcome["trans_ref"] = slip.trans_ref
+        validate_expectations(request.expect)
+        key = (requester.code, request_id)
+        lock, users = self._keys.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                return await self._answer(
+                    request, slip, requester.code, request_id, reference, explicit_id,
+                    caller_remaining, outcome, started,
+                )  # fmt: skip
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._keys[key]
+
+    async def _answer(
+        self,
+        request: verification_pb2.VerifyRequest,
+        slip: common_pb2.SlipRef,
+        member: str,
+        request_id: str,
+        reference: str,
+        explicit_id: bool,
+        caller_remaining: float | None,
+        outcome: dict[str, str],
+        started: float,
+    ) -> verification_pb2.VerifyResponse:
+        if explicit_id:
+            replay = self._replay(member, request_id, slip)
+            if replay is not None:
+                outcome["replayed"] = "true"
+                await self.audit.write(
+                    BatchItem(self._entry(outcome, started, replay.verdict, replayed=True))
+                )
+                return replay
         issuer = self.admission.issuer(slip.sending_bank)
         tx = await self.gateway.inquire(
             issuer,
             slip,
-            requester=requester.code,
+            requester=member,
             request_id=request_id,
             budget=self.gateway.policy.timeout(caller_remaining),
         )
-        return verification_pb2.VerifyResponse(transaction=tx, request_id=request_id)
-
-
-def checked_request_id(request_id: str) -> str:
-    """The caller's request id if well-formed, a new one if empty."""
-    if not request_id:
-        return uuid.uuid4().hex
-    if len(request_id) > MAX_REQUEST_ID or not all("!" <= ch <= "~" for ch in request_id):
-        raise ServiceError(
-            Reason.INVALID_REQUEST,
-            f"request_id must be 1-{MAX_REQUEST_ID} printable ASCII characters without spaces",
-            metadata={"field": "request_id"},
-            violations=(FieldViolation("request_id", "1-64 printable ASCII, no spaces"),),
+        checks = evaluate(request.expect, tx)
+        base = verification_pb2.VerifyResponse(transaction=tx, request_id=request_id, checks=checks)
+        use = SlipUse(slip.sending_bank, slip.trans_ref, member, reference)
+        final = await self.audit.write(
+            BatchItem(self._entry(outcome, started), Verified(use, _finish(base, checks)))
         )
-    return request_id
+        assert final is not None  # a Verified item always gets its final response
+        return final
+
+    @staticmethod
+    def _entry(
+        outcome: dict[str, str], started: float, verdict_value: int = 0, *, replayed: bool = False
+    ) -> AuditEntry:
+        return audit_entry(outcome, started, "OK", "", verdict_value, replayed=replayed)
+
+    def _replay(
+        self, member: str, request_id: str, slip: common_pb2.SlipRef
+    ) -> verification_pb2.VerifyResponse | None:
+        """The remembered answer to this member's request id, if any, marked replayed."""
+        since = datetime.now(UTC) - IDEMPOTENCY_WINDOW
+        found = self.audit.store.remembered(member, request_id, since)
+        if found is None:
+            return None
+        sending_bank, trans_ref, raw = found
+        if (sending_bank, trans_ref) != (slip.sending_bank, slip.trans_ref):
+            raise ServiceError(
+                Reason.INVALID_REQUEST,
+                "request_id was already used for another slip; use a new request_id",
+                metadata={"field": "request_id"},
+                violations=(FieldViolation("request_id", "reused with another slip"),),
+            )
+        response = verification_pb2.VerifyResponse.FromString(raw)
+        response.replayed = True
+        return response
+
+
+def audit_entry(
+    outcome: dict[str, str],
+    started: float,
+    status: str,
+    reason: str,
+    verdict_value: int = 0,
+    *,
+    replayed: bool = False,
+) -> AuditEntry:
+    """The audit record of a Verify from what the request path learnt."""
+    return AuditEntry(
+        at=datetime.now(UTC),
+        request_id=outcome.get("request_id", ""),
+        requester=outcome.get("requester", ""),
+        requester_reference=outcome.get("requester_reference", ""),
+        issuer=outcome.get("issuer", ""),
+        trans_ref=outcome.get("trans_ref", ""),
+        status=status,
+        reason=reason,
+        verdict=verdict_value,
+        latency_us=int((time.perf_counter() - started) * 1_000_000),
+        replayed=replayed,
+    )
+
+
+def _finish(
+    base: verification_pb2.VerifyResponse, checks: list[verification_pb2.CheckResult]
+) -> Callable[[UseCounts], verification_pb2.VerifyResponse]:
+    """The response once the uses before this one are known (runs in the audit writer)."""
+
+    def finish(counts: UseCounts) -> verification_pb2.VerifyResponse:
+        response = verification_pb2.VerifyResponse()
+        response.CopyFrom(base)
+        response.verdict = verdict(checks, counts.previous_in_scope)
+        duplicate = response.duplicate
+        duplicate.previous_count = counts.previous
+        duplicate.first_verified_by = counts.first_by
+        duplicate.previous_count_in_scope = counts.previous_in_scope
+        if counts.first_at is not None:
+            duplicate.first_verified_at.CopyFrom(to_timestamp(counts.first_at))
+        if counts.first_in_scope_at is not None:
+            duplicate.first_verified_in_scope_at.CopyFrom(to_timestamp(counts.first_in_scope_at))
+        return response
+
+    return finish

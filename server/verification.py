@@ -1,4 +1,4 @@
-"""VerificationService: the gRPC adapter over the Router, with one log line per RPC."""
+"""VerificationService: the gRPC adapter over the Router; every outcome audited and logged once."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from typing import Any
 
 import grpc
 
+from server.audit import BatchItem
+from server.auditlog import AuditWriter
 from server.identity import IdentityMode, identify
-from server.router import Router
+from server.metrics import Metrics
+from server.router import Router, audit_entry
 from txverify.errors import Reason, ServiceError, abort
 from txverify.logs import FIELDS
 from txverify.v1 import verification_pb2, verification_pb2_grpc
@@ -18,11 +21,15 @@ log = logging.getLogger(__name__)
 
 
 class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
-    """Thin adapter: metadata and deadline in, VerifyResponse or rich status out."""
+    """Thin adapter: identity and deadline in, VerifyResponse or rich status out."""
 
-    def __init__(self, router: Router, mode: IdentityMode) -> None:
+    def __init__(
+        self, router: Router, mode: IdentityMode, audit: AuditWriter, metrics: Metrics
+    ) -> None:
         self.router = router
         self.mode = mode
+        self.audit = audit
+        self.metrics = metrics
 
     async def Verify(
         self,
@@ -39,27 +46,47 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 caller=caller,
                 caller_remaining=context.time_remaining(),
                 outcome=fields,
+                started=started,
             )
         except ServiceError as error:
-            _log_line(fields, error.status_code.name, error.reason.value, started)
-            await abort(context, error)
+            answer = await self._audited(error, fields, started)
+            self._done(fields, answer.status_code.name, answer.reason.value, started)
+            await abort(context, answer)
         except Exception:
             log.exception("verify failed unexpectedly", extra={FIELDS: fields})
-            _log_line(fields, grpc.StatusCode.INTERNAL.name, Reason.INTERNAL.value, started)
-            await abort(context, ServiceError(Reason.INTERNAL, "internal error in the hub"))
-        _log_line(fields, "OK", "", started)
+            answer = await self._audited(
+                ServiceError(Reason.INTERNAL, "internal error in the hub"), fields, started
+            )
+            self._done(fields, answer.status_code.name, answer.reason.value, started)
+            await abort(context, answer)
+        fields["verdict"] = verification_pb2.Verdict.Name(response.verdict).removeprefix("VERDICT_")
+        self._done(fields, "OK", "", started)
         return response
 
+    async def _audited(
+        self, error: ServiceError, fields: dict[str, str], started: float
+    ) -> ServiceError:
+        """Record a failure before answering it; if even that fails, say so instead."""
+        if error.reason is Reason.AUDIT_UNAVAILABLE:
+            return error
+        entry = audit_entry(fields, started, error.status_code.name, error.reason.value)
+        try:
+            await self.audit.write(BatchItem(entry))
+        except ServiceError as audit_error:
+            return audit_error
+        return error
 
-def _log_line(fields: dict[str, str], status: str, reason: str, started: float) -> None:
-    log.info(
-        "verify",
-        extra={
-            FIELDS: {
-                **fields,
-                "status": status,
-                "reason": reason,
-                "latency_ms": round((time.perf_counter() - started) * 1000, 2),
-            }
-        },
-    )
+    def _done(self, fields: dict[str, str], status: str, reason: str, started: float) -> None:
+        elapsed = time.perf_counter() - started
+        self.metrics.verified(fields.get("issuer", ""), status, reason, elapsed)
+        log.info(
+            "verify",
+            extra={
+                FIELDS: {
+                    **fields,
+                    "status": status,
+                    "reason": reason,
+                    "latency_ms": round(elapsed * 1000, 2),
+                }
+            },
+        )

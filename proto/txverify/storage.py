@@ -31,11 +31,15 @@ def sqlite_path(url: str) -> Path | None:
     return Path(rest)
 
 
-def connect_sqlite(url: str) -> sqlite_utils.Database:
+def connect_sqlite(url: str, *, fsync_each_commit: bool = False) -> sqlite_utils.Database:
     """Open a SQLite database from its URL with the project's pragmas.
 
     The connection may be used from another thread than the one that made it
     (one thread at a time): asyncio servers hand work to executors.
+    fsync_each_commit (synchronous=FULL) makes every commit survive power
+    loss, not only a crash of the process; stores that promise durability
+    before answering (the audit log) ask for it and batch commits to pay it
+    rarely.
     """
     path = sqlite_path(url)
     if path is not None:
@@ -47,4 +51,6 @@ def connect_sqlite(url: str) -> sqlite_utils.Database:
     )
     for pragma in SQLITE_PRAGMAS:
         conn.execute(pragma)
+    if fsync_each_commit:
+        conn.execute("PRAGMA synchronous = FULL")
     return sqlite_utils.Database(conn)

@@ -3,8 +3,12 @@
 isort:skip_file
 The service a member calls to verify a slip (service provider -> hub)."""
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from txverify.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -17,6 +21,114 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Check:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Check.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_UNSPECIFIED: _Check.ValueType  # 0
+    """Not set."""
+    CHECK_AMOUNT: _Check.ValueType  # 1
+    """The amount against AmountExpectation."""
+    CHECK_RECEIVER: _Check.ValueType  # 2
+    """The receiver against the expected receivers."""
+    CHECK_RECEIVING_BANK: _Check.ValueType  # 3
+    """The receiving bank."""
+    CHECK_TIME_WINDOW: _Check.ValueType  # 4
+    """The transfer time against not_before / not_after."""
+    CHECK_STATUS: _Check.ValueType  # 5
+    """Always checked: a REVERSED transfer pays nobody."""
+
+class Check(_Check, metaclass=_CheckEnumTypeWrapper):
+    """What was checked."""
+
+CHECK_UNSPECIFIED: Check.ValueType  # 0
+"""Not set."""
+CHECK_AMOUNT: Check.ValueType  # 1
+"""The amount against AmountExpectation."""
+CHECK_RECEIVER: Check.ValueType  # 2
+"""The receiver against the expected receivers."""
+CHECK_RECEIVING_BANK: Check.ValueType  # 3
+"""The receiving bank."""
+CHECK_TIME_WINDOW: Check.ValueType  # 4
+"""The transfer time against not_before / not_after."""
+CHECK_STATUS: Check.ValueType  # 5
+"""Always checked: a REVERSED transfer pays nobody."""
+Global___Check: _TypeAlias = Check  # noqa: Y015
+
+class _CheckOutcome:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CheckOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CheckOutcome.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CHECK_OUTCOME_UNSPECIFIED: _CheckOutcome.ValueType  # 0
+    """Not set."""
+    CHECK_OUTCOME_PASS: _CheckOutcome.ValueType  # 1
+    """As expected."""
+    CHECK_OUTCOME_FAIL: _CheckOutcome.ValueType  # 2
+    """Not as expected; `observed` says what the issuer reported."""
+    CHECK_OUTCOME_UNCHECKABLE: _CheckOutcome.ValueType  # 3
+    """The issuer's data cannot decide (e.g. no receiver account or proxy given,
+    or too few digits visible).
+    """
+
+class CheckOutcome(_CheckOutcome, metaclass=_CheckOutcomeEnumTypeWrapper):
+    """How a check came out."""
+
+CHECK_OUTCOME_UNSPECIFIED: CheckOutcome.ValueType  # 0
+"""Not set."""
+CHECK_OUTCOME_PASS: CheckOutcome.ValueType  # 1
+"""As expected."""
+CHECK_OUTCOME_FAIL: CheckOutcome.ValueType  # 2
+"""Not as expected; `observed` says what the issuer reported."""
+CHECK_OUTCOME_UNCHECKABLE: CheckOutcome.ValueType  # 3
+"""The issuer's data cannot decide (e.g. no receiver account or proxy given,
+or too few digits visible).
+"""
+Global___CheckOutcome: _TypeAlias = CheckOutcome  # noqa: Y015
+
+class _Verdict:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _VerdictEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Verdict.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    VERDICT_UNSPECIFIED: _Verdict.ValueType  # 0
+    """Not set."""
+    VERDICT_VALID: _Verdict.ValueType  # 1
+    """Every check passed and this is the slip's first use in the caller's scope."""
+    VERDICT_MISMATCH: _Verdict.ValueType  # 2
+    """Some check failed (including CHECK_STATUS for a reversed transfer)."""
+    VERDICT_DUPLICATE: _Verdict.ValueType  # 3
+    """Genuine and as expected, but verified before in the caller's scope
+    (same member and requester_reference): a re-used slip.
+    """
+    VERDICT_INCONCLUSIVE: _Verdict.ValueType  # 4
+    """Nothing failed and it is the first use, but some check was
+    UNCHECKABLE: not proven valid.
+    """
+
+class Verdict(_Verdict, metaclass=_VerdictEnumTypeWrapper):
+    """The answer in one word."""
+
+VERDICT_UNSPECIFIED: Verdict.ValueType  # 0
+"""Not set."""
+VERDICT_VALID: Verdict.ValueType  # 1
+"""Every check passed and this is the slip's first use in the caller's scope."""
+VERDICT_MISMATCH: Verdict.ValueType  # 2
+"""Some check failed (including CHECK_STATUS for a reversed transfer)."""
+VERDICT_DUPLICATE: Verdict.ValueType  # 3
+"""Genuine and as expected, but verified before in the caller's scope
+(same member and requester_reference): a re-used slip.
+"""
+VERDICT_INCONCLUSIVE: Verdict.ValueType  # 4
+"""Nothing failed and it is the first use, but some check was
+UNCHECKABLE: not proven valid.
+"""
+Global___Verdict: _TypeAlias = Verdict  # noqa: Y015
+
 @_typing.final
 class VerifyRequest(_message.Message):
     """A request to verify one slip."""
@@ -26,15 +138,32 @@ class VerifyRequest(_message.Message):
     QR_TEXT_FIELD_NUMBER: _builtins.int
     SLIP_REF_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EXPECT_FIELD_NUMBER: _builtins.int
+    REQUESTER_REFERENCE_FIELD_NUMBER: _builtins.int
     qr_text: _builtins.str
     """The text of the slip's mini QR, as scanned (tags 00, 51, 91)."""
     request_id: _builtins.str
     """The caller's id for this request, up to 64 printable ASCII characters;
     the hub makes one when empty. It is passed to the issuer and echoed back.
+    Idempotency: the same request_id from the same member within 24 hours
+    returns the first successful answer again (replayed = true) without
+    asking the issuer or counting a new use; with another slip it is
+    INVALID_ARGUMENT/INVALID_REQUEST. Failed requests are not remembered.
+    """
+    requester_reference: _builtins.str
+    """The caller's own reference for where the slip is presented (a merchant,
+    a branch, a till), up to 64 printable ASCII characters. Duplicate
+    detection counts uses per requester member and this reference.
     """
     @_builtins.property
     def slip_ref(self) -> _common_pb2.SlipRef:
         """The slip given directly by sending bank and transRef."""
+
+    @_builtins.property
+    def expect(self) -> Global___Expectations:
+        """What the caller expects of the transaction; each part is optional and
+        checked only when set.
+        """
 
     def __init__(
         self,
@@ -42,16 +171,216 @@ class VerifyRequest(_message.Message):
         qr_text: _builtins.str = ...,
         slip_ref: _common_pb2.SlipRef | None = ...,
         request_id: _builtins.str = ...,
+        expect: Global___Expectations | None = ...,
+        requester_reference: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["qr_text", b"qr_text", "slip", b"slip", "slip_ref", b"slip_ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expect", b"expect", "qr_text", b"qr_text", "slip", b"slip", "slip_ref", b"slip_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["qr_text", b"qr_text", "request_id", b"request_id", "slip", b"slip", "slip_ref", b"slip_ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expect", b"expect", "qr_text", b"qr_text", "request_id", b"request_id", "requester_reference", b"requester_reference", "slip", b"slip", "slip_ref", b"slip_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_slip: _TypeAlias = _typing.Literal["qr_text", "slip_ref"]  # noqa: Y015
     _WhichOneofArgType_slip: _TypeAlias = _typing.Literal["slip", b"slip"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_slip) -> _WhichOneofReturnType_slip | None: ...
 
 Global___VerifyRequest: _TypeAlias = VerifyRequest  # noqa: Y015
+
+@_typing.final
+class Expectations(_message.Message):
+    """What the caller expects of the transaction."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AMOUNT_FIELD_NUMBER: _builtins.int
+    RECEIVERS_FIELD_NUMBER: _builtins.int
+    RECEIVING_BANK_FIELD_NUMBER: _builtins.int
+    NOT_BEFORE_FIELD_NUMBER: _builtins.int
+    NOT_AFTER_FIELD_NUMBER: _builtins.int
+    receiving_bank: _builtins.str
+    """FI code of the bank that should have received the money."""
+    @_builtins.property
+    def amount(self) -> Global___AmountExpectation:
+        """The amount, in satang: any combination of the three bounds."""
+
+    @_builtins.property
+    def receivers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReceiverExpectation]:
+        """The receiver is one of these (any one matching passes). Give plain
+        values; they are matched against the issuer's masked values: every
+        digit the issuer shows must agree with yours.
+        """
+
+    @_builtins.property
+    def not_before(self) -> _timestamp_pb2.Timestamp:
+        """The transfer happened at or after this instant."""
+
+    @_builtins.property
+    def not_after(self) -> _timestamp_pb2.Timestamp:
+        """The transfer happened at or before this instant."""
+
+    def __init__(
+        self,
+        *,
+        amount: Global___AmountExpectation | None = ...,
+        receivers: _abc.Iterable[Global___ReceiverExpectation] | None = ...,
+        receiving_bank: _builtins.str = ...,
+        not_before: _timestamp_pb2.Timestamp | None = ...,
+        not_after: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "not_after", b"not_after", "not_before", b"not_before"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount", b"amount", "not_after", b"not_after", "not_before", b"not_before", "receivers", b"receivers", "receiving_bank", b"receiving_bank"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Expectations: _TypeAlias = Expectations  # noqa: Y015
+
+@_typing.final
+class AmountExpectation(_message.Message):
+    """Bounds on the amount, in satang; unset bounds are not checked."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EQUALS_SATANG_FIELD_NUMBER: _builtins.int
+    AT_LEAST_SATANG_FIELD_NUMBER: _builtins.int
+    AT_MOST_SATANG_FIELD_NUMBER: _builtins.int
+    equals_satang: _builtins.int
+    """Exactly this many satang."""
+    at_least_satang: _builtins.int
+    """At least this many satang."""
+    at_most_satang: _builtins.int
+    """At most this many satang."""
+    def __init__(
+        self,
+        *,
+        equals_satang: _builtins.int | None = ...,
+        at_least_satang: _builtins.int | None = ...,
+        at_most_satang: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_at_least_satang", b"_at_least_satang", "_at_most_satang", b"_at_most_satang", "_equals_satang", b"_equals_satang", "at_least_satang", b"at_least_satang", "at_most_satang", b"at_most_satang", "equals_satang", b"equals_satang"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_least_satang", b"_at_least_satang", "_at_most_satang", b"_at_most_satang", "_equals_satang", b"_equals_satang", "at_least_satang", b"at_least_satang", "at_most_satang", b"at_most_satang", "equals_satang", b"equals_satang"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__at_least_satang: _TypeAlias = _typing.Literal["at_least_satang"]  # noqa: Y015
+    _WhichOneofArgType__at_least_satang: _TypeAlias = _typing.Literal["_at_least_satang", b"_at_least_satang"]  # noqa: Y015
+    _WhichOneofReturnType__at_most_satang: _TypeAlias = _typing.Literal["at_most_satang"]  # noqa: Y015
+    _WhichOneofArgType__at_most_satang: _TypeAlias = _typing.Literal["_at_most_satang", b"_at_most_satang"]  # noqa: Y015
+    _WhichOneofReturnType__equals_satang: _TypeAlias = _typing.Literal["equals_satang"]  # noqa: Y015
+    _WhichOneofArgType__equals_satang: _TypeAlias = _typing.Literal["_equals_satang", b"_equals_satang"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__at_least_satang) -> _WhichOneofReturnType__at_least_satang | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__at_most_satang) -> _WhichOneofReturnType__at_most_satang | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__equals_satang) -> _WhichOneofReturnType__equals_satang | None: ...
+
+Global___AmountExpectation: _TypeAlias = AmountExpectation  # noqa: Y015
+
+@_typing.final
+class ReceiverExpectation(_message.Message):
+    """One acceptable receiver."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    PROXY_FIELD_NUMBER: _builtins.int
+    account: _builtins.str
+    """An account number (digits; separators are ignored)."""
+    @_builtins.property
+    def proxy(self) -> _common_pb2.Proxy:
+        """A PromptPay proxy (type and plain value, e.g. MSISDN 0812345678)."""
+
+    def __init__(
+        self,
+        *,
+        account: _builtins.str = ...,
+        proxy: _common_pb2.Proxy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "proxy", b"proxy", "receiver", b"receiver"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "proxy", b"proxy", "receiver", b"receiver"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_receiver: _TypeAlias = _typing.Literal["account", "proxy"]  # noqa: Y015
+    _WhichOneofArgType_receiver: _TypeAlias = _typing.Literal["receiver", b"receiver"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_receiver) -> _WhichOneofReturnType_receiver | None: ...
+
+Global___ReceiverExpectation: _TypeAlias = ReceiverExpectation  # noqa: Y015
+
+@_typing.final
+class CheckResult(_message.Message):
+    """One expectation's result."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECK_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    EXPECTED_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    check: Global___Check.ValueType
+    """What was checked."""
+    outcome: Global___CheckOutcome.ValueType
+    """How it came out."""
+    expected: _builtins.str
+    """What the caller expected, in words (e.g. "= 150.00 THB")."""
+    observed: _builtins.str
+    """What the issuer reported (masked as the issuer sent it)."""
+    def __init__(
+        self,
+        *,
+        check: Global___Check.ValueType = ...,
+        outcome: Global___CheckOutcome.ValueType = ...,
+        expected: _builtins.str = ...,
+        observed: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check", b"check", "expected", b"expected", "observed", b"observed", "outcome", b"outcome"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CheckResult: _TypeAlias = CheckResult  # noqa: Y015
+
+@_typing.final
+class DuplicateInfo(_message.Message):
+    """How often the slip was verified before this request."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PREVIOUS_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_VERIFIED_AT_FIELD_NUMBER: _builtins.int
+    FIRST_VERIFIED_BY_FIELD_NUMBER: _builtins.int
+    PREVIOUS_COUNT_IN_SCOPE_FIELD_NUMBER: _builtins.int
+    FIRST_VERIFIED_IN_SCOPE_AT_FIELD_NUMBER: _builtins.int
+    previous_count: _builtins.int
+    """Verifications before this one, by anyone."""
+    first_verified_by: _builtins.str
+    """The member that first verified it (empty if this is the first time)."""
+    previous_count_in_scope: _builtins.int
+    """Verifications before this one in the caller's scope (same member and
+    requester_reference).
+    """
+    @_builtins.property
+    def first_verified_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was first verified (absent if this is the first time)."""
+
+    @_builtins.property
+    def first_verified_in_scope_at(self) -> _timestamp_pb2.Timestamp:
+        """When it was first verified in the caller's scope."""
+
+    def __init__(
+        self,
+        *,
+        previous_count: _builtins.int = ...,
+        first_verified_at: _timestamp_pb2.Timestamp | None = ...,
+        first_verified_by: _builtins.str = ...,
+        previous_count_in_scope: _builtins.int = ...,
+        first_verified_in_scope_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_verified_at", b"first_verified_at", "first_verified_in_scope_at", b"first_verified_in_scope_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_verified_at", b"first_verified_at", "first_verified_by", b"first_verified_by", "first_verified_in_scope_at", b"first_verified_in_scope_at", "previous_count", b"previous_count", "previous_count_in_scope", b"previous_count_in_scope"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DuplicateInfo: _TypeAlias = DuplicateInfo  # noqa: Y015
 
 @_typing.final
 class VerifyResponse(_message.Message):
@@ -61,21 +390,43 @@ class VerifyResponse(_message.Message):
 
     TRANSACTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CHECKS_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    DUPLICATE_FIELD_NUMBER: _builtins.int
+    REPLAYED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id: the caller's, or the one the hub made."""
+    verdict: Global___Verdict.ValueType
+    """The answer in one word."""
+    replayed: _builtins.bool
+    """True when this is the stored answer to an earlier request with the same
+    request_id (idempotent replay): nothing was asked or counted again.
+    """
     @_builtins.property
     def transaction(self) -> _common_pb2.Transaction:
         """The transaction as the issuer reported it, personal data masked."""
+
+    @_builtins.property
+    def checks(self) -> _containers.RepeatedCompositeFieldContainer[Global___CheckResult]:
+        """One result per expectation set, plus CHECK_STATUS."""
+
+    @_builtins.property
+    def duplicate(self) -> Global___DuplicateInfo:
+        """Earlier verifications of this slip."""
 
     def __init__(
         self,
         *,
         transaction: _common_pb2.Transaction | None = ...,
         request_id: _builtins.str = ...,
+        checks: _abc.Iterable[Global___CheckResult] | None = ...,
+        verdict: Global___Verdict.ValueType = ...,
+        duplicate: Global___DuplicateInfo | None = ...,
+        replayed: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["transaction", b"transaction"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "transaction", b"transaction"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "transaction", b"transaction"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "duplicate", b"duplicate", "replayed", b"replayed", "request_id", b"request_id", "transaction", b"transaction", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -38,6 +38,8 @@ class VerificationServiceStub:
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
     UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
     DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
+    plus membership and rate-limit errors (see README). A failed expectation is
+    never an error: it is a normal answer whose checks and verdict say so.
     """
 
     def __init__(self, channel):
@@ -66,6 +68,8 @@ class VerificationServiceServicer:
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
     UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
     DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
+    plus membership and rate-limit errors (see README). A failed expectation is
+    never an error: it is a normal answer whose checks and verdict say so.
     """
 
     def Verify(self, request, context):
@@ -105,6 +109,8 @@ class VerificationService:
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
     UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
     DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
+    plus membership and rate-limit errors (see README). A failed expectation is
+    never an error: it is a normal answer whose checks and verdict say so.
     """
 
     @staticmethod

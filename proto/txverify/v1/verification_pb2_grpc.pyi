@@ -39,6 +39,8 @@ class VerificationServiceStub:
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
+    plus membership and rate-limit errors (see README). A failed expectation is
+    never an error: it is a normal answer whose checks and verdict say so.
     """
 
     @_typing.overload
@@ -64,6 +66,8 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
+    plus membership and rate-limit errors (see README). A failed expectation is
+    never an error: it is a normal answer whose checks and verdict say so.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -85,6 +89,8 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
+    plus membership and rate-limit errors (see README). A failed expectation is
+    never an error: it is a normal answer whose checks and verdict say so.
     """
 
     @_abc_1.abstractmethod

@@ -1,0 +1,346 @@
+"""The audit trail, slip uses (duplicates) and remembered answers (idempotency), in one store."""
+
+from __future__ import annotations
+
+import sqlite3
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from txverify.storage import connect_sqlite, sqlite_path
+from txverify.v1 import verification_pb2
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    """One Verify as answered: who, which slip, what outcome; no personal data."""
+
+    at: datetime
+    request_id: str
+    requester: str
+    requester_reference: str
+    issuer: str
+    trans_ref: str
+    status: str  # gRPC status name, "OK" for an answer
+    reason: str = ""
+    verdict: int = 0  # verification_pb2.Verdict value
+    latency_us: int = 0
+    replayed: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SlipUse:
+    """A successful verification to count, globally and in its requester's scope."""
+
+    sending_bank: str
+    trans_ref: str
+    member: str
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class UseCounts:
+    """Uses of a slip before this one."""
+
+    previous: int
+    first_at: datetime | None
+    first_by: str
+    previous_in_scope: int
+    first_in_scope_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A successful answer still to be judged for duplicates and remembered.
+
+    `finish` turns the counts into the final response (verdict and duplicate
+    info); it runs in the writer, inside the transaction that counted.
+    """
+
+    use: SlipUse
+    finish: Callable[[UseCounts], verification_pb2.VerifyResponse]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchItem:
+    """What one Verify writes: always its audit entry; for a new answer, its use."""
+
+    entry: AuditEntry
+    verified: Verified | None = None
+
+
+class AuditStore(Protocol):
+    """Durable audit, uses and answers; one class per backend."""
+
+    def write_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[verification_pb2.VerifyResponse | None]:
+        """Count uses, remember answers and append audit entries, in ONE transaction;
+        returns each item's final response (None for entries without an answer)."""
+
+    def remembered(
+        self, member: str, request_id: str, since: datetime
+    ) -> tuple[str, str, bytes] | None:
+        """(sending_bank, trans_ref, response bytes) of a remembered answer, or None."""
+
+    def query(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        member: str,
+        trans_ref: str,
+        request_id: str,
+        limit: int,
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first."""
+
+    def forget_before(self, moment: datetime) -> int:
+        """Drop remembered answers older than `moment`; returns how many."""
+
+    def close(self) -> None:
+        """Release the storage."""
+
+
+def open_audit_store(url: str) -> AuditStore:
+    """The store for a URL: `sqlite:///path/hub.sqlite` or `sqlite://` (memory)."""
+    if url.startswith("sqlite://"):
+        return SqliteAuditStore(url)
+    raise ValueError(f"unsupported audit URL {url!r}: use sqlite:///path or sqlite://")
+
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS audit (
+    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    at                  INTEGER NOT NULL,            -- µs since the epoch, UTC
+    request_id          TEXT NOT NULL,
+    requester           TEXT NOT NULL,
+    requester_reference TEXT NOT NULL,
+    issuer              TEXT NOT NULL,
+    trans_ref           TEXT NOT NULL,
+    status              TEXT NOT NULL,
+    reason              TEXT NOT NULL,
+    verdict             INTEGER NOT NULL,
+    latency_us          INTEGER NOT NULL,
+    replayed            INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_requester ON audit (requester, at);
+CREATE INDEX IF NOT EXISTS audit_trans_ref ON audit (trans_ref);
+CREATE INDEX IF NOT EXISTS audit_request_id ON audit (request_id);
+CREATE TABLE IF NOT EXISTS slip_uses (
+    sending_bank TEXT NOT NULL,
+    trans_ref    TEXT NOT NULL,
+    first_at     INTEGER NOT NULL,
+    first_by     TEXT NOT NULL,
+    uses         INTEGER NOT NULL,
+    PRIMARY KEY (sending_bank, trans_ref)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slip_scope_uses (
+    sending_bank TEXT NOT NULL,
+    trans_ref    TEXT NOT NULL,
+    member       TEXT NOT NULL,
+    reference    TEXT NOT NULL,
+    first_at     INTEGER NOT NULL,
+    uses         INTEGER NOT NULL,
+    PRIMARY KEY (sending_bank, trans_ref, member, reference)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS remembered_answers (
+    member       TEXT NOT NULL,
+    request_id   TEXT NOT NULL,
+    at           INTEGER NOT NULL,
+    sending_bank TEXT NOT NULL,
+    trans_ref    TEXT NOT NULL,
+    response     BLOB NOT NULL,
+    PRIMARY KEY (member, request_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS remembered_at ON remembered_answers (at);
+"""
+# Each upsert counts atomically and returns the count after it: under any
+# concurrency (threads here, replicas on PostgreSQL later) every use gets its
+# own number, with no read-then-write race.
+_COUNT = (
+    "INSERT INTO slip_uses VALUES (?, ?, ?, ?, 1) ON CONFLICT (sending_bank, trans_ref) "
+    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at, first_by"
+)
+_COUNT_SCOPE = (
+    "INSERT INTO slip_scope_uses VALUES (?, ?, ?, ?, ?, 1) "
+    "ON CONFLICT (sending_bank, trans_ref, member, reference) "
+    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at"
+)
+
+
+def to_micros(when: datetime) -> int:
+    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
+
+
+class SqliteAuditStore:
+    """AuditStore in SQLite; each commit is fsynced (synchronous=FULL).
+
+    Two connections: one for the writer thread (batches), one for reads on
+    the event loop (idempotency lookups, queries); WAL lets them run at once.
+    `sqlite://` means a file in a temporary directory, removed on close: two
+    connections to one in-memory database are not possible without SQLite's
+    shared cache, whose table locks would fail readers during a write.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        if sqlite_path(url) is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="txverify-audit-")
+            url = f"sqlite:///{self._tmp.name}/audit.sqlite"
+        self.db = connect_sqlite(url, fsync_each_commit=True)
+        self._conn: sqlite3.Connection = self.db.conn  # the writer's
+        self._conn.executescript(SCHEMA)
+        self._reader: sqlite3.Connection = connect_sqlite(url).conn
+
+    def write_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[verification_pb2.VerifyResponse | None]:
+        conn = self._conn
+        results: list[verification_pb2.VerifyResponse | None] = []
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for item in items:
+                entry = item.entry
+                final = None
+                verdict = entry.verdict
+                if item.verified is not None:
+                    final = self._count_and_remember(conn, entry, item.verified)
+                    verdict = final.verdict
+                conn.execute(
+                    "INSERT INTO audit (at, request_id, requester, requester_reference, issuer, "
+                    "trans_ref, status, reason, verdict, latency_us, replayed) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        to_micros(entry.at),
+                        entry.request_id,
+                        entry.requester,
+                        entry.requester_reference,
+                        entry.issuer,
+                        entry.trans_ref,
+                        entry.status,
+                        entry.reason,
+                        verdict,
+                        entry.latency_us,
+                        int(entry.replayed),
+                    ),
+                )
+                results.append(final)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return results
+
+    def _count_and_remember(
+        self, conn: sqlite3.Connection, entry: AuditEntry, verified: Verified
+    ) -> verification_pb2.VerifyResponse:
+        use = verified.use
+        at = to_micros(entry.at)
+        uses, first_at, first_by = conn.execute(
+            _COUNT, (use.sending_bank, use.trans_ref, at, use.member)
+        ).fetchone()
+        scope_uses, scope_first = conn.execute(
+            _COUNT_SCOPE, (use.sending_bank, use.trans_ref, use.member, use.reference, at)
+        ).fetchone()
+        counts = UseCounts(
+            previous=uses - 1,
+            first_at=from_micros(first_at) if uses > 1 else None,
+            first_by=first_by if uses > 1 else "",
+            previous_in_scope=scope_uses - 1,
+            first_in_scope_at=from_micros(scope_first) if scope_uses > 1 else None,
+        )
+        final = verified.finish(counts)
+        conn.execute(
+            "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
+            (
+                use.member,
+                entry.request_id,
+                at,
+                use.sending_bank,
+                use.trans_ref,
+                final.SerializeToString(),
+            ),
+        )
+        return final
+
+    def remembered(
+        self, member: str, request_id: str, since: datetime
+    ) -> tuple[str, str, bytes] | None:
+        row = self._reader.execute(
+            "SELECT sending_bank, trans_ref, response FROM remembered_answers "
+            "WHERE member = ? AND request_id = ? AND at >= ?",
+            (member, request_id, to_micros(since)),
+        ).fetchone()
+        return None if row is None else (row[0], row[1], bytes(row[2]))
+
+    def query(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        member: str,
+        trans_ref: str,
+        request_id: str,
+        limit: int,
+    ) -> list[AuditEntry]:
+        where: list[str] = []
+        args: list[Any] = []
+        for clause, value in (
+            ("at >= ?", to_micros(since) if since else None),
+            ("at < ?", to_micros(until) if until else None),
+            ("requester = ?", member or None),
+            ("trans_ref = ?", trans_ref or None),
+            ("request_id = ?", request_id or None),
+        ):
+            if value is not None:
+                where.append(clause)
+                args.append(value)
+        sql = (
+            "SELECT at, request_id, requester, requester_reference, issuer, trans_ref, status, "
+            "reason, verdict, latency_us, replayed FROM audit"
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY at DESC, id DESC LIMIT ?"
+        )
+        return [
+            AuditEntry(
+                at=from_micros(r[0]),
+                request_id=r[1],
+                requester=r[2],
+                requester_reference=r[3],
+                issuer=r[4],
+                trans_ref=r[5],
+                status=r[6],
+                reason=r[7],
+                verdict=r[8],
+                latency_us=r[9],
+                replayed=bool(r[10]),
+            )
+            for r in self._reader.execute(sql, (*args, limit))
+        ]
+
+    def forget_before(self, moment: datetime) -> int:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            cursor = self._conn.execute(
+                "DELETE FROM remembered_answers WHERE at < ?", (to_micros(moment),)
+            )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return cursor.rowcount
+
+    def close(self) -> None:
+        self._reader.close()
+        self._conn.close()
+        if self._tmp is not None:
+            self._tmp.cleanup()

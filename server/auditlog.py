@@ -1,0 +1,93 @@
+"""Group commit: Verify answers wait until their audit record is durable, sharing commits."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from server.audit import AuditStore, BatchItem
+from txverify.errors import Reason, ServiceError
+from txverify.v1 import verification_pb2
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+BatchHook = Callable[[int, float], None]  # (records in the batch, seconds to commit)
+
+
+class AuditWriter:
+    """Writes audit batches in one thread; each caller awaits the commit of its batch.
+
+    While a batch is being committed, new records queue up and go together in
+    the next one: under load many requests share one commit (and its fsync),
+    idle, a record is committed at once. The event loop never waits on disk.
+    """
+
+    def __init__(
+        self, store: AuditStore, *, max_batch: int = 1024, on_batch: BatchHook | None = None
+    ) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self.on_batch = on_batch
+        # One thread: SQLite has one writer at a time anyway, and the order of
+        # batches is the order of commits.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        self._pending: list[tuple[BatchItem, asyncio.Future[Any]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
+        """Queue `item`; return once it is committed (its final response, if any).
+
+        A caller that gives up waiting does not take its record back: what the
+        hub decided is audited whether or not the answer was delivered.
+        """
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._pending.append((item, future))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        result: verification_pb2.VerifyResponse | None = await asyncio.shield(future)
+        return result
+
+    async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+                started = time.perf_counter()
+                try:
+                    results = await loop.run_in_executor(
+                        self._executor, self.store.write_batch, [item for item, _ in batch]
+                    )
+                except Exception:
+                    log.exception(
+                        "audit batch of %d records failed; answering UNAVAILABLE", len(batch)
+                    )
+                    failure = ServiceError(
+                        Reason.AUDIT_UNAVAILABLE, "the hub cannot record this verification; retry"
+                    )
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(failure)
+                    continue
+                if self.on_batch is not None:
+                    self.on_batch(len(batch), time.perf_counter() - started)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+        finally:
+            self._flusher = None
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` in the writer thread (it owns the writing connection)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def close(self) -> None:
+        """Commit what is queued, then release the store."""
+        while self._flusher is not None:
+            await asyncio.shield(self._flusher)
+        self._executor.shutdown(wait=True)
+        self.store.close()
