@@ -162,6 +162,13 @@ def hub(
         float, typer.Option(help="On SIGTERM, seconds of NOT_SERVING before refusing RPCs.")
     ] = 1.0,
     grace: Annotated[float, typer.Option(help="Seconds in-flight RPCs get on SIGTERM.")] = 5.0,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Serve Prometheus /metrics on this port (0 = any).")
+    ] = None,
+    audit: Annotated[
+        bool,
+        typer.Option(help="Audit, duplicates and idempotency (--no-audit only for benchmarks)."),
+    ] = True,
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
     from server.app import HubSettings, RunningHub, serve  # the CLI may start the hub
@@ -189,6 +196,8 @@ def hub(
             breaker=BreakerSettings(breaker_failures, breaker_cooldown),
             drain_delay=drain_delay,
             grace=grace,
+            metrics_port=metrics_port,
+            audit=audit,
         )
         asyncio.run(serve(settings, report))
     except (ValueError, OSError) as exc:

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
 from server.admission import Admission, member_rate_limit
-from server.audit import open_audit_store
+from server.audit import NullAuditStore, open_audit_store
 from server.audit_service import AuditLogServicer
 from server.auditlog import AuditWriter
 from server.breaker import BreakerSettings, CircuitState
@@ -76,6 +76,8 @@ class HubSettings:
     # served, so load balancers polling health move traffic away first.
     drain_delay: float = 1.0
     metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
+    # Audit, duplicate counting and idempotency; off only to measure their cost.
+    audit: bool = True
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -188,7 +190,12 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         member_changed(member)
     membership.bootstrap(settings.bootstrap_members())
 
-    audit = AuditWriter(open_audit_store(settings.db), on_batch=metrics.audit_batch)
+    if not settings.audit:
+        log.warning("audit, duplicate detection and idempotency are OFF (benchmark mode)")
+    audit = AuditWriter(
+        open_audit_store(settings.db) if settings.audit else NullAuditStore(),
+        on_batch=metrics.audit_batch,
+    )
     metrics.watch_issuers(
         lambda: [
             (

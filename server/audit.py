@@ -344,3 +344,40 @@ class SqliteAuditStore:
         self._conn.close()
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+class NullAuditStore:
+    """No audit, no duplicate counting, no idempotency: the hub's plain forwarding cost.
+
+    For benchmarks (audit on vs off) and nothing else: every slip looks new.
+    """
+
+    _NEVER = UseCounts(0, None, "", 0, None)
+
+    def write_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[verification_pb2.VerifyResponse | None]:
+        return [None if i.verified is None else i.verified.finish(self._NEVER) for i in items]
+
+    def remembered(
+        self, member: str, request_id: str, since: datetime
+    ) -> tuple[str, str, bytes] | None:
+        return None
+
+    def query(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        member: str,
+        trans_ref: str,
+        request_id: str,
+        limit: int,
+    ) -> list[AuditEntry]:
+        return []
+
+    def forget_before(self, moment: datetime) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from server.audit import AuditStore, BatchItem
+from server.audit import AuditStore, BatchItem, NullAuditStore
 from txverify.errors import Reason, ServiceError
 from txverify.v1 import verification_pb2
 
@@ -36,9 +36,15 @@ class AuditWriter:
         # batches is the order of commits.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[BatchItem, asyncio.Future[Any]]] = []
+        self.store_is_null = isinstance(store, NullAuditStore)
         self._flusher: asyncio.Task[None] | None = None
 
     async def write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
+        if self.store_is_null:  # nothing to wait for: no thread hop, no batching
+            return self.store.write_batch([item])[0]
+        return await self._write(item)
+
+    async def _write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
         """Queue `item`; return once it is committed (its final response, if any).
 
         A caller that gives up waiting does not take its record back: what the
