@@ -10,19 +10,16 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from clients import auditcmd, members, simulator, verifycmd
 from clients import certs as certs_cli
-from clients import members, simulator
-from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from clients.network import (
     DEFAULT_BANKS,
     READY_PREFIX,
     NetworkError,
-    load_network,
     network_file,
     running_network,
     wait_any,
 )
-from clients.render import transaction_dict, transaction_table
 from txverify import logs, units
 from txverify.banks import is_member_code
 
@@ -266,100 +263,8 @@ def banks(
         raise typer.Exit(1) from None
 
 
-@app.command(
-    epilog="Exit codes: 0 verified; 2 bad input (malformed QR or request); 3 not found "
-    "(slip, or issuer not a member); 4 issuer unavailable or too slow; 1 any other failure."
-)
-def verify(
-    qr_text: Annotated[str | None, typer.Argument(help="The slip's mini QR text.")] = None,
-    bank: Annotated[str | None, typer.Option(help="Sending bank code (with --ref).")] = None,
-    ref: Annotated[str | None, typer.Option(help="transRef (with --bank).")] = None,
-    hub_address: Annotated[
-        str | None,
-        typer.Option(
-            "--hub",
-            envvar="TXVERIFY_HUB",
-            help=f"Hub host:port (default: as `txverify up` recorded, else {DEFAULT_HUB}).",
-        ),
-    ] = None,
-    member: Annotated[
-        str,
-        typer.Option(
-            envvar="TXVERIFY_MEMBER",
-            help="Your member code (default: the one `txverify up` recorded).",
-        ),
-    ] = "",
-    certs: Annotated[
-        Path | None,
-        typer.Option(envvar="TXVERIFY_CERTS", help="Certificate directory: call over mTLS."),
-    ] = None,
-    timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 10.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
-) -> None:
-    """Verify a slip by its QR text, or by --bank and --ref."""
-    if qr_text and (bank or ref):
-        raise typer.BadParameter("give QR text or --bank/--ref, not both")
-    if qr_text:
-        query = SlipQuery(qr_text=qr_text)
-    elif bank and ref:
-        query = SlipQuery(sending_bank=bank, trans_ref=ref)
-    else:
-        raise typer.BadParameter("give the slip's QR text, or both --bank and --ref")
-    hub_address, member, certs = _identity(hub_address, member, certs)
-    try:
-        with TxVerifyClient(hub_address, member=member, certs=certs, timeout=timeout) as client:
-            response = client.verify(query)
-    except VerifyFailed as exc:
-        d = exc.details
-        if as_json:
-            print(
-                json.dumps(
-                    {
-                        "error": {
-                            "status": d.status.name,
-                            "reason": d.reason,
-                            "code": d.code,
-                            "message": d.message,
-                            "metadata": dict(d.metadata),
-                        }
-                    },
-                    ensure_ascii=False,
-                )
-            )
-        else:
-            err.print(f"[red]{d.status.name} {exc.reason}[/] {d.code} {d.message}".rstrip())
-        raise typer.Exit(_EXIT_BY_STATUS.get(d.status.name, EXIT_FAILED)) from None
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "requestId": response.request_id,
-                    "transaction": transaction_dict(response.transaction),
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
-    else:
-        out.print(transaction_table(response.transaction))
-
-
-def _identity(hub: str | None, member: str, certs: Path | None) -> tuple[str, str, Path | None]:
-    """Hub, member to speak for and certificates: as given, else as `txverify up` recorded."""
-    try:
-        network = load_network()
-    except NetworkError:
-        network = {}
-    if hub is not None and hub != network.get("hub"):
-        network = {}  # another hub: what was recorded is not about it
-    recorded = network.get("certs")
-    return (
-        hub or network.get("hub", DEFAULT_HUB),
-        member or network.get("member", ""),
-        certs or (Path(recorded) if recorded else None),
-    )
-
-
+app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
+app.command("audit")(auditcmd.audit)
 app.command()(simulator.slip)
 app.add_typer(members.app, name="members")
 app.add_typer(certs_cli.app, name="certs")

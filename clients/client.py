@@ -77,9 +77,23 @@ class TxVerifyClient:
         self._metadata = ((MEMBER_HEADER, member),) if member else ()
         self._timeout = timeout
 
-    def verify(self, query: SlipQuery, *, request_id: str = "") -> verification_pb2.VerifyResponse:
-        """The verified transaction; raises VerifyFailed with the hub's reason."""
+    def verify(
+        self,
+        query: SlipQuery,
+        *,
+        request_id: str = "",
+        expect: verification_pb2.Expectations | None = None,
+        reference: str = "",
+    ) -> verification_pb2.VerifyResponse:
+        """The hub's answer (transaction, checks, verdict, duplicates); raises VerifyFailed.
+
+        A request id is made when none is given; pass your own to retry safely
+        (the hub answers a repeated id with the first answer, counted once).
+        """
         request = query.to_request(request_id or uuid.uuid4().hex)
+        if expect is not None:
+            request.expect.CopyFrom(expect)
+        request.requester_reference = reference
         try:
             response: verification_pb2.VerifyResponse = self._stub.Verify(
                 request, timeout=self._timeout, metadata=self._metadata

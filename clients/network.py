@@ -233,3 +233,21 @@ def stop_all(procs: Sequence[subprocess.Popen[str]], grace: float = 8.0) -> None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def resolve_target(
+    hub: str | None, member: str, certs: Path | None, *, default_hub: str
+) -> tuple[str, str, Path | None]:
+    """Hub, member to speak for and certificates: as given, else as `txverify up` recorded."""
+    try:
+        network = load_network()
+    except NetworkError:
+        network = {}
+    if hub is not None and hub != network.get("hub"):
+        network = {}  # another hub: what was recorded is not about it
+    recorded = network.get("certs")
+    return (
+        hub or network.get("hub", default_hub),
+        member or network.get("member", ""),
+        certs or (Path(recorded) if recorded else None),
+    )

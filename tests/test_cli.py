@@ -114,7 +114,7 @@ def test_verify_prints_a_table_and_exit_codes_tell_failures_apart(network: UpNet
     unknown = _verify("--hub", network.hub, "--bank", "014", "--ref", "NOSUCHREF123")
     not_member = _verify("--hub", network.hub, "--bank", "011", "--ref", "ABC123")
 
-    assert (0, 0, 2, 3, 3) == (
+    assert (0, 6, 2, 3, 3) == (  # the second check of one slip is a duplicate
         table.returncode,
         by_ref.returncode,
         bad_crc.returncode,
@@ -288,3 +288,33 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
     assert 0 == verified.returncode, verified.stderr
     assert miniqr.parse(qrs[1]).trans_ref == json.loads(verified.stdout)["transaction"]["transRef"]
     assert 0 == members.returncode, members.stderr
+
+
+@pytest.mark.timeout(120)
+def test_verify_with_expectations_reports_checks_and_verdict(network: UpNetwork) -> None:
+    qr = network.sample_qrs[1]
+    first = json.loads(_verify("--hub", network.hub, "--json", "--reference", "till-1", qr).stdout)
+    amount = first["transaction"]["amount"]["baht"].replace(",", "")
+
+    ok = _verify("--hub", network.hub, "--json", "--amount", amount, "--reference", "till-2", qr)
+    wrong = _verify("--hub", network.hub, "--json", "--amount-at-least", "999999", qr)
+    bad = _verify("--hub", network.hub, "--amount", "12.345", qr)
+
+    assert (0, 5, 2) == (ok.returncode, wrong.returncode, bad.returncode)
+    assert "VALID" == json.loads(ok.stdout)["verdict"]
+    checks = json.loads(wrong.stdout)["checks"]
+    assert ("AMOUNT", "FAIL") == (checks[0]["check"], checks[0]["outcome"])
+
+
+@pytest.mark.timeout(120)
+def test_audit_lists_the_verifications(network: UpNetwork) -> None:
+    qr = network.sample_qrs[0]
+    _verify("--hub", network.hub, "--request-id", "audit-me-1", qr)
+
+    result = _run("audit", "--request-id", "audit-me-1", "--json")
+
+    assert 0 == result.returncode, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [("audit-me-1", "OK", "VALID")] == [
+        (r["requestId"], r["status"], r["verdict"]) for r in rows
+    ]
