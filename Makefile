@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP     := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest proto clean bench-bank
+.PHONY: run test lint typecheck pytest proto clean bench-bank bench-hub
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -50,3 +50,7 @@ clean:
 ## bench-bank: a simulated bank's IssuerInquiry rate vs a bare grpc.aio yardstick (M2)
 bench-bank: $(DEV_STAMP)
 	$(PY) bench/bank_bench.py --seconds 5 --rounds 3
+
+## bench-hub: the hub with audit/duplicates/idempotency on vs off (M4)
+bench-hub: $(DEV_STAMP)
+	$(PY) bench/hub_bench.py --seconds 5 --rounds 3 --rate 0 --concurrency 64

@@ -42,13 +42,13 @@ class SlipUse:
 
 @dataclass(frozen=True, slots=True)
 class UseCounts:
-    """Uses of a slip before this one."""
+    """Uses of a slip before this one (times as µs since the epoch, UTC)."""
 
     previous: int
-    first_at: datetime | None
+    first_at: int | None
     first_by: str
     previous_in_scope: int
-    first_in_scope_at: datetime | None
+    first_in_scope_at: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +61,7 @@ class Verified:
 
     use: SlipUse
     finish: Callable[[UseCounts], verification_pb2.VerifyResponse]
+    remember: bool = True  # keep the answer for idempotent replay (the caller named the request)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,71 +207,66 @@ class SqliteAuditStore:
     ) -> list[verification_pb2.VerifyResponse | None]:
         conn = self._conn
         results: list[verification_pb2.VerifyResponse | None] = []
+        audit_rows: list[tuple[Any, ...]] = []
+        remembered_rows: list[tuple[Any, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
             for item in items:
                 entry = item.entry
+                at = to_micros(entry.at)
                 final = None
                 verdict = entry.verdict
                 if item.verified is not None:
-                    final = self._count_and_remember(conn, entry, item.verified)
+                    final = self._count(conn, at, item.verified)
                     verdict = final.verdict
-                conn.execute(
-                    "INSERT INTO audit (at, request_id, requester, requester_reference, issuer, "
-                    "trans_ref, status, reason, verdict, latency_us, replayed) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        to_micros(entry.at),
-                        entry.request_id,
-                        entry.requester,
-                        entry.requester_reference,
-                        entry.issuer,
-                        entry.trans_ref,
-                        entry.status,
-                        entry.reason,
-                        verdict,
-                        entry.latency_us,
-                        int(entry.replayed),
-                    ),
-                )
+                    if item.verified.remember:
+                        use = item.verified.use
+                        remembered_rows.append(
+                            (use.member, entry.request_id, at, use.sending_bank, use.trans_ref,
+                             final.SerializeToString())
+                        )  # fmt: skip
+                audit_rows.append(
+                    (at, entry.request_id, entry.requester, entry.requester_reference,
+                     entry.issuer, entry.trans_ref, entry.status, entry.reason, verdict,
+                     entry.latency_us, int(entry.replayed))
+                )  # fmt: skip
                 results.append(final)
+            # Rows that return nothing go in one statement per batch.
+            conn.executemany(
+                "INSERT INTO audit (at, request_id, requester, requester_reference, issuer, "
+                "trans_ref, status, reason, verdict, latency_us, replayed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                audit_rows,
+            )
+            conn.executemany(
+                "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
+                remembered_rows,
+            )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
         conn.execute("COMMIT")
         return results
 
-    def _count_and_remember(
-        self, conn: sqlite3.Connection, entry: AuditEntry, verified: Verified
+    def _count(
+        self, conn: sqlite3.Connection, at: int, verified: Verified
     ) -> verification_pb2.VerifyResponse:
         use = verified.use
-        at = to_micros(entry.at)
         uses, first_at, first_by = conn.execute(
             _COUNT, (use.sending_bank, use.trans_ref, at, use.member)
         ).fetchone()
         scope_uses, scope_first = conn.execute(
             _COUNT_SCOPE, (use.sending_bank, use.trans_ref, use.member, use.reference, at)
         ).fetchone()
-        counts = UseCounts(
-            previous=uses - 1,
-            first_at=from_micros(first_at) if uses > 1 else None,
-            first_by=first_by if uses > 1 else "",
-            previous_in_scope=scope_uses - 1,
-            first_in_scope_at=from_micros(scope_first) if scope_uses > 1 else None,
+        return verified.finish(
+            UseCounts(
+                previous=uses - 1,
+                first_at=first_at if uses > 1 else None,
+                first_by=first_by if uses > 1 else "",
+                previous_in_scope=scope_uses - 1,
+                first_in_scope_at=scope_first if scope_uses > 1 else None,
+            )
         )
-        final = verified.finish(counts)
-        conn.execute(
-            "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                use.member,
-                entry.request_id,
-                at,
-                use.sending_bank,
-                use.trans_ref,
-                final.SerializeToString(),
-            ),
-        )
-        return final
 
     def remembered(
         self, member: str, request_id: str, since: datetime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -18,20 +19,44 @@ T = TypeVar("T")
 BatchHook = Callable[[int, float], None]  # (records in the batch, seconds to commit)
 
 
+class Announcement:
+    """A request that will write an audit record soon; released when it writes (or gives up)."""
+
+    def __init__(self, writer: AuditWriter) -> None:
+        self._writer: AuditWriter | None = writer
+        writer.announced += 1
+
+    def release(self) -> None:
+        if self._writer is not None:
+            self._writer.announced -= 1
+            self._writer = None
+
+
 class AuditWriter:
     """Writes audit batches in one thread; each caller awaits the commit of its batch.
 
-    While a batch is being committed, new records queue up and go together in
-    the next one: under load many requests share one commit (and its fsync),
-    idle, a record is committed at once. The event loop never waits on disk.
+    Group commit: while a batch is being committed, new records queue up and go
+    together in the next one. Before a batch, the writer also waits up to
+    `window` seconds while requests that announced a record are still on their
+    way (their issuer is answering), so that under load many requests share one
+    commit and its fsync; a lone request (nothing announced) is committed at
+    once. The event loop never waits on disk.
     """
 
     def __init__(
-        self, store: AuditStore, *, max_batch: int = 1024, on_batch: BatchHook | None = None
+        self,
+        store: AuditStore,
+        *,
+        max_batch: int = 1024,
+        window: float = 0.002,
+        on_batch: BatchHook | None = None,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
+        self.window = window
         self.on_batch = on_batch
+        self.announced = 0  # requests expected to write a record soon
+        self._arrived = asyncio.Event()  # a record was queued
         # One thread: SQLite has one writer at a time anyway, and the order of
         # batches is the order of commits.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
@@ -39,7 +64,15 @@ class AuditWriter:
         self.store_is_null = isinstance(store, NullAuditStore)
         self._flusher: asyncio.Task[None] | None = None
 
-    async def write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
+    def announce(self) -> Announcement:
+        """Say a record is coming (call when a request starts); release it when written."""
+        return Announcement(self)
+
+    async def write(
+        self, item: BatchItem, announcement: Announcement | None = None
+    ) -> verification_pb2.VerifyResponse | None:
+        if announcement is not None:
+            announcement.release()
         if self.store_is_null:  # nothing to wait for: no thread hop, no batching
             return self.store.write_batch([item])[0]
         return await self._write(item)
@@ -52,6 +85,7 @@ class AuditWriter:
         """
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._pending.append((item, future))
+        self._arrived.set()
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
         result: verification_pb2.VerifyResponse | None = await asyncio.shield(future)
@@ -61,6 +95,7 @@ class AuditWriter:
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
+                await self._gather(loop)
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
                 started = time.perf_counter()
@@ -86,6 +121,17 @@ class AuditWriter:
                         future.set_result(result)
         finally:
             self._flusher = None
+
+    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Let announced records join this batch, for at most `window` seconds."""
+        deadline = loop.time() + self.window
+        while self.announced > 0 and len(self._pending) < self.max_batch:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` in the writer thread (it owns the writing connection)."""

@@ -10,13 +10,12 @@ from datetime import UTC, datetime, timedelta
 
 from server.admission import Admission
 from server.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
-from server.auditlog import AuditWriter
+from server.auditlog import Announcement, AuditWriter
 from server.checks import evaluate, validate_expectations, verdict
 from server.forwarding import IssuerGateway
 from server.identity import Caller
 from server.slip import slip_of
 from txverify.errors import FieldViolation, Reason, ServiceError
-from txverify.units import to_timestamp
 from txverify.v1 import common_pb2, verification_pb2
 
 MAX_REQUEST_ID = 64
@@ -67,6 +66,7 @@ class Router:
         caller_remaining: float | None,
         outcome: dict[str, str],
         started: float,
+        announcement: Announcement | None = None,
     ) -> verification_pb2.VerifyResponse:
         """Answer one Verify, durably audited; fills `outcome` (log line, failure audit)."""
         requester = self.admission.requester(caller)
@@ -87,7 +87,7 @@ class Router:
             async with lock:
                 return await self._answer(
                     request, slip, requester.code, request_id, reference, explicit_id,
-                    caller_remaining, outcome, started,
+                    caller_remaining, outcome, started, announcement,
                 )  # fmt: skip
         finally:
             users[0] -= 1
@@ -105,13 +105,15 @@ class Router:
         caller_remaining: float | None,
         outcome: dict[str, str],
         started: float,
+        announcement: Announcement | None,
     ) -> verification_pb2.VerifyResponse:
         if explicit_id:
             replay = self._replay(member, request_id, slip)
             if replay is not None:
                 outcome["replayed"] = "true"
                 await self.audit.write(
-                    BatchItem(self._entry(outcome, started, replay.verdict, replayed=True))
+                    BatchItem(self._entry(outcome, started, replay.verdict, replayed=True)),
+                    announcement,
                 )
                 return replay
         issuer = self.admission.issuer(slip.sending_bank)
@@ -126,7 +128,11 @@ class Router:
         base = verification_pb2.VerifyResponse(transaction=tx, request_id=request_id, checks=checks)
         use = SlipUse(slip.sending_bank, slip.trans_ref, member, reference)
         final = await self.audit.write(
-            BatchItem(self._entry(outcome, started), Verified(use, _finish(base, checks)))
+            BatchItem(
+                self._entry(outcome, started),
+                Verified(use, _finish(base, checks), remember=explicit_id),
+            ),
+            announcement,
         )
         assert final is not None  # a Verified item always gets its final response
         return final
@@ -197,9 +203,9 @@ def _finish(
         duplicate.first_verified_by = counts.first_by
         duplicate.previous_count_in_scope = counts.previous_in_scope
         if counts.first_at is not None:
-            duplicate.first_verified_at.CopyFrom(to_timestamp(counts.first_at))
+            duplicate.first_verified_at.FromMicroseconds(counts.first_at)
         if counts.first_in_scope_at is not None:
-            duplicate.first_verified_in_scope_at.CopyFrom(to_timestamp(counts.first_in_scope_at))
+            duplicate.first_verified_in_scope_at.FromMicroseconds(counts.first_in_scope_at)
         return response
 
     return finish

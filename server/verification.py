@@ -9,7 +9,7 @@ from typing import Any
 import grpc
 
 from server.audit import BatchItem
-from server.auditlog import AuditWriter
+from server.auditlog import Announcement, AuditWriter
 from server.identity import IdentityMode, identify
 from server.metrics import Metrics
 from server.router import Router, audit_entry
@@ -38,6 +38,20 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     ) -> verification_pb2.VerifyResponse:
         started = time.perf_counter()
         fields: dict[str, str] = {}
+        announcement = self.audit.announce()
+        try:
+            return await self._verify(request, context, fields, started, announcement)
+        finally:
+            announcement.release()
+
+    async def _verify(
+        self,
+        request: verification_pb2.VerifyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        fields: dict[str, str],
+        started: float,
+        announcement: Announcement,
+    ) -> verification_pb2.VerifyResponse:
         try:
             caller = identify(context, self.mode)
             fields["caller"] = caller.identity[:64]
@@ -47,15 +61,19 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
                 caller_remaining=context.time_remaining(),
                 outcome=fields,
                 started=started,
+                announcement=announcement,
             )
         except ServiceError as error:
-            answer = await self._audited(error, fields, started)
+            answer = await self._audited(error, fields, started, announcement)
             self._done(fields, answer.status_code.name, answer.reason.value, started)
             await abort(context, answer)
         except Exception:
             log.exception("verify failed unexpectedly", extra={FIELDS: fields})
             answer = await self._audited(
-                ServiceError(Reason.INTERNAL, "internal error in the hub"), fields, started
+                ServiceError(Reason.INTERNAL, "internal error in the hub"),
+                fields,
+                started,
+                announcement,
             )
             self._done(fields, answer.status_code.name, answer.reason.value, started)
             await abort(context, answer)
@@ -64,14 +82,18 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
         return response
 
     async def _audited(
-        self, error: ServiceError, fields: dict[str, str], started: float
+        self,
+        error: ServiceError,
+        fields: dict[str, str],
+        started: float,
+        announcement: Announcement,
     ) -> ServiceError:
         """Record a failure before answering it; if even that fails, say so instead."""
         if error.reason is Reason.AUDIT_UNAVAILABLE:
             return error
         entry = audit_entry(fields, started, error.status_code.name, error.reason.value)
         try:
-            await self.audit.write(BatchItem(entry))
+            await self.audit.write(BatchItem(entry), announcement)
         except ServiceError as audit_error:
             return audit_error
         return error

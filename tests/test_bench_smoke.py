@@ -29,3 +29,20 @@ def test_bank_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert {"bare", "bank"} == {run["config"] for run in report["runs"]}
     assert all(run["requests"] > 0 for run in report["runs"])
     assert report["summary"]["cpu_capacity_ratio_bank_over_bare"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_hub_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
+    out = tmp_path / "hub.json"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "hub_bench.py"),
+            "--seconds", "0.5", "--rounds", "1", "--rate", "100", "--json", str(out),
+        ],
+        capture_output=True, text=True, timeout=230, check=False,
+    )  # fmt: skip
+
+    assert 0 == result.returncode, result.stderr
+    report = json.loads(out.read_text())
+    assert {"on", "off"} == {run["config"] for run in report["runs"]}
+    assert report["summary"]["cpu_capacity_ratio_on_over_off"] > 0
