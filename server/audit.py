@@ -6,10 +6,10 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
-from txverify.storage import connect_sqlite, sqlite_path
+from txverify.storage import connect_sqlite, from_micros, sqlite_path, to_micros, write_transaction
 from txverify.v1 import verification_pb2
 
 
@@ -173,15 +173,6 @@ _COUNT_SCOPE = (
 )
 
 
-def to_micros(when: datetime) -> int:
-    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(micros: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=micros)
-
-
 class SqliteAuditStore:
     """AuditStore in SQLite; each commit is fsynced (synchronous=FULL).
 
@@ -209,8 +200,7 @@ class SqliteAuditStore:
         results: list[verification_pb2.VerifyResponse | None] = []
         audit_rows: list[tuple[Any, ...]] = []
         remembered_rows: list[tuple[Any, ...]] = []
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with write_transaction(conn):
             for item in items:
                 entry = item.entry
                 at = to_micros(entry.at)
@@ -242,10 +232,6 @@ class SqliteAuditStore:
                 "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
                 remembered_rows,
             )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
         return results
 
     def _count(
@@ -324,15 +310,10 @@ class SqliteAuditStore:
         ]
 
     def forget_before(self, moment: datetime) -> int:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            cursor = self._conn.execute(
+        with write_transaction(self._conn) as conn:
+            cursor = conn.execute(
                 "DELETE FROM remembered_answers WHERE at < ?", (to_micros(moment),)
             )
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
         return cursor.rowcount
 
     def close(self) -> None:

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from server.registry import Member, MemberKind, MemberStatus, Role, Subscription
-from txverify.storage import connect_sqlite
+from txverify.storage import connect_sqlite, from_micros, to_micros, write_transaction
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +77,6 @@ CREATE INDEX IF NOT EXISTS member_history_code ON member_history (code, id);
 """
 
 
-def _micros(when: datetime) -> int:
-    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def _time(micros: int) -> datetime:
-    seconds, rest = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
-
-
 class SqliteRegistryStore:
     """RegistryStore in SQLite (sqlite-utils connection, shared pragmas)."""
 
@@ -97,22 +85,12 @@ class SqliteRegistryStore:
         self._conn: sqlite3.Connection = self.db.conn
         self._conn.executescript(SCHEMA)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
-
     def load_all(self) -> list[Member]:
         subs: dict[str, list[Subscription]] = {}
         for code, service, role, since in self._conn.execute(
             "SELECT code, service, role, since FROM subscriptions ORDER BY rowid"
         ):
-            subs.setdefault(code, []).append(Subscription(service, Role(role), _time(since)))
+            subs.setdefault(code, []).append(Subscription(service, Role(role), from_micros(since)))
         return [
             Member(
                 code=row[0],
@@ -124,8 +102,8 @@ class SqliteRegistryStore:
                 cert_identity=row[5],
                 rate_limit_rps=row[6],
                 rate_limit_burst=row[7],
-                created_at=_time(row[8]),
-                updated_at=_time(row[9]),
+                created_at=from_micros(row[8]),
+                updated_at=from_micros(row[9]),
             )
             for row in self._conn.execute(
                 "SELECT code, name, kind, issuer_endpoint, status, cert_identity, "
@@ -137,7 +115,7 @@ class SqliteRegistryStore:
     def save(self, member: Member, change: Change) -> None:
         assert member.created_at is not None
         assert member.updated_at is not None
-        with self._transaction() as conn:
+        with write_transaction(self._conn) as conn:
             conn.execute(
                 "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                 "ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
@@ -154,27 +132,27 @@ class SqliteRegistryStore:
                     member.cert_identity,
                     member.rate_limit_rps,
                     member.rate_limit_burst,
-                    _micros(member.created_at),
-                    _micros(member.updated_at),
+                    to_micros(member.created_at),
+                    to_micros(member.updated_at),
                 ),
             )
             conn.execute("DELETE FROM subscriptions WHERE code = ?", (member.code,))
             conn.executemany(
                 "INSERT INTO subscriptions VALUES (?, ?, ?, ?)",
                 [
-                    (member.code, s.service, s.role.value, _micros(s.since or member.updated_at))
+                    (member.code, s.service, s.role.value, to_micros(s.since or member.updated_at))
                     for s in member.subscriptions
                 ],
             )
             conn.execute(
                 "INSERT INTO member_history (code, at, actor, action, details) "
                 "VALUES (?, ?, ?, ?, ?)",
-                (change.code, _micros(change.at), change.actor, change.action, change.details),
+                (change.code, to_micros(change.at), change.actor, change.action, change.details),
             )
 
     def history(self, code: str) -> list[Change]:
         return [
-            Change(code, _time(at), actor, action, details)
+            Change(code, from_micros(at), actor, action, details)
             for at, actor, action, details in self._conn.execute(
                 "SELECT at, actor, action, details FROM member_history WHERE code = ? ORDER BY id",
                 (code,),

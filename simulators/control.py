@@ -14,8 +14,8 @@ from simulators.faults import FaultSpec
 from simulators.issuer import masked_transaction
 from simulators.ledger import AccountRecord, ProxyKind, ProxyRecord, StoredSlip
 from simulators.profiles import Kind
-from simulators.sqlite_ledger import to_micros
 from txverify.errors import FieldViolation, Reason, ServiceError, abort
+from txverify.storage import to_micros
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
 
 if TYPE_CHECKING:

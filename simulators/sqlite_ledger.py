@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import UTC, datetime
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from simulators.ledger import (
@@ -18,7 +17,7 @@ from simulators.ledger import (
     TxStatus,
 )
 from txverify.errors import Reason, ServiceError
-from txverify.storage import connect_sqlite
+from txverify.storage import connect_sqlite, from_micros, to_micros, write_transaction
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -76,17 +75,6 @@ _TX_COLUMNS = (
 _TX_SELECT = f"SELECT {_TX_COLUMNS} FROM transactions"
 
 
-def to_micros(when: datetime) -> int:
-    """An aware datetime -> integer µs since the epoch (exact, sortable)."""
-    delta = when.astimezone(UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-def from_micros(micros: int) -> datetime:
-    seconds, rest = divmod(micros, 1_000_000)
-    return datetime.fromtimestamp(seconds, UTC).replace(microsecond=rest)
-
-
 class SqliteLedger:
     """LedgerStore on one SQLite database (one per bank)."""
 
@@ -95,17 +83,8 @@ class SqliteLedger:
         self._conn: sqlite3.Connection = self.db.conn
         self._conn.executescript(SCHEMA)
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        # BEGIN IMMEDIATE takes the write lock up front: a balance read inside
-        # cannot be invalidated by another writer before this one commits.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield self._conn
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self._conn.execute("COMMIT")
+    def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
+        return write_transaction(self._conn)
 
     # accounts -----------------------------------------------------------------
 

@@ -20,9 +20,10 @@ from simulators.ledger import (
     TxStatus,
     open_ledger,
 )
-from simulators.sqlite_ledger import SqliteLedger, to_micros
+from simulators.sqlite_ledger import SqliteLedger
 from txverify import miniqr
 from txverify.errors import Reason, ServiceError
+from txverify.storage import to_micros
 from txverify.units import BANGKOK
 
 BANK = "014"

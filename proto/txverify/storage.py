@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlite_utils
@@ -54,3 +57,33 @@ def connect_sqlite(url: str, *, fsync_each_commit: bool = False) -> sqlite_utils
     if fsync_each_commit:
         conn.execute("PRAGMA synchronous = FULL")
     return sqlite_utils.Database(conn)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_micros(when: datetime) -> int:
+    """An aware datetime -> integer µs since the epoch, UTC: exact and sortable in any database."""
+    delta = when.astimezone(UTC) - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(micros: int) -> datetime:
+    """Integer µs since the epoch -> an aware datetime in UTC."""
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+@contextmanager
+def write_transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception.
+
+    IMMEDIATE takes the write lock up front: what the transaction reads
+    (a balance, a counter) cannot be changed by another writer before it commits.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
