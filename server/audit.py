@@ -81,6 +81,19 @@ class AuditStore(Protocol):
         """Count uses, remember answers and append audit entries, in ONE transaction;
         returns each item's final response (None for entries without an answer)."""
 
+    def stage_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[verification_pb2.VerifyResponse | None]:
+        """write_batch without the COMMIT: the transaction stays open until commit()
+        or rollback(). Lets the writer do the statements on one thread (no lock
+        hand-overs per statement) and only the durable COMMIT on another."""
+
+    def commit(self) -> None:
+        """Commit what stage_batch staged (durably)."""
+
+    def rollback(self) -> None:
+        """Drop what stage_batch staged."""
+
     def remembered(
         self, member: str, request_id: str, since: datetime
     ) -> tuple[str, str, bytes] | None:
@@ -196,11 +209,19 @@ class SqliteAuditStore:
     def write_batch(
         self, items: Sequence[BatchItem]
     ) -> list[verification_pb2.VerifyResponse | None]:
+        results = self.stage_batch(items)
+        self.commit()
+        return results
+
+    def stage_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[verification_pb2.VerifyResponse | None]:
         conn = self._conn
         results: list[verification_pb2.VerifyResponse | None] = []
         audit_rows: list[tuple[Any, ...]] = []
         remembered_rows: list[tuple[Any, ...]] = []
-        with write_transaction(conn):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
             for item in items:
                 entry = item.entry
                 at = to_micros(entry.at)
@@ -232,7 +253,17 @@ class SqliteAuditStore:
                 "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
                 remembered_rows,
             )
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
         return results
+
+    def commit(self) -> None:
+        self._conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
     def _count(
         self, conn: sqlite3.Connection, at: int, verified: Verified
@@ -335,6 +366,17 @@ class NullAuditStore:
         self, items: Sequence[BatchItem]
     ) -> list[verification_pb2.VerifyResponse | None]:
         return [None if i.verified is None else i.verified.finish(self._NEVER) for i in items]
+
+    def stage_batch(
+        self, items: Sequence[BatchItem]
+    ) -> list[verification_pb2.VerifyResponse | None]:
+        return self.write_batch(items)
+
+    def commit(self) -> None:
+        pass
+
+    def rollback(self) -> None:
+        pass
 
     def remembered(
         self, member: str, request_id: str, since: datetime

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -148,14 +149,13 @@ class _CrcField:
 
 
 def crc16_ccitt_false(data: bytes) -> int:
-    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no xor-out."""
-    crc = 0xFFFF
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
-            crc &= 0xFFFF
-    return crc
+    """CRC-16/CCITT-FALSE: poly 0x1021, init 0xFFFF, no reflection, no xor-out.
+
+    binascii.crc_hqx is exactly this CRC (in C) when started from 0xFFFF; the
+    bit-by-bit Python loop it replaced cost ~100 µs a slip, the hub's largest
+    single hot spot.
+    """
+    return binascii.crc_hqx(data, 0xFFFF)
 
 
 def build(sending_bank: str, trans_ref: str, country_code: str = DEFAULT_COUNTRY_CODE) -> str:
