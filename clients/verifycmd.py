@@ -14,7 +14,7 @@ from rich.table import Table
 from clients.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from clients.network import resolve_target
 from clients.render import transaction_dict, transaction_table
-from txverify import units
+from txverify import miniqr, units
 from txverify.v1 import common_pb2, verification_pb2
 
 out = Console()
@@ -123,6 +123,30 @@ def expectations(
     return expect
 
 
+def qr_from_image(path: Path) -> str:
+    """The slip QR text in an image, or exit 2 saying why there is none."""
+    from clients.slipimage import SlipImageError, decode_qr_texts
+
+    try:
+        texts = decode_qr_texts(path)
+    except SlipImageError as exc:
+        err.print(f"[red]cannot read the slip image:[/] {exc}")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    if not texts:
+        err.print(f"[red]no QR code found in {path}[/]")
+        raise typer.Exit(EXIT_BAD_INPUT)
+    problems = []
+    for text in texts:
+        try:
+            miniqr.parse(text)
+        except miniqr.InvalidSlipQR as exc:
+            problems.append(f"{exc.reason}: {exc}")
+            continue
+        return text
+    err.print(f"[red]the QR code in {path} is not a slip QR[/] ({'; '.join(problems)})")
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
 def answer_dict(response: V.VerifyResponse) -> dict[str, Any]:
     dup = response.duplicate
 
@@ -179,6 +203,9 @@ def verify(
     qr_text: Annotated[str | None, typer.Argument(help="The slip's mini QR text.")] = None,
     bank: Annotated[str | None, typer.Option(help="Sending bank code (with --ref).")] = None,
     ref: Annotated[str | None, typer.Option(help="transRef (with --bank).")] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="A slip image (PNG, JPEG...): its mini QR is read.")
+    ] = None,
     amount: Annotated[str | None, typer.Option(help="Expected amount in baht, exactly.")] = None,
     amount_at_least: Annotated[str | None, typer.Option(help="At least, in baht.")] = None,
     amount_at_most: Annotated[str | None, typer.Option(help="At most, in baht.")] = None,
@@ -220,9 +247,11 @@ def verify(
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
-    """Verify a slip by its QR text, or by --bank and --ref, against your expectations."""
-    if qr_text and (bank or ref):
-        raise typer.BadParameter("give QR text or --bank/--ref, not both")
+    """Verify a slip by its QR text, a slip image, or --bank and --ref, against expectations."""
+    if sum(bool(x) for x in (qr_text, bank or ref, image)) > 1:
+        raise typer.BadParameter("give one of: QR text, --image, or --bank/--ref")
+    if image is not None:
+        qr_text = qr_from_image(image)
     if qr_text:
         query = SlipQuery(qr_text=qr_text)
     elif bank and ref:

@@ -318,3 +318,34 @@ def test_audit_lists_the_verifications(network: UpNetwork) -> None:
     assert [("audit-me-1", "OK", "VALID")] == [
         (r["requestId"], r["status"], r["verdict"]) for r in rows
     ]
+
+
+@pytest.mark.timeout(120)
+def test_verify_reads_the_slip_qr_from_an_image(network: UpNetwork, tmp_path: Path) -> None:
+    from PIL import Image
+
+    png = tmp_path / "slip.png"
+    made = _run(
+        "slip", "--from-bank", "014", "--to", "0812345678", "--amount", "9.50", "--png", str(png)
+    )
+    blank = tmp_path / "blank.png"
+    Image.new("RGB", (200, 200), "white").save(blank)
+    payment = tmp_path / "payment.png"
+    body = "00020101021129370016A000000677010111011300668123456785802TH53037646304"
+    import segno
+
+    segno.make(body + f"{miniqr.crc16_ccitt_false(body.encode()):04X}", error="m").save(
+        str(payment), scale=6
+    )
+
+    verified = _verify("--hub", network.hub, "--json", "--image", str(png))
+    no_qr = _verify("--hub", network.hub, "--image", str(blank))
+    not_slip = _verify("--hub", network.hub, "--image", str(payment))
+    missing = _verify("--hub", network.hub, "--image", str(tmp_path / "nope.png"))
+
+    assert 0 == made.returncode, made.stderr
+    assert 0 == verified.returncode, verified.stderr
+    assert 950 == json.loads(verified.stdout)["transaction"]["amount"]["satang"]
+    assert (2, 2, 2) == (no_qr.returncode, not_slip.returncode, missing.returncode)
+    assert "no QR code" in no_qr.stderr
+    assert "NOT_A_SLIP_QR" in not_slip.stderr
