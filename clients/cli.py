@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -46,6 +47,10 @@ _EXIT_BY_STATUS = {
 }
 
 
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _codes(text: str) -> list[str]:
     codes = [c.strip() for c in text.split(",") if c.strip()]
     for code in codes:
@@ -80,6 +85,9 @@ def up(
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
     codes = _codes(banks)
+    # SIGTERM (a supervisor, `kill`) must stop the children too, as Ctrl-C does:
+    # Python's default would end this process at once and leave them running.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         with running_network(
             banks=codes,

@@ -6,6 +6,7 @@ import json
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -349,3 +350,17 @@ def test_verify_reads_the_slip_qr_from_an_image(network: UpNetwork, tmp_path: Pa
     assert (2, 2, 2) == (no_qr.returncode, not_slip.returncode, missing.returncode)
     assert "no QR code" in no_qr.stderr
     assert "NOT_A_SLIP_QR" in not_slip.stderr
+
+
+@pytest.mark.timeout(120)
+def test_up_stops_its_children_on_sigterm(network: UpNetwork, tmp_path: Path) -> None:
+    recorded = json.loads((tmp_path / "network.json").read_text())
+    hub_port = int(network.hub.rsplit(":", 1)[1])
+    control_port = int(recorded["control"].rsplit(":", 1)[1])
+
+    network.proc.send_signal(signal.SIGTERM)
+
+    assert 0 == network.proc.wait(timeout=20)
+    for port in (hub_port, control_port):  # both child processes closed their ports
+        with socket.socket() as probe:
+            assert 0 != probe.connect_ex(("127.0.0.1", port)), port
