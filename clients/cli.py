@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from clients import auditcmd, members, simulator, verifycmd
+from clients import auditcmd, loadgen, members, simulator, verifycmd
 from clients import certs as certs_cli
 from clients.network import (
     DEFAULT_BANKS,
@@ -273,6 +273,7 @@ def banks(
 
 app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
 app.command("audit")(auditcmd.audit)
+app.command("load")(loadgen.load)
 app.command()(simulator.slip)
 app.add_typer(members.app, name="members")
 app.add_typer(certs_cli.app, name="certs")
