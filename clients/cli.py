@@ -21,6 +21,7 @@ from clients.network import (
     running_network,
     wait_any,
 )
+from clients.scenario import scenario_app
 from txverify import logs, units
 from txverify.banks import is_member_code
 
@@ -274,6 +275,7 @@ def banks(
 app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
 app.command("audit")(auditcmd.audit)
 app.command("load")(loadgen.load)
+app.add_typer(scenario_app, name="scenario")
 app.command()(simulator.slip)
 app.add_typer(members.app, name="members")
 app.add_typer(certs_cli.app, name="certs")
