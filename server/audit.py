@@ -172,18 +172,27 @@ CREATE TABLE IF NOT EXISTS remembered_answers (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS remembered_at ON remembered_answers (at);
 """
-# Each upsert counts atomically and returns the count after it: under any
-# concurrency (threads here, replicas on PostgreSQL later) every use gets its
-# own number, with no read-then-write race.
-_COUNT = (
+# Counting is an upsert (no read-then-write race): under any concurrency
+# (one writer here, replicas on PostgreSQL later) every use gets its own number.
+_COUNT_ALL = (
     "INSERT INTO slip_uses VALUES (?, ?, ?, ?, 1) ON CONFLICT (sending_bank, trans_ref) "
-    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at, first_by"
+    "DO UPDATE SET uses = uses + 1"
 )
-_COUNT_SCOPE = (
+_COUNT_SCOPE_ALL = (
     "INSERT INTO slip_scope_uses VALUES (?, ?, ?, ?, ?, 1) "
     "ON CONFLICT (sending_bank, trans_ref, member, reference) "
-    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at"
+    "DO UPDATE SET uses = uses + 1"
 )
+
+
+def _rows(count: int, width: int) -> str:
+    row = "(" + ", ".join("?" * width) + ")"
+    return ", ".join([row] * count)
+
+
+def _chunks(keys: Sequence[tuple[str, ...]], size: int) -> list[Sequence[tuple[str, ...]]]:
+    # SQLite allows at most 32766 parameters a statement; stay well below.
+    return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
 class SqliteAuditStore:
@@ -217,18 +226,19 @@ class SqliteAuditStore:
         self, items: Sequence[BatchItem]
     ) -> list[verification_pb2.VerifyResponse | None]:
         conn = self._conn
-        results: list[verification_pb2.VerifyResponse | None] = []
-        audit_rows: list[tuple[Any, ...]] = []
-        remembered_rows: list[tuple[Any, ...]] = []
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for item in items:
+            counts = self._count_batch(conn, items)
+            results: list[verification_pb2.VerifyResponse | None] = []
+            audit_rows: list[tuple[Any, ...]] = []
+            remembered_rows: list[tuple[Any, ...]] = []
+            for item, count in zip(items, counts, strict=True):
                 entry = item.entry
                 at = to_micros(entry.at)
                 final = None
                 verdict = entry.verdict
-                if item.verified is not None:
-                    final = self._count(conn, at, item.verified)
+                if item.verified is not None and count is not None:
+                    final = item.verified.finish(count)
                     verdict = final.verdict
                     if item.verified.remember:
                         use = item.verified.use
@@ -258,32 +268,79 @@ class SqliteAuditStore:
             raise
         return results
 
+    def _count_batch(
+        self, conn: sqlite3.Connection, items: Sequence[BatchItem]
+    ) -> list[UseCounts | None]:
+        """Count every use of the batch with four statements, however many uses.
+
+        Upsert all counters (executemany), then read each slip's final count once.
+        Inside this transaction nobody else can change those rows (BEGIN IMMEDIATE
+        here; row locks on PostgreSQL), so the k-th of the batch's m uses of a
+        slip whose final count is F is use number F - m + k: exact, each number once.
+        """
+        uses = [(i, item.entry, item.verified.use) for i, item in enumerate(items) if item.verified]
+        out: list[UseCounts | None] = [None] * len(items)
+        if not uses:
+            return out
+        conn.executemany(
+            _COUNT_ALL,
+            [(u.sending_bank, u.trans_ref, to_micros(e.at), u.member) for _, e, u in uses],
+        )
+        conn.executemany(
+            _COUNT_SCOPE_ALL,
+            [
+                (u.sending_bank, u.trans_ref, u.member, u.reference, to_micros(e.at))
+                for _, e, u in uses
+            ],
+        )
+        slips = sorted({(u.sending_bank, u.trans_ref) for _, _, u in uses})
+        scopes = sorted({(u.sending_bank, u.trans_ref, u.member, u.reference) for _, _, u in uses})
+        totals = {
+            (r[0], r[1]): (r[2], r[3], r[4])
+            for chunk in _chunks(slips, 400)
+            for r in conn.execute(
+                "SELECT sending_bank, trans_ref, uses, first_at, first_by FROM slip_uses "
+                f"WHERE (sending_bank, trans_ref) IN (VALUES {_rows(len(chunk), 2)})",
+                [v for key in chunk for v in key],
+            )
+        }
+        scoped = {
+            (r[0], r[1], r[2], r[3]): (r[4], r[5])
+            for chunk in _chunks(scopes, 200)
+            for r in conn.execute(
+                "SELECT sending_bank, trans_ref, member, reference, uses, first_at "
+                "FROM slip_scope_uses WHERE (sending_bank, trans_ref, member, reference) "
+                f"IN (VALUES {_rows(len(chunk), 4)})",
+                [v for key in chunk for v in key],
+            )
+        }
+        # Walking the batch backwards: how many later uses of the same slip (scope) follow.
+        later: dict[tuple[str, ...], int] = {}
+        later_scope: dict[tuple[str, ...], int] = {}
+        for i, _, u in reversed(uses):
+            slip = (u.sending_bank, u.trans_ref)
+            scope = (u.sending_bank, u.trans_ref, u.member, u.reference)
+            total, first_at, first_by = totals[slip]
+            scope_total, scope_first = scoped[scope]
+            number = total - later.get(slip, 0)  # this use's number, 1-based
+            scope_number = scope_total - later_scope.get(scope, 0)
+            later[slip] = later.get(slip, 0) + 1
+            later_scope[scope] = later_scope.get(scope, 0) + 1
+            out[i] = UseCounts(
+                previous=number - 1,
+                first_at=first_at if number > 1 else None,
+                first_by=first_by if number > 1 else "",
+                previous_in_scope=scope_number - 1,
+                first_in_scope_at=scope_first if scope_number > 1 else None,
+            )
+        return out
+
     def commit(self) -> None:
         self._conn.execute("COMMIT")
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
-
-    def _count(
-        self, conn: sqlite3.Connection, at: int, verified: Verified
-    ) -> verification_pb2.VerifyResponse:
-        use = verified.use
-        uses, first_at, first_by = conn.execute(
-            _COUNT, (use.sending_bank, use.trans_ref, at, use.member)
-        ).fetchone()
-        scope_uses, scope_first = conn.execute(
-            _COUNT_SCOPE, (use.sending_bank, use.trans_ref, use.member, use.reference, at)
-        ).fetchone()
-        return verified.finish(
-            UseCounts(
-                previous=uses - 1,
-                first_at=first_at if uses > 1 else None,
-                first_by=first_by if uses > 1 else "",
-                previous_in_scope=scope_uses - 1,
-                first_in_scope_at=scope_first if scope_uses > 1 else None,
-            )
-        )
 
     def remembered(
         self, member: str, request_id: str, since: datetime
