@@ -18,7 +18,7 @@ from server.registry import (
     with_changes,
 )
 from server.registry_store import Change, RegistryStore
-from txverify.errors import FieldViolation, Reason, ServiceError
+from txverify.errors import Reason, ServiceError, invalid_field
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -29,15 +29,6 @@ _ALLOWED = {
     MemberStatus.SUSPENDED: {MemberStatus.ACTIVE, MemberStatus.TERMINATED},
     MemberStatus.TERMINATED: set[MemberStatus](),
 }
-
-
-def _invalid(field: str, problem: str) -> ServiceError:
-    return ServiceError(
-        Reason.INVALID_REQUEST,
-        f"{field}: {problem}",
-        metadata={"field": field},
-        violations=(FieldViolation(field, problem),),
-    )
 
 
 class Membership:
@@ -99,11 +90,11 @@ class Membership:
             and clash.code != member.code
             and clash.status is not MemberStatus.TERMINATED
         ):
-            raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
+            raise invalid_field("member.cert_identity", f"already the identity of {clash.code}")
         now = self.clock()
         chosen = tuple(dict.fromkeys(default_roles(member) if roles is None else roles))
         if Role.ISSUER in chosen and not member.issuer_endpoint:
-            raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
+            raise invalid_field("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
         fresh = with_changes(
             member,
             status=MemberStatus.ACTIVE,
@@ -145,23 +136,23 @@ class Membership:
             )
         unknown = set(changes) - set(UPDATABLE)
         if unknown:
-            raise _invalid("update_mask", f"cannot update {sorted(unknown)}; only {UPDATABLE}")
+            raise invalid_field("update_mask", f"cannot update {sorted(unknown)}; only {UPDATABLE}")
         try:
             updated = with_changes(member, **changes, updated_at=self.clock())
         except (ValueError, TypeError) as exc:
-            raise _invalid("member", str(exc)) from None
+            raise invalid_field("member", str(exc)) from None
         if member.subscribed(Role.ISSUER) and not updated.issuer_endpoint:
-            raise _invalid("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
+            raise invalid_field("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
         clash = self.directory.by_identity(updated.identity)
         if clash is not None and clash.code != code and clash.status is not MemberStatus.TERMINATED:
-            raise _invalid("member.cert_identity", f"already the identity of {clash.code}")
+            raise invalid_field("member.cert_identity", f"already the identity of {clash.code}")
         details = ", ".join(f"{k} {getattr(member, k)!r} -> {v!r}" for k, v in changes.items())
         return self._commit(updated, actor, "UPDATE", details)
 
     def set_status(self, code: str, status: MemberStatus, reason: str, actor: str) -> Member:
         member = self.get(code)
         if len(reason) > 200:
-            raise _invalid("reason", "at most 200 characters")
+            raise invalid_field("reason", "at most 200 characters")
         if status is member.status:
             return member
         if status not in _ALLOWED[member.status]:
@@ -179,7 +170,7 @@ class Membership:
         if member.subscribed(role, service):
             return member
         if role is Role.ISSUER and not member.issuer_endpoint:
-            raise _invalid("role", "set an issuer_endpoint before subscribing as ISSUER")
+            raise invalid_field("role", "set an issuer_endpoint before subscribing as ISSUER")
         now = self.clock()
         updated = with_changes(
             member,
@@ -200,7 +191,7 @@ class Membership:
 
     def _subscribable(self, code: str, service: str) -> Member:
         if service not in SERVICES:
-            raise _invalid("service", f"one of {sorted(SERVICES)}")
+            raise invalid_field("service", f"one of {sorted(SERVICES)}")
         member = self.get(code)
         if member.status is MemberStatus.TERMINATED:
             raise ServiceError(

@@ -13,7 +13,7 @@ from server.identity import IdentityMode, identify
 from server.membership import UPDATABLE, Membership
 from server.registry import SLIP_VERIFICATION, Member, MemberKind, MemberStatus, Role
 from server.registry_store import Change
-from txverify.errors import Reason, ServiceError, abort
+from txverify.errors import Reason, ServiceError, abort, invalid_field
 from txverify.units import to_timestamp
 from txverify.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
@@ -37,10 +37,6 @@ _CIRCUIT_TO_PB = {
     CircuitState.OPEN: registry_pb2.CIRCUIT_STATE_OPEN,
     CircuitState.HALF_OPEN: registry_pb2.CIRCUIT_STATE_HALF_OPEN,
 }
-
-
-def _bad(field: str, problem: str) -> ServiceError:
-    return ServiceError(Reason.INVALID_REQUEST, f"{field}: {problem}", metadata={"field": field})
 
 
 def _stamp(when: datetime | None) -> Any:
@@ -84,7 +80,7 @@ def member_from_pb(pb: registry_pb2.Member) -> Member:
             rate_limit_burst=pb.rate_limit_burst,
         )
     except ValueError as exc:
-        raise _bad("member", str(exc)) from None
+        raise invalid_field("member", str(exc)) from None
 
 
 def change_to_pb(change: Change) -> registry_pb2.MemberChange:
@@ -96,7 +92,7 @@ def change_to_pb(change: Change) -> registry_pb2.MemberChange:
 def _role(value: int) -> Role:
     role: Role | None = _ROLE_FROM_PB.get(value)  # type: ignore[call-overload]
     if role is None:
-        raise _bad("role", "REQUESTER or ISSUER")
+        raise invalid_field("role", "REQUESTER or ISSUER")
     return role
 
 
@@ -169,10 +165,14 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             actor = self._operator(context)
             paths = list(request.update_mask.paths)
             if not paths:
-                raise _bad("update_mask", f"name the fields to change: {', '.join(UPDATABLE)}")
+                raise invalid_field(
+                    "update_mask", f"name the fields to change: {', '.join(UPDATABLE)}"
+                )
             unknown = [p for p in paths if p not in UPDATABLE]
             if unknown:
-                raise _bad("update_mask", f"cannot update {unknown}; only {', '.join(UPDATABLE)}")
+                raise invalid_field(
+                    "update_mask", f"cannot update {unknown}; only {', '.join(UPDATABLE)}"
+                )
             changes = {p: getattr(request.member, p) for p in paths}
             member = self.membership.update(request.code, changes, actor)
         except ServiceError as error:
@@ -186,7 +186,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             actor = self._operator(context)
             status = _STATUS_FROM_PB.get(request.status)
             if status is None:
-                raise _bad("status", "ACTIVE, SUSPENDED or TERMINATED")
+                raise invalid_field("status", "ACTIVE, SUSPENDED or TERMINATED")
             member = self.membership.set_status(request.code, status, request.reason, actor)
         except ServiceError as error:
             await abort(context, error)

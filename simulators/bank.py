@@ -24,7 +24,7 @@ from simulators.profiles import Profile
 from simulators.proxies import check_account_number, normalise_proxy
 from simulators.seed import OTHER_BANKS, PEOPLE
 from txverify.banks import is_member_code
-from txverify.errors import FieldViolation, Reason, ServiceError
+from txverify.errors import Reason, ServiceError, invalid_field
 from txverify.units import bangkok
 
 Clock = Callable[[], datetime]
@@ -72,15 +72,6 @@ class TransferResult:
     transaction: LedgerTransaction
     qr_text: str
     balance: int
-
-
-def _bad(field: str, problem: str) -> ServiceError:
-    return ServiceError(
-        Reason.INVALID_REQUEST,
-        f"{field}: {problem}",
-        metadata={"field": field},
-        violations=(FieldViolation(field, problem),),
-    )
 
 
 class Bank:
@@ -174,11 +165,11 @@ class Bank:
     ) -> AccountRecord:
         for field, name in (("name_th", name_th), ("name_en", name_en)):
             if len(name.split()) < 2 or len(name) > 100:
-                raise _bad(field, "first name and surname, at most 100 characters")
+                raise invalid_field(field, "first name and surname, at most 100 characters")
         if not name_en.isascii():
-            raise _bad("name_en", "English names are ASCII")
+            raise invalid_field("name_en", "English names are ASCII")
         if not 0 <= initial_balance <= 10 * MAX_AMOUNT * 1000:
-            raise _bad("initial_balance_satang", "must be 0 or more satang")
+            raise invalid_field("initial_balance_satang", "must be 0 or more satang")
         records = tuple(
             normalise_proxy(kind, value, field=f"proxies[{i}]")
             for i, (kind, value) in enumerate(proxies)
@@ -205,14 +196,14 @@ class Bank:
     def transfer(self, order: TransferOrder) -> TransferResult:
         """Move money, store the transaction and its slip, return the slip."""
         if order.to_bank and not is_member_code(order.to_bank):
-            raise _bad("to_bank", "a 3-digit bank code")
+            raise invalid_field("to_bank", "a 3-digit bank code")
         if not 1 <= order.amount <= MAX_AMOUNT:
-            raise _bad("amount_satang", f"1 to {MAX_AMOUNT} satang")
+            raise invalid_field("amount_satang", f"1 to {MAX_AMOUNT} satang")
         if not 0 <= order.fee <= MAX_AMOUNT:
-            raise _bad("fee_satang", "0 or more satang")
+            raise invalid_field("fee_satang", "0 or more satang")
         for field in ("ref1", "ref2", "ref3", "to_merchant_id"):
             if not _BILL_REF.fullmatch(getattr(order, field)):
-                raise _bad(field, "up to 20 ASCII letters and digits")
+                raise invalid_field(field, "up to 20 ASCII letters and digits")
         receiver, credit = self._receiver(order)
         to_bank = receiver.bank
         sender_account = self._sender(order)
@@ -276,7 +267,7 @@ class Bank:
         here, else to another bank chosen by the proxy (stable for a proxy).
         """
         if bool(order.to_account) == (order.to_proxy is not None):
-            raise _bad("to", "set exactly one of to_account and to_proxy")
+            raise invalid_field("to", "set exactly one of to_account and to_proxy")
         local: AccountRecord | None = None
         proxy: ProxyRecord | None = None
         number = ""
@@ -284,7 +275,7 @@ class Bank:
         if order.to_proxy is not None:
             proxy = normalise_proxy(order.to_proxy.kind, order.to_proxy.value, field="to_proxy")
             if proxy.kind is ProxyKind.BILLERID and not order.ref1:
-                raise _bad("ref1", "a bill payment (BILLERID) needs ref1")
+                raise invalid_field("ref1", "a bill payment (BILLERID) needs ref1")
             if not order.to_bank and self.ledger.account_by_proxy(proxy) is None:
                 to_bank = directory_bank(proxy, exclude=self.code)
             if to_bank == self.code:
@@ -324,7 +315,7 @@ class Bank:
 
     def reverse(self, trans_ref: str) -> LedgerTransaction:
         if not _TRANS_REF.fullmatch(trans_ref):
-            raise _bad("trans_ref", "1-32 ASCII letters and digits")
+            raise invalid_field("trans_ref", "1-32 ASCII letters and digits")
         try:
             return self.ledger.reverse(trans_ref)
         finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from simulators.ledger import ProxyKind, ProxyRecord
-from txverify.errors import FieldViolation, Reason, ServiceError
+from txverify.errors import invalid_field
 
 _DIGITS = re.compile(r"[0-9]+")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")  # fullmatch
@@ -44,12 +44,7 @@ def normalise_proxy(kind: ProxyKind, value: str, *, field: str) -> ProxyRecord:
     elif kind is ProxyKind.EMAIL and not _EMAIL.fullmatch(raw):
         problem = "not an e-mail address"
     if problem:
-        raise ServiceError(
-            Reason.INVALID_REQUEST,
-            f"{field}: {problem}",
-            metadata={"field": field},
-            violations=(FieldViolation(field, problem),),
-        )
+        raise invalid_field(field, problem)
     return ProxyRecord(kind, raw)
 
 
@@ -57,12 +52,7 @@ def check_account_number(number: str, *, field: str) -> str:
     """10-12 ASCII digits (separators allowed), or INVALID_REQUEST."""
     digits = number.strip().translate(_SEPARATORS)
     if not (_DIGITS.fullmatch(digits) and 10 <= len(digits) <= 12):
-        raise ServiceError(
-            Reason.INVALID_REQUEST,
-            f"{field}: an account number is 10-12 digits",
-            metadata={"field": field},
-            violations=(FieldViolation(field, "10-12 digits"),),
-        )
+        raise invalid_field(field, "an account number is 10-12 digits")
     return digits
 
 

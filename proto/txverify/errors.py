@@ -155,6 +155,16 @@ class ServiceError(Exception):
         return ((STATUS_DETAILS_KEY, self.to_status().SerializeToString()),)
 
 
+def invalid_field(field: str, problem: str) -> ServiceError:
+    """INVALID_ARGUMENT/INVALID_REQUEST naming one bad field (ErrorInfo and BadRequest)."""
+    return ServiceError(
+        Reason.INVALID_REQUEST,
+        f"{field}: {problem}",
+        metadata={"field": field},
+        violations=(FieldViolation(field, problem),),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ErrorDetails:
     """What a client can read back from a failed call."""
