@@ -169,12 +169,25 @@ def hub(
     ] = 1.0,
     grace: Annotated[float, typer.Option(help="Seconds in-flight RPCs get on SIGTERM.")] = 5.0,
     metrics_port: Annotated[
-        int | None, typer.Option(help="Serve Prometheus /metrics on this port (0 = any).")
+        int | None,
+        typer.Option(
+            help="Serve Prometheus /metrics on this port (0 = any); "
+            "with --workers, worker i serves port + i."
+        ),
     ] = None,
     audit: Annotated[
         bool,
         typer.Option(help="Audit, duplicates and idempotency (--no-audit only for benchmarks)."),
     ] = True,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            max=256,
+            help="Hub processes sharing the port (SO_REUSEPORT) and the --db database; "
+            "1 = one process, no supervisor.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
     from server.app import HubSettings, RunningHub, serve  # the CLI may start the hub
@@ -184,9 +197,12 @@ def hub(
 
     logs.configure(log_level)
 
-    def report(running: RunningHub) -> None:
+    def announce(bound: int) -> None:
         if ready_line:
-            print(READY_PREFIX + json.dumps({"address": f"{host}:{running.port}"}), flush=True)
+            print(READY_PREFIX + json.dumps({"address": f"{host}:{bound}"}), flush=True)
+
+    def report(running: RunningHub) -> None:
+        announce(running.port)
 
     try:
         settings = HubSettings(
@@ -205,10 +221,17 @@ def hub(
             metrics_port=metrics_port,
             audit=audit,
         )
-        asyncio.run(serve(settings, report))
+        if workers == 1:
+            asyncio.run(serve(settings, report))
+            return
+        from server.workers import run_workers  # forks before any gRPC object exists
+
+        code = run_workers(settings, workers, announce)
     except (ValueError, OSError) as exc:
         err.print(f"[red]hub: {exc}[/]")
         raise typer.Exit(1) from None
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -29,8 +29,8 @@ from server.registry_store import open_registry_store
 from server.router import Router
 from server.verification import VerificationServicer
 from txverify import tls
-from txverify.grpcserver import add_health_and_reflection, bind, new_server
-from txverify.storage import MEMORY_URL
+from txverify.grpcserver import SERVER_OPTIONS, add_health_and_reflection, bind, new_server
+from txverify.storage import MEMORY_URL, sqlite_path
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -78,10 +78,19 @@ class HubSettings:
     metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
     # Audit, duplicate counting and idempotency; off only to measure their cost.
     audit: bool = True
+    # Set by the supervisor (server/workers.py) in each of `--workers N` processes:
+    # the port is shared with the other workers (SO_REUSEPORT) and so is the
+    # database, whose registry they re-read every `registry_refresh` seconds.
+    shared: bool = False
+    registry_refresh: float = 1.0
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.shared and sqlite_path(self.db) is None:
+            raise ValueError("hub workers share one database, which must be a file: sqlite:///path")
+        if self.registry_refresh <= 0:
+            raise ValueError("registry_refresh must be positive")
         if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
             raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
         if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
@@ -119,11 +128,14 @@ class RunningHub:
     metrics: Metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
     stop_metrics: Callable[[], None] | None = None
+    refresher: asyncio.Task[None] | None = None  # registry re-reads (workers only)
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
         then refuse new RPCs, finish in-flight ones within `grace`, close issuer channels."""
         await self.health.enter_graceful_shutdown()
+        if self.refresher is not None:
+            self.refresher.cancel()
         if drain_delay:
             await asyncio.sleep(drain_delay)
         await self.server.stop(grace)
@@ -132,6 +144,28 @@ class RunningHub:
         self.membership.store.close()
         if self.stop_metrics is not None:
             self.stop_metrics()
+
+
+def _server(settings: HubSettings) -> grpc.aio.Server:
+    if not settings.shared:
+        return new_server(max_concurrent_rpcs=settings.max_concurrent_rpcs)
+    # Workers opt in to sharing the port: the kernel spreads new connections over
+    # them (SO_REUSEPORT); a lone hub keeps refusing a port already taken.
+    options = (
+        *(o for o in SERVER_OPTIONS if o[0] != "grpc.so_reuseport"),
+        ("grpc.so_reuseport", 1),
+    )
+    return grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
+
+
+async def _refresh_registry(membership: Membership, every: float) -> None:
+    """Take in registry changes other workers made (a suspension, a new endpoint)."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            membership.refresh()
+        except Exception:
+            log.exception("re-reading the member registry failed; trying again in %.1fs", every)
 
 
 def _channel_factory(settings: HubSettings) -> Callable[[Member], grpc.aio.Channel]:
@@ -159,7 +193,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             "INSECURE dev mode: callers name themselves in the x-member-id header "
             "(loopback only); use --tls for member identity from certificates"
         )
-    server = new_server(max_concurrent_rpcs=settings.max_concurrent_rpcs)
+    server = _server(settings)
     health = HealthServicer()
     background: set[asyncio.Task[None]] = set()
 
@@ -185,7 +219,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         limiter.set_limit(member.code, member_rate_limit(member))
 
     store = open_registry_store(settings.db)
-    membership = Membership(store, on_change=member_changed)
+    membership = Membership(store, on_change=member_changed, shared=settings.shared)
     for member in membership.directory.all():
         member_changed(member)
     membership.bootstrap(settings.bootstrap_members())
@@ -193,8 +227,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     if not settings.audit:
         log.warning("audit, duplicate detection and idempotency are OFF (benchmark mode)")
     audit = AuditWriter(
-        open_audit_store(settings.db) if settings.audit else NullAuditStore(),
+        open_audit_store(settings.db, shared=settings.shared)
+        if settings.audit
+        else NullAuditStore(),
         on_batch=metrics.audit_batch,
+        shared=settings.shared,
     )
     metrics.watch_issuers(
         lambda: [
@@ -235,6 +272,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     stop_metrics = None
     if settings.metrics_port is not None:
         stop_metrics = metrics.serve(settings.metrics_port, settings.host)
+    refresher = None
+    if settings.shared:
+        refresher = asyncio.get_running_loop().create_task(
+            _refresh_registry(membership, settings.registry_refresh)
+        )
     log.info(
         "hub listening on %s:%d (%s) with %d members",
         settings.host,
@@ -243,7 +285,16 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         len(membership.directory.all()),
     )
     return RunningHub(
-        server, port, health, membership, gateway, audit, metrics, background, stop_metrics
+        server,
+        port,
+        health,
+        membership,
+        gateway,
+        audit,
+        metrics,
+        background,
+        stop_metrics,
+        refresher,
     )
 
 

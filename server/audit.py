@@ -6,11 +6,40 @@ import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from txverify.storage import connect_sqlite, from_micros, sqlite_path, to_micros, write_transaction
+from txverify.errors import FieldViolation, Reason, ServiceError
+from txverify.storage import (
+    BUSY_TIMEOUT_MS,
+    connect_sqlite,
+    from_micros,
+    set_busy_timeout,
+    sqlite_path,
+    to_micros,
+)
 from txverify.v1 import verification_pb2
+
+# A request id repeated by the same member within this window gets the first answer again.
+IDEMPOTENCY_WINDOW = timedelta(hours=24)
+# What a batch gives each item: the final response of an answer (replayed=True when
+# the request id was already answered), None for an entry without an answer, or the
+# error the item must fail with (its request id was answered for another slip).
+BatchResult = verification_pb2.VerifyResponse | ServiceError | None
+
+
+class StoreBusy(Exception):
+    """Another process holds the database's write lock (only from stage_batch(wait=False))."""
+
+
+def request_id_reused() -> ServiceError:
+    """The error for a request id already answered for another slip."""
+    return ServiceError(
+        Reason.INVALID_REQUEST,
+        "request_id was already used for another slip; use a new request_id",
+        metadata={"field": "request_id"},
+        violations=(FieldViolation("request_id", "reused with another slip"),),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +90,9 @@ class Verified:
 
     use: SlipUse
     finish: Callable[[UseCounts], verification_pb2.VerifyResponse]
-    remember: bool = True  # keep the answer for idempotent replay (the caller named the request)
+    # The caller named the request: claim its id (a second claim, from any process,
+    # replays the first answer instead of counting) and keep the answer for replay.
+    remember: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,18 +106,21 @@ class BatchItem:
 class AuditStore(Protocol):
     """Durable audit, uses and answers; one class per backend."""
 
-    def write_batch(
-        self, items: Sequence[BatchItem]
-    ) -> list[verification_pb2.VerifyResponse | None]:
-        """Count uses, remember answers and append audit entries, in ONE transaction;
-        returns each item's final response (None for entries without an answer)."""
+    def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """Claim request ids, count uses, remember answers and append audit entries, in
+        ONE transaction; returns each item's BatchResult."""
 
-    def stage_batch(
-        self, items: Sequence[BatchItem]
-    ) -> list[verification_pb2.VerifyResponse | None]:
+    def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
         """write_batch without the COMMIT: the transaction stays open until commit()
         or rollback(). Lets the writer do the statements on one thread (no lock
-        hand-overs per statement) and only the durable COMMIT on another."""
+        hand-overs per statement) and only the durable COMMIT on another.
+
+        With wait=False it raises StoreBusy at once if another process holds the
+        write lock (the caller then waits with begin() elsewhere and stages again)."""
+
+    def begin(self) -> None:
+        """Wait (blocking, up to the busy timeout) for the write lock and open the
+        transaction that the next stage_batch uses."""
 
     def commit(self) -> None:
         """Commit what stage_batch staged (durably)."""
@@ -118,10 +152,12 @@ class AuditStore(Protocol):
         """Release the storage."""
 
 
-def open_audit_store(url: str) -> AuditStore:
-    """The store for a URL: `sqlite:///path/hub.sqlite` or `sqlite://` (memory)."""
+def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
+    """The store for a URL: `sqlite:///path/hub.sqlite` or `sqlite://` (memory).
+
+    shared: other processes (hub workers) write the same database."""
     if url.startswith("sqlite://"):
-        return SqliteAuditStore(url)
+        return SqliteAuditStore(url, shared=shared)
     raise ValueError(f"unsupported audit URL {url!r}: use sqlite:///path or sqlite://")
 
 
@@ -190,9 +226,47 @@ def _rows(count: int, width: int) -> str:
     return ", ".join([row] * count)
 
 
+def _keys(count: int, width: int) -> str:
+    """`(VALUES (?, ?), ...) AS k CROSS JOIN`: look rows up by key, `k` first.
+
+    Joined this way SQLite searches the table's primary key once per key, whereas
+    `WHERE (a, b) IN (VALUES ...)` makes it scan the whole table (its query plan).
+    """
+    return f"(VALUES {_rows(count, width)}) AS k CROSS JOIN"
+
+
 def _chunks(keys: Sequence[tuple[str, ...]], size: int) -> list[Sequence[tuple[str, ...]]]:
     # SQLite allows at most 32766 parameters a statement; stay well below.
     return [keys[i : i + size] for i in range(0, len(keys), size)]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayOf:
+    """A named request already answered: for which slip, and the answer (stored bytes, or
+    the index of the batch item that answers it)."""
+
+    sending_bank: str
+    trans_ref: str
+    answer: bytes | int
+
+
+def _replayed(
+    item: BatchItem, replay: _ReplayOf, results: Sequence[BatchResult]
+) -> verification_pb2.VerifyResponse | ServiceError:
+    """The remembered answer marked replayed, or the error if it was about another slip."""
+    assert item.verified is not None
+    use = item.verified.use
+    if (replay.sending_bank, replay.trans_ref) != (use.sending_bank, use.trans_ref):
+        return request_id_reused()
+    response = verification_pb2.VerifyResponse()
+    if isinstance(replay.answer, bytes):
+        response.ParseFromString(replay.answer)
+    else:
+        earlier = results[replay.answer]
+        assert isinstance(earlier, verification_pb2.VerifyResponse)
+        response.CopyFrom(earlier)
+    response.replayed = True
+    return response
 
 
 class SqliteAuditStore:
@@ -203,55 +277,90 @@ class SqliteAuditStore:
     `sqlite://` means a file in a temporary directory, removed on close: two
     connections to one in-memory database are not possible without SQLite's
     shared cache, whose table locks would fail readers during a write.
+
+    shared: other processes (hub workers) write the same file. The writer's
+    connection then never waits for the lock where it runs (busy_timeout 0):
+    the event loop stages batches on it, and when another process holds the
+    lock, `begin` waits for it in the writer thread instead of stalling the loop.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, shared: bool = False) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if sqlite_path(url) is None:
+            if shared:
+                raise ValueError("a database shared by processes must be a file: sqlite:///path")
             self._tmp = tempfile.TemporaryDirectory(prefix="txverify-audit-")
             url = f"sqlite:///{self._tmp.name}/audit.sqlite"
-        self.db = connect_sqlite(url, fsync_each_commit=True)
-        self._conn: sqlite3.Connection = self.db.conn  # the writer's
-        self._conn.executescript(SCHEMA)
+        self.shared = shared
+        # The reader makes the schema: it waits for the lock like any connection.
         self._reader: sqlite3.Connection = connect_sqlite(url).conn
+        self._reader.executescript(SCHEMA)
+        self.db = connect_sqlite(
+            url, fsync_each_commit=True, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
+        )
+        self._conn: sqlite3.Connection = self.db.conn  # the writer's
 
-    def write_batch(
-        self, items: Sequence[BatchItem]
-    ) -> list[verification_pb2.VerifyResponse | None]:
+    def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         results = self.stage_batch(items)
         self.commit()
         return results
 
-    def stage_batch(
-        self, items: Sequence[BatchItem]
-    ) -> list[verification_pb2.VerifyResponse | None]:
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
+    def begin(self) -> None:
+        if not self.shared:
+            self._conn.execute("BEGIN IMMEDIATE")
+            return
+        # SQLite's busy handler waits here, in C without the GIL, then gives the
+        # connection back its non-waiting setting.
+        set_busy_timeout(self._conn, BUSY_TIMEOUT_MS)
         try:
-            counts = self._count_batch(conn, items)
-            results: list[verification_pb2.VerifyResponse | None] = []
+            self._conn.execute("BEGIN IMMEDIATE")
+        finally:
+            set_busy_timeout(self._conn, 0)
+
+    def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
+        conn = self._conn
+        if not conn.in_transaction:  # else begin() opened it
+            if wait:
+                self.begin()
+            else:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                        raise StoreBusy("another process holds the write lock") from None
+                    raise
+        try:
+            replays = self._claims(conn, items)
+            counts = self._count_batch(conn, items, replays)
+            results: list[BatchResult] = []
             audit_rows: list[tuple[Any, ...]] = []
             remembered_rows: list[tuple[Any, ...]] = []
-            for item, count in zip(items, counts, strict=True):
+            for i, (item, count) in enumerate(zip(items, counts, strict=True)):
                 entry = item.entry
                 at = to_micros(entry.at)
-                final = None
-                verdict = entry.verdict
-                if item.verified is not None and count is not None:
-                    final = item.verified.finish(count)
-                    verdict = final.verdict
+                result: BatchResult = None
+                verdict, replayed = entry.verdict, entry.replayed
+                if i in replays:
+                    result = _replayed(item, replays[i], results)
+                    if isinstance(result, ServiceError):
+                        results.append(result)  # audited as a failure by the caller
+                        continue
+                    verdict, replayed = result.verdict, True
+                elif item.verified is not None and count is not None:
+                    result = item.verified.finish(count)
+                    verdict = result.verdict
                     if item.verified.remember:
                         use = item.verified.use
                         remembered_rows.append(
                             (use.member, entry.request_id, at, use.sending_bank, use.trans_ref,
-                             final.SerializeToString())
+                             result.SerializeToString())
                         )  # fmt: skip
                 audit_rows.append(
                     (at, entry.request_id, entry.requester, entry.requester_reference,
                      entry.issuer, entry.trans_ref, entry.status, entry.reason, verdict,
-                     entry.latency_us, int(entry.replayed))
+                     entry.latency_us, int(replayed))
                 )  # fmt: skip
-                results.append(final)
+                results.append(result)
             # Rows that return nothing go in one statement per batch.
             conn.executemany(
                 "INSERT INTO audit (at, request_id, requester, requester_reference, issuer, "
@@ -259,6 +368,7 @@ class SqliteAuditStore:
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 audit_rows,
             )
+            # OR REPLACE: a row older than the idempotency window may be taken over.
             conn.executemany(
                 "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
                 remembered_rows,
@@ -268,8 +378,52 @@ class SqliteAuditStore:
             raise
         return results
 
+    def _claims(self, conn: sqlite3.Connection, items: Sequence[BatchItem]) -> dict[int, _ReplayOf]:
+        """Which named requests of the batch are already answered: index -> what to replay.
+
+        Inside the write transaction, so exact whichever process answered first:
+        an id remembered within the window replays the stored answer; an id
+        claimed by an earlier item of this batch replays that item's answer.
+        The router's own look-up (before asking the issuer) is the fast path;
+        this catches two processes (or a look-up and a commit) racing.
+        """
+        named = [
+            (i, item.verified.use, item.entry)
+            for i, item in enumerate(items)
+            if item.verified is not None and item.verified.remember
+        ]
+        out: dict[int, _ReplayOf] = {}
+        if not named:
+            return out
+        keys = sorted({(u.member, e.request_id) for _, u, e in named})
+        stored = {
+            (r[0], r[1]): (r[2], r[3], r[4], bytes(r[5]))
+            for chunk in _chunks(keys, 400)
+            for r in conn.execute(
+                "SELECT r.member, r.request_id, r.at, r.sending_bank, r.trans_ref, r.response "
+                f"FROM {_keys(len(chunk), 2)} remembered_answers AS r "
+                "ON r.member = k.column1 AND r.request_id = k.column2",
+                [v for key in chunk for v in key],
+            )
+        }
+        first: dict[tuple[str, str], tuple[int, SlipUse]] = {}
+        for i, use, entry in named:
+            key = (use.member, entry.request_id)
+            found = stored.get(key)
+            if found is not None and found[0] >= to_micros(entry.at - IDEMPOTENCY_WINDOW):
+                out[i] = _ReplayOf(found[1], found[2], found[3])
+            elif key in first:
+                j, earlier = first[key]
+                out[i] = _ReplayOf(earlier.sending_bank, earlier.trans_ref, j)
+            else:
+                first[key] = (i, use)
+        return out
+
     def _count_batch(
-        self, conn: sqlite3.Connection, items: Sequence[BatchItem]
+        self,
+        conn: sqlite3.Connection,
+        items: Sequence[BatchItem],
+        replays: dict[int, _ReplayOf],
     ) -> list[UseCounts | None]:
         """Count every use of the batch with four statements, however many uses.
 
@@ -278,7 +432,11 @@ class SqliteAuditStore:
         here; row locks on PostgreSQL), so the k-th of the batch's m uses of a
         slip whose final count is F is use number F - m + k: exact, each number once.
         """
-        uses = [(i, item.entry, item.verified.use) for i, item in enumerate(items) if item.verified]
+        uses = [
+            (i, item.entry, item.verified.use)
+            for i, item in enumerate(items)
+            if item.verified and i not in replays
+        ]
         out: list[UseCounts | None] = [None] * len(items)
         if not uses:
             return out
@@ -398,10 +556,15 @@ class SqliteAuditStore:
         ]
 
     def forget_before(self, moment: datetime) -> int:
-        with write_transaction(self._conn) as conn:
-            cursor = conn.execute(
+        self.begin()  # in the writer thread: it may wait for another process
+        try:
+            cursor = self._conn.execute(
                 "DELETE FROM remembered_answers WHERE at < ?", (to_micros(moment),)
             )
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self.commit()
         return cursor.rowcount
 
     def close(self) -> None:
@@ -419,15 +582,14 @@ class NullAuditStore:
 
     _NEVER = UseCounts(0, None, "", 0, None)
 
-    def write_batch(
-        self, items: Sequence[BatchItem]
-    ) -> list[verification_pb2.VerifyResponse | None]:
+    def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         return [None if i.verified is None else i.verified.finish(self._NEVER) for i in items]
 
-    def stage_batch(
-        self, items: Sequence[BatchItem]
-    ) -> list[verification_pb2.VerifyResponse | None]:
+    def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
         return self.write_batch(items)
+
+    def begin(self) -> None:
+        pass
 
     def commit(self) -> None:
         pass

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from server.audit import AuditStore, BatchItem, NullAuditStore
+from server.audit import AuditStore, BatchItem, BatchResult, NullAuditStore, StoreBusy
 from txverify.errors import Reason, ServiceError
 from txverify.v1 import verification_pb2
 
@@ -41,6 +41,10 @@ class AuditWriter:
     way (their issuer is answering), so that under load many requests share one
     commit and its fsync; a lone request (nothing announced) is committed at
     once. The event loop never waits on disk.
+
+    shared: other processes (hub workers) write the same database, so the write
+    lock may be taken when a batch starts. The loop then does not wait for it:
+    the writer thread does, and the loop stages the batch once the lock is held.
     """
 
     def __init__(
@@ -54,8 +58,11 @@ class AuditWriter:
         # their way.
         window: float = 0.020,
         on_batch: BatchHook | None = None,
+        shared: bool = False,
     ) -> None:
         self.store = store
+        self.shared = shared
+        self.lock_waits = 0  # batches that found another process holding the write lock
         self.max_batch = max_batch
         self.window = window
         self.on_batch = on_batch
@@ -78,7 +85,7 @@ class AuditWriter:
         if announcement is not None:
             announcement.release()
         if self.store_is_null:  # nothing to wait for: no thread hop, no batching
-            return self.store.write_batch([item])[0]
+            return _answer(self.store.write_batch([item])[0])
         return await self._write(item)
 
     async def _write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
@@ -92,8 +99,8 @@ class AuditWriter:
         self._arrived.set()
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        result: verification_pb2.VerifyResponse | None = await asyncio.shield(future)
-        return result
+        result: BatchResult = await asyncio.shield(future)
+        return _answer(result)
 
     async def _flush(self) -> None:
         loop = asyncio.get_running_loop()
@@ -109,7 +116,7 @@ class AuditWriter:
                     # writer thread. Handing every statement to a thread would make it
                     # fight the busy loop for the GIL at each one: measured, that
                     # costs several times the statements themselves.
-                    results = self.store.stage_batch([item for item, _ in batch])
+                    results = await self._stage([item for item, _ in batch], loop)
                     try:
                         await loop.run_in_executor(self._executor, self.store.commit)
                     except BaseException:
@@ -134,6 +141,20 @@ class AuditWriter:
         finally:
             self._flusher = None
 
+    async def _stage(
+        self, items: list[BatchItem], loop: asyncio.AbstractEventLoop
+    ) -> list[BatchResult]:
+        """stage_batch on the loop; if another process holds the write lock, wait for
+        it in the writer thread (SQLite's busy handler sleeps there without the GIL)."""
+        if not self.shared:
+            return self.store.stage_batch(items)
+        try:
+            return self.store.stage_batch(items, wait=False)
+        except StoreBusy:
+            self.lock_waits += 1
+        await loop.run_in_executor(self._executor, self.store.begin)
+        return self.store.stage_batch(items)
+
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
         """Let announced records join this batch, for at most `window` seconds."""
         deadline = loop.time() + self.window
@@ -153,5 +174,14 @@ class AuditWriter:
         """Commit what is queued, then release the store."""
         while self._flusher is not None:
             await asyncio.shield(self._flusher)
+        if self.shared:
+            log.info("audit: %d batches waited for another process's write lock", self.lock_waits)
         self._executor.shutdown(wait=True)
         self.store.close()
+
+
+def _answer(result: BatchResult) -> verification_pb2.VerifyResponse | None:
+    """A batch item's outcome for its caller: the response, or its error raised."""
+    if isinstance(result, ServiceError):
+        raise result
+    return result

@@ -37,6 +37,10 @@ class Membership:
     `directory` is replaced whole on each change (readers never see half a
     change) and `on_change` is told, so caches keyed by member (rate limits,
     issuer channels) follow without a restart.
+
+    shared: other processes (hub workers) change the same store. Their changes
+    arrive through `refresh` (the hub calls it every second), and every change
+    made here starts from a fresh read, so its checks see the others' changes.
     """
 
     def __init__(
@@ -45,11 +49,30 @@ class Membership:
         *,
         clock: Clock | None = None,
         on_change: Callable[[Member], None] | None = None,
+        shared: bool = False,
     ) -> None:
         self.store = store
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.on_change = on_change
+        self.shared = shared
         self.directory = MemberDirectory(store.load_all())
+
+    def refresh(self) -> list[Member]:
+        """Take in what another process changed in the store; returns the members that
+        changed (each also told to `on_change`). A few members: one cheap read."""
+        stored = self.store.load_all()
+        changed = [m for m in stored if self.directory.get(m.code) != m]
+        if changed:
+            self.directory = MemberDirectory(stored)
+            for member in changed:
+                log.info("member %s changed by another process: %s", member.code, member.status)
+                if self.on_change is not None:
+                    self.on_change(member)
+        return changed
+
+    def _fresh(self) -> None:
+        if self.shared:
+            self.refresh()
 
     def _commit(self, member: Member, actor: str, action: str, details: str) -> Member:
         self.store.save(member, Change(member.code, self.clock(), actor, action, details))
@@ -77,6 +100,7 @@ class Membership:
         `roles` None means the default roles; an empty sequence means none yet
         (a member must ask to subscribe).
         """
+        self._fresh()
         existing = self.directory.get(member.code)
         if existing is not None and existing.status is not MemberStatus.TERMINATED:
             raise ServiceError(
@@ -129,6 +153,7 @@ class Membership:
                 self.update(member.code, changes, BOOTSTRAP)
 
     def update(self, code: str, changes: dict[str, Any], actor: str) -> Member:
+        self._fresh()
         member = self.get(code)
         if member.status is MemberStatus.TERMINATED:
             raise ServiceError(
@@ -150,6 +175,7 @@ class Membership:
         return self._commit(updated, actor, "UPDATE", details)
 
     def set_status(self, code: str, status: MemberStatus, reason: str, actor: str) -> Member:
+        self._fresh()
         member = self.get(code)
         if len(reason) > 200:
             raise invalid_field("reason", "at most 200 characters")
@@ -192,6 +218,7 @@ class Membership:
     def _subscribable(self, code: str, service: str) -> Member:
         if service not in SERVICES:
             raise invalid_field("service", f"one of {sorted(SERVICES)}")
+        self._fresh()
         member = self.get(code)
         if member.status is MemberStatus.TERMINATED:
             raise ServiceError(

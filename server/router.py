@@ -6,10 +6,18 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from server.admission import Admission
-from server.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
+from server.audit import (
+    IDEMPOTENCY_WINDOW,
+    AuditEntry,
+    BatchItem,
+    SlipUse,
+    UseCounts,
+    Verified,
+    request_id_reused,
+)
 from server.auditlog import Announcement, AuditWriter
 from server.checks import evaluate, validate_expectations, verdict
 from server.forwarding import IssuerGateway
@@ -20,7 +28,6 @@ from txverify.v1 import common_pb2, verification_pb2
 
 MAX_REQUEST_ID = 64
 MAX_REFERENCE = 64
-IDEMPOTENCY_WINDOW = timedelta(hours=24)
 
 
 def _printable(value: str, field: str, limit: int) -> str:
@@ -55,7 +62,9 @@ class Router:
         self.audit = audit
         # One request at a time per (member, request id): a second request
         # with the same id waits, then finds the first one's remembered answer
-        # instead of asking the issuer and counting again.
+        # instead of asking the issuer and counting again. This lock is per
+        # process; across processes (hub workers) the audit store's claim of the
+        # id, inside the batch transaction, makes the second one a replay.
         self._keys: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
 
     async def verify(
@@ -135,6 +144,8 @@ class Router:
             announcement,
         )
         assert final is not None  # a Verified item always gets its final response
+        if final.replayed:  # another process answered this request id first
+            outcome["replayed"] = "true"
         return final
 
     @staticmethod
@@ -153,12 +164,7 @@ class Router:
             return None
         sending_bank, trans_ref, raw = found
         if (sending_bank, trans_ref) != (slip.sending_bank, slip.trans_ref):
-            raise ServiceError(
-                Reason.INVALID_REQUEST,
-                "request_id was already used for another slip; use a new request_id",
-                metadata={"field": "request_id"},
-                violations=(FieldViolation("request_id", "reused with another slip"),),
-            )
+            raise request_id_reused()
         response = verification_pb2.VerifyResponse.FromString(raw)
         response.replayed = True
         return response

@@ -11,16 +11,17 @@ from pathlib import Path
 import sqlite_utils
 
 # WAL: readers never block the writer and a commit is one sequential append.
-# busy_timeout: a second process (a CLI, a test) waits for a lock instead of
-# failing at once. foreign_keys: SQLite leaves them off unless asked.
+# foreign_keys: SQLite leaves them off unless asked.
 # synchronous=NORMAL is durable across process crashes in WAL mode; only an
 # OS crash or power loss can lose the last commits, acceptable for these stores.
 SQLITE_PRAGMAS: tuple[str, ...] = (
     "PRAGMA journal_mode = WAL",
-    "PRAGMA busy_timeout = 5000",
     "PRAGMA foreign_keys = ON",
     "PRAGMA synchronous = NORMAL",
 )
+# busy_timeout: a second process (a CLI, a test, another hub worker) that finds
+# the write lock taken waits for it this long instead of failing at once.
+BUSY_TIMEOUT_MS = 5000
 MEMORY_URL = "sqlite://"
 
 
@@ -34,7 +35,9 @@ def sqlite_path(url: str) -> Path | None:
     return Path(rest)
 
 
-def connect_sqlite(url: str, *, fsync_each_commit: bool = False) -> sqlite_utils.Database:
+def connect_sqlite(
+    url: str, *, fsync_each_commit: bool = False, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+) -> sqlite_utils.Database:
     """Open a SQLite database from its URL with the project's pragmas.
 
     The connection may be used from another thread than the one that made it
@@ -42,7 +45,8 @@ def connect_sqlite(url: str, *, fsync_each_commit: bool = False) -> sqlite_utils
     fsync_each_commit (synchronous=FULL) makes every commit survive power
     loss, not only a crash of the process; stores that promise durability
     before answering (the audit log) ask for it and batch commits to pay it
-    rarely.
+    rarely. busy_timeout_ms 0 makes a taken lock fail at once (SQLITE_BUSY):
+    for a caller that must not block where it runs and waits elsewhere instead.
     """
     path = sqlite_path(url)
     if path is not None:
@@ -52,11 +56,17 @@ def connect_sqlite(url: str, *, fsync_each_commit: bool = False) -> sqlite_utils
         check_same_thread=False,
         isolation_level=None,  # autocommit; transactions are explicit BEGIN ... COMMIT
     )
+    set_busy_timeout(conn, busy_timeout_ms)  # first: setting WAL may wait for the lock
     for pragma in SQLITE_PRAGMAS:
         conn.execute(pragma)
     if fsync_each_commit:
         conn.execute("PRAGMA synchronous = FULL")
     return sqlite_utils.Database(conn)
+
+
+def set_busy_timeout(conn: sqlite3.Connection, milliseconds: int) -> None:
+    """Change how long this connection waits for a lock another connection holds."""
+    conn.execute(f"PRAGMA busy_timeout = {int(milliseconds)}")
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
