@@ -53,11 +53,17 @@ class AuditWriter:
         # A lone request never waits: the window only runs while others are on
         # their way.
         window: float = 0.020,
+        # The loop is "busy" when the flusher resumes this late after its commit
+        # ended: requests are queueing for the CPU, and waiting for more records
+        # costs them little. Below it, a batch goes at once (latency first).
+        busy_lag: float = 0.001,
         on_batch: BatchHook | None = None,
     ) -> None:
         self.store = store
         self.max_batch = max_batch
         self.window = window
+        self.busy_lag = busy_lag
+        self._lag = 0.0  # how late the flusher resumed after the last commit
         self.on_batch = on_batch
         self.announced = 0  # requests expected to write a record soon
         self._arrived = asyncio.Event()  # a record was queued
@@ -111,7 +117,8 @@ class AuditWriter:
                     # costs several times the statements themselves.
                     results = self.store.stage_batch([item for item, _ in batch])
                     try:
-                        await loop.run_in_executor(self._executor, self.store.commit)
+                        committed = await loop.run_in_executor(self._executor, self._commit)
+                        self._lag = time.perf_counter() - committed
                     except BaseException:
                         self.store.rollback()
                         raise
@@ -134,8 +141,15 @@ class AuditWriter:
         finally:
             self._flusher = None
 
+    def _commit(self) -> float:
+        """Commit (in the writer thread); returns when it ended, to measure the loop's lag."""
+        self.store.commit()
+        return time.perf_counter()
+
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let announced records join this batch, for at most `window` seconds."""
+        """When the loop is busy, let announced records join this batch, for at most `window`."""
+        if self._lag < self.busy_lag:
+            return
         deadline = loop.time() + self.window
         while self.announced > 0 and len(self._pending) < self.max_batch:
             remaining = deadline - loop.time()
