@@ -342,6 +342,8 @@ class Bench:
         # A first short run warms both servers (channels up, caches, JIT-free Python anyway).
         for target in self.servers:
             self.loadgen(target, "max", 0)
+        if a.profile:
+            self.profile(a.profile)
         for rnd in range(1, a.rounds + 1):
             order = ("yardstick", "hub") if rnd % 2 else ("hub", "yardstick")
             for target in order:
@@ -355,6 +357,22 @@ class Bench:
             order = ("yardstick", "hub") if rnd % 2 else ("hub", "yardstick")
             for target in order:
                 self.record(self.loadgen(target, "half", rnd, rate=rate))
+
+    def profile(self, out: Path) -> None:
+        """A py-spy flame graph of the hub under the closed-loop load (not a measurement)."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            raise SystemExit("--profile needs py-spy: make bench installs it (the bench extra)")
+        hub = self.servers["hub"].popen.pid
+        seconds = max(1, round(self.args.seconds))
+        with subprocess.Popen(
+            [spy, "record", "--pid", str(hub), "--duration", str(seconds), "--rate", "250",
+             "--nonblocking", "--format", "flamegraph", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ) as recorder:  # fmt: skip
+            self.loadgen("hub", "max", 0)
+            recorder.wait()
+        print(f"profile of the hub under load: {out}", flush=True)
 
     def median(self, target: str, source: str, mode: str, attr: str) -> float:
         values = [
@@ -504,6 +522,9 @@ def main() -> None:
         "--soak", type=int, default=0, help="then this many verifications, watching hub RSS"
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    parser.add_argument(
+        "--profile", type=Path, help="also write a py-spy flame graph (SVG) of the hub under load"
+    )
     args = parser.parse_args()
     if args.h2load and shutil.which("h2load") is None:
         parser.error("--h2load: h2load is not installed (Debian package nghttp2-client)")
