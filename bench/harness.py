@@ -278,6 +278,7 @@ class Bench:
         body = self.tmp / "verify.grpc"
         body.write_bytes(b"\x00" + len(request).to_bytes(4, "big") + request)
         log = self.tmp / "h2load.log"
+        log.unlink(missing_ok=True)  # h2load appends to its log file
         server = self.servers[target]
         hub_log = self.tmp / "hub.log"
         log_start = hub_log.stat().st_size
