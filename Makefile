@@ -8,8 +8,9 @@ BIN    := $(VENV)/bin
 # Stamps record which install the venv has; they are redone when pyproject changes.
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP     := $(VENV)/.installed-dev
+BENCH_STAMP   := $(VENV)/.installed-bench
 
-.PHONY: run test lint typecheck pytest proto clean bench-bank bench-hub
+.PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -46,6 +47,31 @@ proto: $(DEV_STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
+
+$(BENCH_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	@touch $@ $(DEV_STAMP) $(RUNTIME_STAMP)
+
+## bench: the hub (every feature on) against a bare pass-through yardstick, one short run (< 3 min)
+bench: $(BENCH_STAMP)
+	$(PY) bench/harness.py --seconds 5 --rounds 2 --json bench-results.json
+
+## bench-full: longer rounds, 1 and 2 hub workers, a 1-million-verification soak, table growth
+bench-full: $(BENCH_STAMP) bench-tools
+	$(PY) bench/harness.py --seconds 15 --rounds 3 --json bench-full-results.json --soak 1000000
+	$(PY) bench/harness.py --seconds 15 --rounds 3 --json bench-workers2-results.json --workers 2
+	$(PY) bench/growth_bench.py --json bench-growth-results.json
+
+## bench-tools: h2load (Debian package nghttp2-client), the second load source, when missing
+bench-tools:
+	@command -v h2load >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nghttp2-client; \
+	  else echo "h2load missing: install nghttp2-client (the benchmarks run without it)"; fi; }
+
+## bench-growth: audit/duplicate cost from an empty database to 5 M rows; issuer latency 1 K to 1 M ledger rows
+bench-growth: $(BENCH_STAMP)
+	$(PY) bench/growth_bench.py --json bench-growth-results.json
 
 ## bench-bank: a simulated bank's IssuerInquiry rate vs a bare grpc.aio yardstick (M2)
 bench-bank: $(DEV_STAMP)

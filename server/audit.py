@@ -163,7 +163,7 @@ def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS audit (
-    id                  INTEGER PRIMARY KEY AUTOINCREMENT,
+    id                  INTEGER PRIMARY KEY,  -- no AUTOINCREMENT: append-only; it cost a write
     at                  INTEGER NOT NULL,            -- µs since the epoch, UTC
     request_id          TEXT NOT NULL,
     requester           TEXT NOT NULL,
@@ -208,16 +208,18 @@ CREATE TABLE IF NOT EXISTS remembered_answers (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS remembered_at ON remembered_answers (at);
 """
-# Counting is an upsert (no read-then-write race): under any concurrency
-# (one writer here, replicas on PostgreSQL later) every use gets its own number.
+# Counting is an upsert that returns the count it made (no read-then-write race):
+# under any concurrency (one writer here, workers or replicas elsewhere) every
+# use gets its own number. One statement per use, each through the primary key,
+# so the cost does not grow with the table.
 _COUNT_ALL = (
     "INSERT INTO slip_uses VALUES (?, ?, ?, ?, 1) ON CONFLICT (sending_bank, trans_ref) "
-    "DO UPDATE SET uses = uses + 1"
+    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at, first_by"
 )
-_COUNT_SCOPE_ALL = (
+_COUNT_SCOPE = (
     "INSERT INTO slip_scope_uses VALUES (?, ?, ?, ?, ?, 1) "
     "ON CONFLICT (sending_bank, trans_ref, member, reference) "
-    "DO UPDATE SET uses = uses + 1"
+    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at"
 )
 
 
@@ -425,71 +427,32 @@ class SqliteAuditStore:
         items: Sequence[BatchItem],
         replays: dict[int, _ReplayOf],
     ) -> list[UseCounts | None]:
-        """Count every use of the batch with four statements, however many uses.
+        """Count every use of the batch, in order; each upsert returns its use's number.
 
-        Upsert all counters (executemany), then read each slip's final count once.
-        Inside this transaction nobody else can change those rows (BEGIN IMMEDIATE
-        here; row locks on PostgreSQL), so the k-th of the batch's m uses of a
-        slip whose final count is F is use number F - m + k: exact, each number once.
+        (An earlier version upserted with executemany and read the counts back
+        with `WHERE (a, b) IN (VALUES ...)`, which SQLite runs as a full table
+        scan: its cost grew with every slip ever verified.)
         """
-        uses = [
-            (i, item.entry, item.verified.use)
-            for i, item in enumerate(items)
-            if item.verified and i not in replays
-        ]
-        out: list[UseCounts | None] = [None] * len(items)
-        if not uses:
-            return out
-        conn.executemany(
-            _COUNT_ALL,
-            [(u.sending_bank, u.trans_ref, to_micros(e.at), u.member) for _, e, u in uses],
-        )
-        conn.executemany(
-            _COUNT_SCOPE_ALL,
-            [
-                (u.sending_bank, u.trans_ref, u.member, u.reference, to_micros(e.at))
-                for _, e, u in uses
-            ],
-        )
-        slips = sorted({(u.sending_bank, u.trans_ref) for _, _, u in uses})
-        scopes = sorted({(u.sending_bank, u.trans_ref, u.member, u.reference) for _, _, u in uses})
-        totals = {
-            (r[0], r[1]): (r[2], r[3], r[4])
-            for chunk in _chunks(slips, 400)
-            for r in conn.execute(
-                "SELECT sending_bank, trans_ref, uses, first_at, first_by FROM slip_uses "
-                f"WHERE (sending_bank, trans_ref) IN (VALUES {_rows(len(chunk), 2)})",
-                [v for key in chunk for v in key],
-            )
-        }
-        scoped = {
-            (r[0], r[1], r[2], r[3]): (r[4], r[5])
-            for chunk in _chunks(scopes, 200)
-            for r in conn.execute(
-                "SELECT sending_bank, trans_ref, member, reference, uses, first_at "
-                "FROM slip_scope_uses WHERE (sending_bank, trans_ref, member, reference) "
-                f"IN (VALUES {_rows(len(chunk), 4)})",
-                [v for key in chunk for v in key],
-            )
-        }
-        # Walking the batch backwards: how many later uses of the same slip (scope) follow.
-        later: dict[tuple[str, ...], int] = {}
-        later_scope: dict[tuple[str, ...], int] = {}
-        for i, _, u in reversed(uses):
-            slip = (u.sending_bank, u.trans_ref)
-            scope = (u.sending_bank, u.trans_ref, u.member, u.reference)
-            total, first_at, first_by = totals[slip]
-            scope_total, scope_first = scoped[scope]
-            number = total - later.get(slip, 0)  # this use's number, 1-based
-            scope_number = scope_total - later_scope.get(scope, 0)
-            later[slip] = later.get(slip, 0) + 1
-            later_scope[scope] = later_scope.get(scope, 0) + 1
-            out[i] = UseCounts(
-                previous=number - 1,
-                first_at=first_at if number > 1 else None,
-                first_by=first_by if number > 1 else "",
-                previous_in_scope=scope_number - 1,
-                first_in_scope_at=scope_first if scope_number > 1 else None,
+        out: list[UseCounts | None] = []
+        for i, item in enumerate(items):
+            if item.verified is None or i in replays:
+                out.append(None)
+                continue
+            u, at = item.verified.use, to_micros(item.entry.at)
+            number, first_at, first_by = conn.execute(
+                _COUNT_ALL, (u.sending_bank, u.trans_ref, at, u.member)
+            ).fetchone()
+            scope_number, scope_first = conn.execute(
+                _COUNT_SCOPE, (u.sending_bank, u.trans_ref, u.member, u.reference, at)
+            ).fetchone()
+            out.append(
+                UseCounts(
+                    previous=number - 1,
+                    first_at=first_at if number > 1 else None,
+                    first_by=first_by if number > 1 else "",
+                    previous_in_scope=scope_number - 1,
+                    first_in_scope_at=scope_first if scope_number > 1 else None,
+                )
             )
         return out
 

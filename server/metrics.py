@@ -78,14 +78,24 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._outcome_children: dict[tuple[str, str], Any] = {}
+        self._issuer_children: dict[str, Any] = {}
+
     def watch_issuers(self, state: IssuerState) -> None:
         self.registry.register(_IssuerCollector(state))
 
     def verified(self, issuer: str, status: str, reason: str, seconds: float) -> None:
-        self._outcomes.labels(status, reason).inc()
+        # labels() takes a lock and builds a key at every call; its children are cached here.
+        outcome = self._outcome_children.get((status, reason))
+        if outcome is None:
+            outcome = self._outcome_children[status, reason] = self._outcomes.labels(status, reason)
+        outcome.inc()
         self._latency.observe(seconds)
         if issuer:
-            self._issuer_latency.labels(issuer).observe(seconds)
+            latency = self._issuer_children.get(issuer)
+            if latency is None:
+                latency = self._issuer_children[issuer] = self._issuer_latency.labels(issuer)
+            latency.observe(seconds)
 
     def audit_batch(self, records: int, seconds: float) -> None:
         self._batch.observe(records)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -30,8 +31,11 @@ MAX_REQUEST_ID = 64
 MAX_REFERENCE = 64
 
 
+_PRINTABLE = re.compile(r"[!-~]*")  # printable ASCII, no spaces
+
+
 def _printable(value: str, field: str, limit: int) -> str:
-    if len(value) > limit or not all("!" <= ch <= "~" for ch in value):
+    if len(value) > limit or not _PRINTABLE.fullmatch(value):
         raise ServiceError(
             Reason.INVALID_REQUEST,
             f"{field} must be 1-{limit} printable ASCII characters without spaces",

@@ -46,3 +46,32 @@ def test_hub_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert {"on", "off"} == {run["config"] for run in report["runs"]}
     assert report["summary"]["cpu_capacity_ratio_on_over_off"] > 0
+
+
+@pytest.mark.timeout(240)
+def test_harness_runs_and_writes_its_json(tmp_path: Path) -> None:
+    """`make bench`'s harness, for about a second per measurement: both servers, every mode."""
+    out = tmp_path / "harness.json"
+    result = subprocess.run(
+        [
+            sys.executable, str(ROOT / "bench" / "harness.py"),
+            "--seconds", "1", "--rounds", "1", "--procs", "1", "--connections", "2",
+            "--concurrency", "8", "--transactions", "200", "--no-h2load", "--json", str(out),
+        ],
+        capture_output=True, text=True, timeout=230, check=False,
+    )  # fmt: skip
+
+    assert 0 == result.returncode, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    runs = report["runs"]
+    assert {("yardstick", "max"), ("hub", "max"), ("yardstick", "half"), ("hub", "half")} == {
+        (r["target"], r["mode"]) for r in runs
+    }
+    assert all(r["requests"] > 0 and r["failed"] == 0 for r in runs), runs
+    assert all(r["cpu_s_per_1k"]["banks"] > 0 for r in runs)
+    summary = report["summary"]
+    assert summary["throughput_ratio_loadgen"] > 0
+    assert summary["hub_cpu_s_per_1k"] > 0
+    assert {"hub", "yardstick"} == set(summary["peak_rss_mb"])
+    assert report["machine"]["cores"] >= 1
+    assert "hub/yardstick" in result.stdout

@@ -68,19 +68,36 @@ class WorkersHub:
         return lines
 
     def worker_pids(self) -> dict[int, int]:
-        """Worker index -> pid of the workers started so far (the last one per index)."""
-        pids = {}
-        for line in self.log_lines():
-            if found := re.fullmatch(r"hub worker (\d+) started \(pid (\d+)\)", line["message"]):
-                pids[int(found[1])] = int(found[2])
-        return pids
+        """Worker index -> pid of the workers started so far (the last one per index).
+
+        Awaits (a little) the log lines of all of them: lines reach the file in
+        batches (txverify.logs.BufferedStreamHandler, every 0.2 s).
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            pids = {}
+            for line in self.log_lines():
+                message = line["message"]
+                if found := re.fullmatch(r"hub worker (\d+) started \(pid (\d+)\)", message):
+                    pids[int(found[1])] = int(found[2])
+            if len(pids) >= WORKERS or time.monotonic() > deadline:
+                return pids
+            time.sleep(0.05)
 
     def served_by(self, request_id: str) -> int:
-        """The worker whose log line answers the Verify with this request id."""
-        for line in self.log_lines():
-            if line["message"] == "verify" and line.get("request_id") == request_id:
-                return int(line["worker"])
-        raise AssertionError(f"no worker logged request {request_id}")
+        """The worker whose log line answers the Verify with this request id.
+
+        Log lines reach the file in batches (txverify.logs.BufferedStreamHandler,
+        every 0.2 s), so the line is awaited a little.
+        """
+        deadline = time.monotonic() + 5
+        while True:
+            for line in self.log_lines():
+                if line["message"] == "verify" and line.get("request_id") == request_id:
+                    return int(line["worker"])
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no worker logged request {request_id}")
+            time.sleep(0.05)
 
     def rows(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         with contextlib.closing(sqlite3.connect(self.db)) as conn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -431,6 +432,7 @@ def peer_is_loopback(context: grpc.aio.ServicerContext[Any, Any]) -> bool:
     return is_loopback_peer(context.peer())
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of the peer, asked at every RPC
 def is_loopback_peer(peer: str) -> bool:
     """Whether a gRPC peer string ("ipv4:127.0.0.1:5000", "ipv6:%5B::1%5D:5000") is loopback.
 

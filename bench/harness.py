@@ -1,0 +1,574 @@
+"""The performance harness: the hub with every feature on against a bare pass-through yardstick,
+side by side in one run, alternating, with the same simulated banks and the same load.
+
+    python bench/harness.py [--seconds 5] [--rounds 2] [--json bench-results.json]
+    make bench          # short: under 3 minutes on 2 cores
+    make bench-full     # longer rounds, 2 hub workers too, and a 1-million-verification soak
+
+Processes, all on loopback: the simulated banks (one process), the yardstick
+(bench/yardstick.py: receives Verify, forwards IssuerInquiry, returns the
+transaction, nothing else) and the hub (`txverify hub`: identity, membership,
+rate limits, QR decoding, expectations, duplicates, durable audit, metrics and
+its per-RPC log line, all on). The load comes from the project's load generator
+(several processes, many HTTP/2 connections, each request with its own request
+id) and, when `h2load` is installed (Debian package nghttp2-client), from h2load
+too, a load source that costs far less CPU than a Python client.
+
+Each measurement reports throughput, p50/p99/p99.9 latency, CPU seconds per
+1,000 requests for every process (the server measured, the banks, the load) and
+peak RSS; then the ratios hub/yardstick. On a machine with few cores the load,
+the banks and the server under test share the cores, so the throughput ratio
+understates what the hub would do alone; CPU per request is the figure that
+does not depend on the core count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
+
+import grpc  # noqa: E402
+
+from clients.loadgen import LoadPlan, run_load  # noqa: E402
+from txverify.v1 import (  # noqa: E402
+    simulator_pb2,
+    simulator_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
+
+BANKS = "002,014"
+REQUESTER = "014"  # the member the load speaks for (dev mode: x-member-id)
+READY = "TXVERIFY-READY "
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+def _tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (hub workers are children of the supervisor)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in task.read_text().split()]
+    return out
+
+
+def _stat_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _status_kb(pid: int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+@dataclass
+class Server:
+    """A process under measurement (with its children)."""
+
+    name: str
+    popen: subprocess.Popen[str]
+    address: str = ""
+    ready: dict[str, Any] = field(default_factory=dict)
+
+    def cpu(self) -> float:
+        return sum(_stat_cpu(p) for p in _tree(self.popen.pid))
+
+    def rss_mb(self) -> float:
+        return sum(_status_kb(p, "VmRSS") for p in _tree(self.popen.pid)) / 1024
+
+    def peak_rss_mb(self) -> float:
+        """Peak RSS of the biggest process of the tree (VmHWM), in MB."""
+        return max(_status_kb(p, "VmHWM") for p in _tree(self.popen.pid)) / 1024
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+def _start(name: str, argv: list[str], log: Path) -> Server:
+    with log.open("w") as stderr:
+        popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
+    server = Server(name, popen)
+    assert popen.stdout is not None
+    for line in popen.stdout:
+        if line.startswith(READY):
+            server.ready = json.loads(line[len(READY) :])
+            server.address = server.ready.get("address", "")
+            return server
+    raise RuntimeError(f"{name} exited before it was ready; see {log}")
+
+
+def _hub_errors(log: Path, start: int) -> int:
+    """Verify RPCs the hub logged with a status other than OK, after byte `start` of its log."""
+    with log.open("rb") as f:
+        f.seek(start)
+        lines = f.read().splitlines()
+    errors = 0
+    for line in lines:
+        if b'"message": "verify"' in line and b'"status": "OK"' not in line:
+            errors += 1
+    return errors
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "clients.cli", *args]
+
+
+# --- measurements ---------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    target: str  # yardstick | hub
+    source: str  # loadgen | h2load
+    mode: str  # max (closed loop) | half (open loop at half the hub's capacity)
+    round: int
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    failed: int
+    cpu_s_per_1k: dict[str, float]  # process -> CPU seconds per 1,000 requests
+    errors: dict[str, int] = field(default_factory=dict)  # outcome -> count, when failed
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+        self.servers: dict[str, Server] = {}
+        self.banks: Server | None = None
+        self.qrs: list[str] = []
+        self.runs: list[Run] = []
+
+    # set-up
+
+    def start(self) -> None:
+        a = self.args
+        self.banks = _start(
+            "banks",
+            _cli("banks", "--codes", BANKS, "--transactions", str(a.transactions),
+                 "--log-level", "WARNING"),
+            self.tmp / "banks.log",
+        )  # fmt: skip
+        ready = self.banks.ready
+        members = self.tmp / "members.toml"
+        members.write_text(
+            "".join(
+                f'[[member]]\ncode = "{b["code"]}"\nname = "{b["name"]}"\n'
+                f'issuer_endpoint = "{b["address"]}"\n\n'
+                for b in ready["banks"]
+            )
+        )
+        with grpc.insecure_channel(ready["control"]) as channel:
+            stub = simulator_pb2_grpc.BankSimulatorStub(channel)
+            for b in ready["banks"]:
+                page = stub.ListTransactions(
+                    simulator_pb2.ListTransactionsRequest(bank=b["code"], page_size=1000)
+                )
+                self.qrs += [
+                    s.qr_text for s in page.slips if s.state == simulator_pb2.SLIP_STATE_VISIBLE
+                ]
+        bank_args = [f"--bank={b['code']}={b['address']}" for b in ready["banks"]]
+        self.servers["yardstick"] = _start(
+            "yardstick",
+            [sys.executable, str(ROOT / "bench" / "yardstick.py"), *bank_args],
+            self.tmp / "yardstick.log",
+        )
+        self.servers["hub"] = _start(
+            "hub",
+            _cli("hub", "--members", str(members), "--port", "0", "--ready-line",
+                 "--db", f"sqlite:///{self.tmp / 'hub.sqlite'}", "--metrics-port", "0",
+                 "--rate-limit-rps", "1000000", "--rate-limit-burst", "100000",
+                 *(["--workers", str(a.workers)] if a.workers != 1 else [])),
+            self.tmp / "hub.log",
+        )  # fmt: skip
+        for name, server in self.servers.items():
+            self._check(name, server.address)
+
+    def _check(self, name: str, address: str) -> None:
+        """One verification through `address` must answer OK, or the bench measures errors."""
+        with grpc.insecure_channel(address) as channel:
+            stub = verification_pb2_grpc.VerificationServiceStub(channel)
+            answer = stub.Verify(
+                verification_pb2.VerifyRequest(qr_text=self.qrs[0]),
+                metadata=(("x-member-id", REQUESTER),),
+                timeout=10,
+            )
+        if not answer.transaction.trans_ref:
+            raise RuntimeError(f"{name} answered without a transaction")
+
+    def stop(self) -> None:
+        for server in [*self.servers.values(), self.banks]:
+            if server is not None:
+                server.stop()
+
+    # one measurement
+
+    def _cpu(self, target: str) -> dict[str, float]:
+        assert self.banks is not None
+        return {target: self.servers[target].cpu(), "banks": self.banks.cpu()}
+
+    def loadgen(self, target: str, mode: str, rnd: int, rate: float = 0.0) -> Run:
+        a = self.args
+        plan = LoadPlan(
+            hub=self.servers[target].address,
+            member=REQUESTER,
+            pools={"valid": tuple(self.qrs)},
+            mix=(("valid", 1),),
+            rate=rate,
+            concurrency=a.concurrency,
+            duration=a.seconds,
+            connections=a.connections,
+            procs=a.procs,
+            check=False,
+        )
+        before = self._cpu(target)
+        result = run_load(plan)
+        after = self._cpu(target)
+        n = result.requests
+        cpu = {k: (after[k] - before[k]) / n * 1000 for k in before}
+        cpu["load"] = result.total.cpu_seconds / n * 1000
+        return Run(
+            target, "loadgen", mode, rnd, n, result.total.elapsed, result.throughput,
+            result.latency_us(50) / 1000, result.latency_us(99) / 1000,
+            result.latency_us(99.9) / 1000, result.failed_count + result.wrong_count, cpu,
+            {f"{k}/{o}": v for (k, o), v in (result.total.failed + result.total.wrong).items()},
+        )  # fmt: skip
+
+    def h2load(self, target: str, rnd: int) -> Run:
+        a = self.args
+        request = verification_pb2.VerifyRequest(qr_text=self.qrs[0]).SerializeToString()
+        body = self.tmp / "verify.grpc"
+        body.write_bytes(b"\x00" + len(request).to_bytes(4, "big") + request)
+        log = self.tmp / "h2load.log"
+        log.unlink(missing_ok=True)  # h2load appends to its log file
+        server = self.servers[target]
+        hub_log = self.tmp / "hub.log"
+        log_start = hub_log.stat().st_size
+        before = self._cpu(target)
+        t0 = time.perf_counter()
+        out = subprocess.run(
+            ["h2load", "-c", str(a.connections), "-m", str(max(1, a.concurrency // a.connections)),
+             "-D", str(max(1, round(a.seconds))), "--log-file", str(log), "-d", str(body),
+             "-H", "content-type: application/grpc", "-H", "te: trailers",
+             "-H", f"x-member-id: {REQUESTER}",
+             f"http://{server.address}/txverify.v1.VerificationService/Verify"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        elapsed = time.perf_counter() - t0
+        after = self._cpu(target)
+        times = sorted(
+            int(line.split("\t")[2])
+            for line in log.read_text().splitlines()
+            if line.count("\t") == 2 and line.split("\t")[1] == "200"
+        )
+        n = len(times)
+        failed = sum(1 for line in log.read_text().splitlines() if "\t200\t" not in line)
+        if target == "hub":
+            # gRPC errors travel as HTTP 200 with a grpc-status trailer, which h2load does
+            # not read: count them from the hub's log line per RPC.
+            failed += _hub_errors(hub_log, log_start)
+        if not n:
+            raise RuntimeError(f"h2load got no answers from {target}:\n{out.stdout}")
+        cpu = {k: (after[k] - before[k]) / n * 1000 for k in before}
+        cpu["load"] = float("nan")  # h2load's own CPU is not measured (it is C, and small)
+
+        def pct(p: float) -> float:
+            return times[min(n - 1, int(n * p / 100))] / 1000
+
+        return Run(target, "h2load", "max", rnd, n, elapsed, n / max(1, round(a.seconds)),
+                   pct(50), pct(99), pct(99.9), failed, cpu)  # fmt: skip
+
+    def record(self, run: Run) -> None:
+        self.runs.append(run)
+        cpu = "  ".join(f"{k} {v:.3f}" for k, v in run.cpu_s_per_1k.items() if v == v)
+        print(
+            f"{run.target:<9} {run.source:<7} {run.mode:<4} {run.round:>2} "
+            f"{run.rps:>8.0f} {run.p50_ms:>7.2f} {run.p99_ms:>7.2f} {run.p999_ms:>8.2f} "
+            f"{run.failed:>6}  {cpu}",
+            flush=True,
+        )
+        if run.failed:
+            print(
+                f"  !! {run.failed} requests failed, this measurement is not clean: {run.errors}",
+                flush=True,
+            )
+
+    # the whole run
+
+    def measure(self) -> None:
+        a = self.args
+        print(
+            f"{'target':<9} {'source':<7} {'mode':<4} {'rd':>2} {'req/s':>8} {'p50 ms':>7} "
+            f"{'p99 ms':>7} {'p99.9 ms':>8} {'failed':>6}  CPU s per 1,000 requests",
+            flush=True,
+        )
+        # A first short run warms both servers (channels up, caches, JIT-free Python anyway).
+        for target in self.servers:
+            self.loadgen(target, "max", 0)
+        if a.profile:
+            self.profile(a.profile)
+        for rnd in range(1, a.rounds + 1):
+            order = ("yardstick", "hub") if rnd % 2 else ("hub", "yardstick")
+            for target in order:
+                self.record(self.loadgen(target, "max", rnd))
+            if a.h2load:
+                for target in order:
+                    self.record(self.h2load(target, rnd))
+        rate = a.half_rate or 0.5 * self.median("hub", "loadgen", "max", "rps")
+        self.half_rate = rate
+        for rnd in range(1, a.rounds + 1):
+            order = ("yardstick", "hub") if rnd % 2 else ("hub", "yardstick")
+            for target in order:
+                self.record(self.loadgen(target, "half", rnd, rate=rate))
+
+    def profile(self, out: Path) -> None:
+        """A py-spy flame graph of the hub under the closed-loop load (not a measurement)."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            raise SystemExit("--profile needs py-spy: make bench installs it (the bench extra)")
+        hub = self.servers["hub"].popen.pid
+        seconds = max(1, round(self.args.seconds))
+        with subprocess.Popen(
+            [spy, "record", "--pid", str(hub), "--duration", str(seconds), "--rate", "250",
+             "--nonblocking", "--format", "flamegraph", "--output", str(out)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ) as recorder:  # fmt: skip
+            self.loadgen("hub", "max", 0)
+            recorder.wait()
+        print(f"profile of the hub under load: {out}", flush=True)
+
+    def median(self, target: str, source: str, mode: str, attr: str) -> float:
+        values = [
+            getattr(r, attr)
+            for r in self.runs
+            if (r.target, r.source, r.mode) == (target, source, mode)
+        ]
+        return float(statistics.median(values)) if values else float("nan")
+
+    def median_cpu(self, target: str, source: str, mode: str, process: str) -> float:
+        values = [
+            r.cpu_s_per_1k[process]
+            for r in self.runs
+            if (r.target, r.source, r.mode) == (target, source, mode)
+        ]
+        return float(statistics.median(values)) if values else float("nan")
+
+    def soak(self, requests: int) -> dict[str, Any]:
+        """`requests` verifications through the hub; its RSS sampled every few seconds."""
+        hub = self.servers["hub"]
+        samples: list[tuple[float, float]] = []
+        done = threading.Event()
+
+        def sample() -> None:
+            t0 = time.monotonic()
+            while not done.wait(5.0):
+                samples.append((round(time.monotonic() - t0, 1), round(hub.rss_mb(), 1)))
+                print(f"  soak: {samples[-1][0]:>6.0f} s  hub RSS {samples[-1][1]:.1f} MB",
+                      flush=True)  # fmt: skip
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        plan = LoadPlan(
+            hub=hub.address,
+            member=REQUESTER,
+            pools={"valid": tuple(self.qrs)},
+            mix=(("valid", 1),),
+            concurrency=self.args.concurrency,
+            duration=None,
+            requests=requests,
+            connections=self.args.connections,
+            procs=self.args.procs,
+            check=False,
+            timeout=30.0,
+        )
+        print(f"soak: {requests:,} verifications through the hub", flush=True)
+        result = run_load(plan)
+        done.set()
+        thread.join()
+        return {
+            "requests": result.requests,
+            "failed": result.failed_count,
+            "seconds": round(result.total.elapsed, 1),
+            "rps": round(result.throughput, 1),
+            "rss_mb_samples": samples,
+            "rss_mb_end": round(hub.rss_mb(), 1),
+            "peak_rss_mb": round(hub.peak_rss_mb(), 1),
+        }
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "grpc": grpc.__version__,
+        "kernel": platform.release(),
+    }
+
+
+def summarise(bench: Bench, soak: dict[str, Any] | None) -> dict[str, Any]:
+    def ratio(source: str, mode: str, attr: str) -> float:
+        return bench.median("hub", source, mode, attr) / bench.median(
+            "yardstick", source, mode, attr
+        )
+
+    s: dict[str, Any] = {
+        "throughput_ratio_loadgen": ratio("loadgen", "max", "rps"),
+        "cpu_per_request_ratio_loadgen": bench.median_cpu("hub", "loadgen", "max", "hub")
+        / bench.median_cpu("yardstick", "loadgen", "max", "yardstick"),
+        "hub_cpu_s_per_1k": bench.median_cpu("hub", "loadgen", "max", "hub"),
+        "yardstick_cpu_s_per_1k": bench.median_cpu("yardstick", "loadgen", "max", "yardstick"),
+        "half_load_rps": bench.half_rate,
+        "added_p50_ms_half_load": bench.median("hub", "loadgen", "half", "p50_ms")
+        - bench.median("yardstick", "loadgen", "half", "p50_ms"),
+        "added_p99_ms_half_load": bench.median("hub", "loadgen", "half", "p99_ms")
+        - bench.median("yardstick", "loadgen", "half", "p99_ms"),
+        "peak_rss_mb": {name: round(s.peak_rss_mb(), 1) for name, s in bench.servers.items()},
+    }
+    if bench.args.h2load:
+        s["throughput_ratio_h2load"] = ratio("h2load", "max", "rps")
+        s["cpu_per_request_ratio_h2load"] = bench.median_cpu(
+            "hub", "h2load", "max", "hub"
+        ) / bench.median_cpu("yardstick", "h2load", "max", "yardstick")
+    targets = [
+        ("hub throughput >= 0.9 x yardstick (loadgen)", s["throughput_ratio_loadgen"], ">=", 0.9),
+        ("added p50 at half load <= 0.3 ms", s["added_p50_ms_half_load"], "<=", 0.3),
+    ]
+    if "throughput_ratio_h2load" in s:
+        targets.append(
+            ("hub throughput >= 0.9 x yardstick (h2load)", s["throughput_ratio_h2load"], ">=", 0.9)
+        )
+    if soak is not None:
+        s["soak"] = soak
+        targets.append(
+            (f"hub peak RSS < 150 MB after {soak['requests']:,} verifications",
+             soak["peak_rss_mb"], "<", 150.0)
+        )  # fmt: skip
+    s["targets"] = [
+        {
+            "target": name,
+            "measured": round(value, 3),
+            "met": {">=": value >= bound, "<=": value <= bound, "<": value < bound}[op],
+        }
+        for name, value, op, bound in targets
+    ]
+    return s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument("--rounds", type=int, default=2, help="alternating rounds")
+    parser.add_argument("--procs", type=int, default=2, help="load generator processes")
+    parser.add_argument("--connections", type=int, default=8, help="HTTP/2 connections in all")
+    parser.add_argument("--concurrency", type=int, default=64, help="requests in flight in all")
+    parser.add_argument("--transactions", type=int, default=2000, help="per simulated bank")
+    parser.add_argument("--workers", type=int, default=1, help="hub worker processes")
+    parser.add_argument("--half-rate", type=float, default=0.0, help="default: half the hub's max")
+    parser.add_argument(
+        "--h2load",
+        action=argparse.BooleanOptionalAction,
+        default=shutil.which("h2load") is not None,
+        help="also load with h2load (default: when installed)",
+    )
+    parser.add_argument(
+        "--soak", type=int, default=0, help="then this many verifications, watching hub RSS"
+    )
+    parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
+    parser.add_argument(
+        "--profile", type=Path, help="also write a py-spy flame graph (SVG) of the hub under load"
+    )
+    args = parser.parse_args()
+    if args.h2load and shutil.which("h2load") is None:
+        parser.error("--h2load: h2load is not installed (Debian package nghttp2-client)")
+    print(json.dumps(machine()), flush=True)
+    with tempfile.TemporaryDirectory(prefix="txverify-harness-") as tmpdir:
+        bench = Bench(args, Path(tmpdir))
+        try:
+            bench.start()
+            bench.measure()
+            soak = bench.soak(args.soak) if args.soak else None
+            summary = summarise(bench, soak)
+        finally:
+            bench.stop()
+    settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    report = {
+        "machine": machine(),
+        "settings": settings,
+        "runs": [asdict(r) for r in bench.runs],
+        "summary": summary,
+    }
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print()
+    print(
+        f"hub/yardstick, medians: throughput (loadgen) {summary['throughput_ratio_loadgen']:.2f}"
+        + (
+            f", throughput (h2load) {summary['throughput_ratio_h2load']:.2f}"
+            if "throughput_ratio_h2load" in summary
+            else ""
+        )
+        + f"; CPU per request {summary['cpu_per_request_ratio_loadgen']:.2f} "
+        f"(hub {summary['hub_cpu_s_per_1k']:.3f} s, "
+        f"yardstick {summary['yardstick_cpu_s_per_1k']:.3f} s per 1,000)"
+    )
+    print(
+        f"added latency at half load ({summary['half_load_rps']:.0f} req/s): "
+        f"p50 {summary['added_p50_ms_half_load']:+.3f} ms, "
+        f"p99 {summary['added_p99_ms_half_load']:+.3f} ms"
+    )
+    print("peak RSS: " + ", ".join(f"{k} {v} MB" for k, v in summary["peak_rss_mb"].items()))
+    for t in summary["targets"]:
+        print(f"  [{'met' if t['met'] else 'NOT met'}] {t['target']}: {t['measured']}")
+    print(f"written: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
