@@ -39,8 +39,9 @@ class AuditWriter:
     together in the next one. Before a batch, the writer also waits up to
     `window` seconds while requests that announced a record are still on their
     way (their issuer is answering), so that under load many requests share one
-    commit and its fsync; it does so only when the loop is busy (one turn takes
-    `busy_turn` or more): at moderate load a record is committed at once. The
+    commit and its fsync. That wait lasts as long as recent commits took (at
+    most `window`): a record waits about one commit more than it must, and
+    under load, where commits take longer, batches grow until they pay. The
     event loop never waits on disk.
 
     shared: other processes (hub workers) write the same database, so the write
@@ -53,16 +54,10 @@ class AuditWriter:
         store: AuditStore,
         *,
         max_batch: int = 1024,
-        # Measured (bench/hub_bench.py, 64 in flight): at 2 ms batches held ~2
-        # records and audit-on throughput was 0.78 of audit-off; at 20 ms, ~0.88.
-        # A lone request never waits: the window only runs while others are on
-        # their way.
+        # A lone request never waits: the wait only runs while others are on
+        # their way. A fixed 20 ms wait made batches of ~20 at full load but
+        # cost ~3 ms of p50 at half load (BENCHMARKS.md).
         window: float = 0.020,
-        # ... but only when one turn of the event loop takes at least this long:
-        # the hub is then short of CPU, requests queue anyway, and waiting costs
-        # them little next to what a shared commit saves. On an idle loop a
-        # batch goes at once: latency first (bench/harness.py, half load).
-        busy_turn: float = 0.0005,
         on_batch: BatchHook | None = None,
         shared: bool = False,
     ) -> None:
@@ -71,7 +66,11 @@ class AuditWriter:
         self.lock_waits = 0  # batches that found another process holding the write lock
         self.max_batch = max_batch
         self.window = window
-        self.busy_turn = busy_turn
+        # The wait before a batch: as long as the last commits took (moving
+        # average), capped by `window`. A record then waits at most about one
+        # more commit; under load, commits take longer (more records, the GIL
+        # shared with a busy loop), so batches grow until they pay.
+        self._commit_time = 0.0
         self.on_batch = on_batch
         self.announced = 0  # requests expected to write a record soon
         self._arrived = asyncio.Event()  # a record was queued
@@ -140,8 +139,10 @@ class AuditWriter:
                         if not future.done():
                             future.set_exception(failure)
                     continue
+                took = time.perf_counter() - started
+                self._commit_time += (took - self._commit_time) / 8
                 if self.on_batch is not None:
-                    self.on_batch(len(batch), time.perf_counter() - started)
+                    self.on_batch(len(batch), took)
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():
                         future.set_result(result)
@@ -163,14 +164,8 @@ class AuditWriter:
         return self.store.stage_batch(items)
 
     async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """When the loop is busy, let announced records join this batch, for at most `window`."""
-        if self.announced == 0:
-            return
-        turn = time.perf_counter()
-        await asyncio.sleep(0)  # one turn of the loop: how busy is it?
-        if time.perf_counter() - turn < self.busy_turn:
-            return
-        deadline = loop.time() + self.window
+        """Let announced records join this batch, for about as long as a commit takes."""
+        deadline = loop.time() + min(self.window, self._commit_time)
         while self.announced > 0 and len(self._pending) < self.max_batch:
             remaining = deadline - loop.time()
             if remaining <= 0:
