@@ -188,9 +188,13 @@ def hub(
             "1 = one process, no supervisor.",
         ),
     ] = 1,
+    event_loop: Annotated[
+        str,
+        typer.Option(help="auto (uvloop when installed), uvloop or asyncio."),
+    ] = "auto",
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
-    from server.app import HubSettings, RunningHub, serve  # the CLI may start the hub
+    from server.app import HubSettings, RunningHub, run, serve  # the CLI may start the hub
     from server.breaker import BreakerSettings
     from server.identity import IdentityMode
     from server.ratelimit import RateLimit
@@ -220,9 +224,10 @@ def hub(
             grace=grace,
             metrics_port=metrics_port,
             audit=audit,
+            event_loop=event_loop,
         )
         if workers == 1:
-            asyncio.run(serve(settings, report))
+            run(serve(settings, report), event_loop=event_loop)
             return
         from server.workers import run_workers  # forks before any gRPC object exists
 

@@ -409,15 +409,13 @@ def _ignore(signum: int, frame: object) -> None:
 
 def _run_worker(settings: HubSettings, ready_fd: int) -> int:
     """In the forked child: the first gRPC objects of this process are made here."""
-    import asyncio
-
-    from server.app import RunningHub, serve
+    from server.app import RunningHub, run, serve
 
     def ready(hub: RunningHub) -> None:
         os.write(ready_fd, f"{hub.port}\n".encode())
         os.close(ready_fd)
 
-    asyncio.run(serve(settings, ready))
+    run(serve(settings, ready), event_loop=settings.event_loop)
     return 0
 
 
