@@ -1,0 +1,117 @@
+"""Before/after: hubs from several source trees side by side with the yardstick, in one run.
+
+    git worktree add /tmp/before a85f190
+    python bench/compare.py before=/tmp/before after=. [--rounds 3] [--seconds 5] [--rate 500]
+    python bench/compare.py plain=. uv=.:TXV_ENV=1    # NAME=TREE[:VAR=VALUE] sets env for that hub
+
+Every hub is started from its own tree (`python -m clients.cli hub`, with that
+tree first on PYTHONPATH) against the same simulated banks, as in
+bench/harness.py; then, alternating (the order flips each round), each server
+gets an h2load closed loop (CPU per request at full load) and an open loop of
+the load generator at --rate requests/s (latency). Prints medians and writes
+them as JSON (--json). Needs h2load (make bench-tools).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "bench")]
+
+from harness import READY, Bench, Run, Server  # noqa: E402
+
+
+def start_tree(name: str, spec: str, tmp: Path) -> Server:
+    tree, _, assignment = spec.partition(":")
+    path = Path(tree).resolve()
+    env = dict(os.environ, PYTHONPATH=f"{path}:{path / 'proto'}")
+    if assignment:
+        key, _, value = assignment.partition("=")
+        env[key] = value
+    with (tmp / f"{name}.log").open("w") as stderr:
+        popen = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", "hub", "--members", str(tmp / "members.toml"),
+             "--port", "0", "--ready-line", "--db", f"sqlite:///{tmp / (name + '.sqlite')}",
+             "--metrics-port", "0", "--rate-limit-rps", "1000000", "--rate-limit-burst", "100000"],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=path,
+        )  # fmt: skip
+    server = Server(name, popen)
+    assert popen.stdout is not None
+    for line in popen.stdout:
+        if line.startswith(READY):
+            server.address = json.loads(line[len(READY) :])["address"]
+            return server
+    raise RuntimeError(f"the hub of {name} exited before it was ready; see {tmp / name}.log")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("trees", nargs="+", metavar="NAME=TREE[:VAR=VALUE]")
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rate", type=float, default=500.0, help="open loop, requests/s")
+    parser.add_argument("--json", type=Path, default=Path("bench-compare.json"))
+    args = parser.parse_args()
+    if shutil.which("h2load") is None:
+        parser.error("h2load is not installed: make bench-tools")
+    settings = argparse.Namespace(
+        seconds=args.seconds, rounds=1, procs=2, connections=8, concurrency=64,
+        transactions=2000, workers=1, half_rate=0.0, h2load=True, soak=0, profile=None,
+    )  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="txverify-compare-") as tmpdir:
+        tmp = Path(tmpdir)
+        bench = Bench(settings, tmp)
+        bench.start()
+        bench.servers.pop("hub").stop()  # the harness's own hub: replaced by the trees'
+        results: dict[tuple[str, str], list[Run]] = {}
+        try:
+            for spec in args.trees:
+                name, _, tree = spec.partition("=")
+                bench.servers[name] = start_tree(name, tree, tmp)
+            for name in bench.servers:  # warm-up
+                bench.loadgen(name, "half", 0, rate=args.rate)
+            for rnd in range(1, args.rounds + 1):
+                names = list(bench.servers)
+                for mode in ("h2load", "half"):
+                    for name in names if rnd % 2 else reversed(names):
+                        run = (
+                            bench.h2load(name, rnd)
+                            if mode == "h2load"
+                            else bench.loadgen(name, "half", rnd, rate=args.rate)
+                        )
+                        bench.record(run)
+                        results.setdefault((name, mode), []).append(run)
+        finally:
+            bench.stop()
+    summary = {
+        f"{name}/{mode}": {
+            "cpu_s_per_1k": statistics.median(r.cpu_s_per_1k[name] for r in runs),
+            "rps": statistics.median(r.rps for r in runs),
+            "p50_ms": statistics.median(r.p50_ms for r in runs),
+            "p99_ms": statistics.median(r.p99_ms for r in runs),
+        }
+        for (name, mode), runs in results.items()
+    }
+    print("\nmedians")
+    for key, m in summary.items():
+        print(
+            f"{key:<20} CPU s/1k {m['cpu_s_per_1k']:.3f}  req/s {m['rps']:7.0f}  "
+            f"p50 {m['p50_ms']:6.2f} ms  p99 {m['p99_ms']:6.2f} ms"
+        )
+    args.json.write_text(json.dumps({"trees": args.trees, "medians": summary}, indent=2) + "\n")
+    print(f"written: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
