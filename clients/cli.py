@@ -88,7 +88,10 @@ def up(
     codes = _codes(banks)
     # SIGTERM (a supervisor, `kill`) must stop the children too, as Ctrl-C does:
     # Python's default would end this process at once and leave them running.
+    # SIGINT explicitly too: started in the background by a shell (`cmd &`), a
+    # process inherits SIGINT ignored, and `kill -INT` would then do nothing.
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     try:
         with running_network(
             banks=codes,
