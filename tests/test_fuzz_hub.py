@@ -7,7 +7,8 @@ strings), slip references, request ids and references (any text, overlong),
 expectations (amounts from -2^63 to 2^63-1, thousands of receivers, times
 outside what a timestamp can hold) and member headers (printable ASCII, any
 length). Every answer must be OK or a documented error, the hub must stay up,
-and how many inputs were tried is printed.
+its memory must stay bounded (RSS growth under 64 MB), and how many inputs
+were tried is printed.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -44,8 +46,25 @@ ALLOWED = {
 }
 
 
+def _hub_pid(up: int) -> int:
+    """The hub process among the children of `txverify up`."""
+    for children in Path(f"/proc/{up}/task").glob("*/children"):
+        for child in children.read_text().split():
+            if b"hub" in Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0"):
+                return int(child)
+    raise AssertionError("no hub process under txverify up")
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for process {pid}")
+
+
 class Hub:
-    def __init__(self, address: str, samples: list[str]) -> None:
+    def __init__(self, address: str, samples: list[str], pid: int) -> None:
+        self.pid = pid
         self.address = address
         self.samples = samples
         self.channel = grpc.insecure_channel(
@@ -105,7 +124,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                 break
         assert address, "txverify up did not print the hub's address"
         assert samples, "txverify up did not print sample slips"
-        running = Hub(address, samples)
+        running = Hub(address, samples, _hub_pid(proc.pid))
         yield running
         print(f"\nfuzz: {running.tried} inputs tried, answers by status: {running.statuses}")
         running.channel.close()
@@ -222,8 +241,14 @@ def test_no_request_makes_the_hub_fail_inside(hub: Hub) -> None:
     def one(request: verification_pb2.VerifyRequest, member: str) -> None:
         hub.verify(request, member.strip() or MEMBER)
 
+    rss_before = _rss_mb(hub.pid)
     one()
+    rss_after = _rss_mb(hub.pid)
+    print(f"\nfuzz: hub RSS {rss_before:.1f} MB before, {rss_after:.1f} MB after")
 
+    # Memory stays bounded: requests up to 1.5 MB and thousands of receivers leave
+    # nothing behind but allocator slack.
+    assert rss_after - rss_before < 64
     # Still up, still right: a valid slip verifies.
     assert grpc.StatusCode.OK == hub.verify(verification_pb2.VerifyRequest(qr_text=hub.samples[0]))
     assert hub.tried > EXAMPLES
