@@ -255,8 +255,15 @@ def banks(
         Path | None, typer.Option(help="Certificate directory: issuer ports require mTLS.")
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    issuer_port: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="CODE=PORT: a fixed issuer port for a bank (repeatable; others: any free port)."
+        ),
+    ] = None,
 ) -> None:
-    """Run simulated banks alone (issuer ports chosen freely); prints one ready line (JSON)."""
+    """Run simulated banks alone (issuer ports chosen freely unless given); prints one ready
+    line (JSON)."""
     from simulators.bank import SlipVisibility
     from simulators.ledger import TxStatus
     from simulators.server import RunningSimulator, SimulatorSettings, serve_simulator
@@ -286,9 +293,18 @@ def banks(
         ready = {"control": sim.control_address, "banks": listed}
         print(READY_PREFIX + json.dumps(ready, ensure_ascii=False), flush=True)
 
+    ports: dict[str, int] = {}
+    for item in issuer_port or []:
+        code, _, number = item.partition("=")
+        if not number.isdigit():
+            raise typer.BadParameter(
+                f"{item!r}: give CODE=PORT, e.g. 014=50114", param_hint="--issuer-port"
+            )
+        ports[code.strip()] = int(number)
     try:
         settings = SimulatorSettings(
             codes=tuple(_codes(codes)),
+            issuer_ports=ports,
             host=host,
             control_port=control_port,
             data_dir=data,

@@ -48,6 +48,9 @@ class SimulatorSettings:
     transactions: int = 2000  # seeded per bank, only into an empty ledger
     retention_days: int = 7
     pki: Path | None = None  # certificate directory: issuer ports then require mTLS
+    # Fixed issuer ports by bank code (others: any free port). A bank restarted on
+    # its port is found again by a hub that registered that address.
+    issuer_ports: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.codes:
@@ -56,6 +59,10 @@ class SimulatorSettings:
             raise ValueError("a bank code is listed twice")
         for code in self.codes:
             profile(code)  # validates the code
+        if unknown := sorted(set(self.issuer_ports) - set(self.codes)):
+            raise ValueError(f"issuer ports given for banks not simulated: {', '.join(unknown)}")
+        if any(not 0 <= p <= 65535 for p in self.issuer_ports.values()):
+            raise ValueError("issuer ports must be 0-65535")
         if self.transactions < 0:
             raise ValueError("transactions must not be negative")
         if self.retention_days < 1:
@@ -216,7 +223,13 @@ async def start_simulator(
     try:
         for code in settings.codes:
             bank = await asyncio.to_thread(build_bank, settings, code, clock=clock)
-            node = BankNode(bank, settings.host, settings.pki, on_listening=report)
+            node = BankNode(
+                bank,
+                settings.host,
+                settings.pki,
+                port=settings.issuer_ports.get(code, 0),
+                on_listening=report,
+            )
             nodes[code] = node
             await node.open()
             log.info(
