@@ -44,6 +44,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
+from bank_bench import _cpu_seconds  # noqa: E402
+from hub_bench import _cli  # noqa: E402
 
 from clients.loadgen import LoadPlan, run_load  # noqa: E402
 from txverify.v1 import (  # noqa: E402
@@ -74,11 +76,11 @@ def _tree(pid: int) -> list[int]:
 
 
 def _stat_cpu(pid: int) -> float:
+    """CPU seconds of a process; 0 for one that has just gone (a worker that exited)."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return _cpu_seconds(pid)
     except OSError:
         return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _status_kb(pid: int, key: str) -> int:
@@ -143,10 +145,6 @@ def _hub_errors(log: Path, start: int) -> int:
         if b'"message": "verify"' in line and b'"status": "OK"' not in line:
             errors += 1
     return errors
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "clients.cli", *args]
 
 
 # --- measurements ---------------------------------------------------------------------------

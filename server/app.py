@@ -310,9 +310,7 @@ def run(main: Coroutine[Any, Any, None], *, event_loop: str = "auto") -> None:
     half load (BENCHMARKS.md); gRPC's own I/O does not run on the loop, so the
     gain is the loop's callbacks and futures only.
     """
-    if event_loop not in ("auto", "uvloop", "asyncio"):
-        raise ValueError(f"event loop must be auto, uvloop or asyncio, not {event_loop!r}")
-    if event_loop != "asyncio":
+    if event_loop != "asyncio":  # the value was checked by HubSettings
         try:
             import uvloop
         except ImportError:

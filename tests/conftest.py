@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,6 +16,21 @@ from simulators.server import RunningSimulator, SimulatorSettings, start_simulat
 from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
 
 BANK_CODES = ("002", "014", "900")
+
+
+def stop_process(
+    proc: subprocess.Popen[str], sig: signal.Signals = signal.SIGTERM, timeout: float = 20
+) -> None:
+    """Stop a process started by a test: `sig`, then SIGKILL after `timeout`; close its stdout."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 @pytest.fixture

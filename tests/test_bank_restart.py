@@ -21,6 +21,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import stop_process
 
 from txverify.errors import details_of
 from txverify.v1 import (
@@ -54,18 +55,6 @@ def _start(argv: list[str]) -> tuple[subprocess.Popen[str], dict[str, object]]:
             ready: dict[str, object] = json.loads(line[len(READY) :])
             return proc, ready
     raise AssertionError(f"{argv[0]} exited before it was ready")
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
 
 
 class Network:
@@ -135,8 +124,8 @@ class Network:
 
     def close(self) -> None:
         self.channel.close()
-        _stop(self.hub)
-        _stop(self.banks)
+        stop_process(self.hub)
+        stop_process(self.banks)
 
 
 @pytest.fixture

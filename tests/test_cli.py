@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import stop_process
 
 from txverify import miniqr
 
@@ -73,15 +74,7 @@ def network() -> Iterator[UpNetwork]:
         assert MEMBERS == len(qrs), "txverify up did not print a sample slip per member"
         yield UpNetwork(proc, hub, qrs)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+        stop_process(proc, signal.SIGINT)
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from conftest import stop_process
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -129,14 +130,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         print(f"\nfuzz: {running.tried} inputs tried, answers by status: {running.statuses}")
         running.channel.close()
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        stop_process(proc, signal.SIGINT)
 
 
 # A character anywhere in Unicode except surrogates (not encodable in UTF-8), control
