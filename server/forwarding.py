@@ -224,8 +224,13 @@ class IssuerGateway:
             )
             return retried
         except grpc.aio.AioRpcError as error:
-            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and remaining > RETRY_CONNECT_WAIT:
-                # It was the connection we waited for, not the issuer's answer.
+            waited_for_connection = (
+                remaining > RETRY_CONNECT_WAIT
+                or link.channel.get_state() is not grpc.ChannelConnectivity.READY
+            )
+            if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and waited_for_connection:
+                # The time ran out waiting for a connection (the issuer refuses or
+                # is gone), not for the issuer's answer: unavailable, not slow.
                 raise ServiceError(
                     Reason.ISSUER_UNAVAILABLE,
                     f"issuer {issuer.code} is unreachable",
