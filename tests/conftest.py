@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -13,6 +14,7 @@ import pytest
 from server.app import HubSettings, RunningHub, start_hub
 from server.registry import Member, MemberKind, with_default_roles
 from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
+from txverify.logs import JsonFormatter
 from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
 
 BANK_CODES = ("002", "014", "900")
@@ -54,6 +56,39 @@ def members_of(sim: RunningSimulator) -> tuple[Member, ...]:
         )
         for code, node in sim.nodes.items()
     )
+
+
+def personal_data(sim: RunningSimulator) -> set[str]:
+    """What must never leave a bank unmasked: full names, surnames, account and proxy numbers.
+
+    (A masked name keeps the first name: "CHICHUKA S"; so first names alone are not listed.)
+    """
+    found: set[str] = set()
+    for node in sim.nodes.values():
+        for slip in node.bank.list_slips(1000, None):
+            for party in (slip.transaction.sender, slip.transaction.receiver):
+                for name in (party.name_th, party.name_en):
+                    found |= {name, name.split()[-1]}
+                found |= {v for v in (party.account, party.proxy_value) if v}
+    return found
+
+
+def secrets_of(pki_dir: Path) -> set[str]:
+    """What must never appear in a log, the audit or an error message: every private
+    key's base64 lines, and the PEM marker itself."""
+    found = {"PRIVATE KEY"}
+    for key in pki_dir.glob("*-key.pem"):
+        found |= {
+            line for line in key.read_text().splitlines() if line and not line.startswith("-----")
+        }
+    return found
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> str:
+    """Every captured record as the hub writes it (JSON, with its fields): caplog.text
+    holds the messages only, not the fields (status, reason, references) that go with them."""
+    formatter = JsonFormatter()
+    return "\n".join(formatter.format(r) for r in caplog.records)
 
 
 HubFactory = Callable[..., Awaitable[RunningHub]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import members_of
+from conftest import logged, members_of, personal_data, secrets_of
 from google.protobuf import field_mask_pb2
 
 from server.app import HubSettings, RunningHub, start_hub
@@ -216,3 +218,71 @@ async def test_a_member_cannot_query_another_issuer_directly(
         )
 
     assert (grpc.StatusCode.PERMISSION_DENIED, "NOT_SUBSCRIBED") == (error.status, error.reason)
+
+
+async def test_no_secret_or_personal_data_in_logs_audit_or_error_messages(
+    pki: tls.Pki,
+    secure_sim: RunningSimulator,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    db = tmp_path / "hub.sqlite"
+    hub = await start_hub(
+        HubSettings(
+            port=0,
+            members=members_of(secure_sim),
+            mode=IdentityMode.TLS,
+            pki=pki.directory,
+            db=f"sqlite:///{db}",
+        )
+    )
+    messages: list[str] = []
+
+    async def record(call: Any) -> None:
+        try:
+            await call
+        except grpc.aio.AioRpcError as error:
+            messages.append(f"{error.details()} {error.trailing_metadata()}")
+
+    stranger = tls.init_dev_pki(tmp_path / "other-ca", CODES)
+    try:
+        qrs = [s.qr_text for s in secure_sim.nodes["014"].bank.list_slips(30, None)]
+        async with _channel(hub.port, pki, "002") as channel:
+            for qr in qrs:  # answers, and failures for slips not yet visible or expired
+                await record(_verify(channel, qr))
+            await record(_verify(channel, qrs[0], claim="014"))  # impersonation
+            await record(_verify(channel, "not a slip"))
+            await record(
+                registry_pb2_grpc.MemberRegistryStub(channel).ListMembers(
+                    registry_pb2.ListMembersRequest(), timeout=5
+                )
+            )
+        async with _channel(hub.port, stranger, "002") as channel:  # another CA
+            await record(_verify(channel, qrs[0]))
+        async with _channel(hub.port, pki, tls.OPERATOR) as channel:  # an impostor issuer
+            await registry_pb2_grpc.MemberRegistryStub(channel).UpdateMember(
+                registry_pb2.UpdateMemberRequest(
+                    code="014",
+                    member=registry_pb2.Member(issuer_endpoint=secure_sim.nodes["002"].address),
+                    update_mask=field_mask_pb2.FieldMask(paths=["issuer_endpoint"]),
+                ),
+                timeout=5,
+            )
+        async with _channel(hub.port, pki, "002") as channel:
+            await record(_verify(channel, qrs[0]))
+    finally:
+        await hub.stop(grace=0)
+    stored = await asyncio.to_thread(
+        lambda: b"".join(p.read_bytes() for p in tmp_path.glob("hub.sqlite*"))
+    )
+    errors = "\n".join(messages)
+    log = logged(caplog)
+    secret = secrets_of(pki.directory) | secrets_of(stranger.directory)
+    personal = personal_data(secure_sim)
+
+    assert len(messages) >= 5
+    assert "IDENTITY_MISMATCH" in log  # the hub's own log lines were captured
+    assert len(secret) > 20
+    assert [] == sorted(s for s in secret if s in log or s in errors or s.encode() in stored)
+    assert [] == sorted(v for v in personal if v in log or v in errors or v.encode() in stored)
