@@ -9,8 +9,11 @@ BIN    := $(VENV)/bin
 RUNTIME_STAMP := $(VENV)/.installed-runtime
 DEV_STAMP     := $(VENV)/.installed-dev
 BENCH_STAMP   := $(VENV)/.installed-bench
+FUZZ_STAMP    := $(VENV)/.installed-fuzz
+FUZZ_SECONDS  ?= 60
 
-.PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth
+.PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
+	bench-faults soak fuzz
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -80,3 +83,19 @@ bench-bank: $(DEV_STAMP)
 ## bench-hub: the hub with audit/duplicates/idempotency on vs off (M4)
 bench-hub: $(DEV_STAMP)
 	$(PY) bench/hub_bench.py --seconds 5 --rounds 3 --rate 0 --concurrency 64
+
+## bench-faults: the issuer fault matrix at full load (closed loop): healthy issuers' throughput and latency per fault
+bench-faults: $(DEV_STAMP)
+	$(PY) bench/fault_matrix.py --seconds 8 --healthy-concurrency 16 --json bench-faults-results.json
+
+## soak: 10 minutes at 70% of the hub's measured capacity; RSS, open descriptors, errors every 10 s -> soak-report.json
+soak: $(DEV_STAMP)
+	$(PY) bench/soak.py --seconds 600 --interval 10 --report soak-report.json
+
+$(FUZZ_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fuzz]'
+	@touch $@ $(DEV_STAMP) $(RUNTIME_STAMP)
+
+## fuzz: coverage-guided fuzzing (atheris) of slip QR, Verify, identity, issuer and issuer answers, $(FUZZ_SECONDS) s each
+fuzz: $(FUZZ_STAMP)
+	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)

@@ -148,8 +148,9 @@ class InternalError(VerifyFailed):
 
 # Without a txverify reason.
 class HubUnavailable(VerifyFailed):
-    """UNAVAILABLE without a reason this client knows: the hub is down, draining or
-    unreachable (nothing says the request was answered; the same request_id may be resent)."""
+    """SHUTTING_DOWN (the hub is stopping and did not start the request), or UNAVAILABLE
+    without a reason this client knows: the hub is down, draining or unreachable (nothing
+    says the request was answered; the same request_id may be resent)."""
 
     retryable = True
 
@@ -177,6 +178,7 @@ BY_REASON: Mapping[Reason, type[VerifyFailed]] = {
     Reason.RATE_LIMITED: RateLimited,
     Reason.AUDIT_UNAVAILABLE: AuditUnavailable,
     Reason.INTERNAL: InternalError,
+    Reason.SHUTTING_DOWN: HubUnavailable,
 }
 _BY_NAME: Mapping[str, type[VerifyFailed]] = {r.value: cls for r, cls in BY_REASON.items()}
 

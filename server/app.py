@@ -30,7 +30,7 @@ from server.registry_store import open_registry_store
 from server.router import Router
 from server.verification import VerificationServicer
 from txverify import tls
-from txverify.grpcserver import SERVER_OPTIONS, add_health_and_reflection, bind, new_server
+from txverify.grpcserver import RequestGuard, add_health_and_reflection, bind, new_server
 from txverify.storage import MEMORY_URL, sqlite_path
 from txverify.v1 import (
     audit_pb2,
@@ -53,6 +53,11 @@ DEFAULT_PORT = 50051
 def issuer_health_name(code: str) -> str:
     """Health service name, on the hub, of the circuit to one issuer (NOT_SERVING = open)."""
     return f"{ISSUER_SERVICE}/{code}"
+
+
+# Seconds between refusing new RPCs and stopping the server, on SIGTERM: long enough
+# for the RPCs queued inside gRPC to be answered SHUTTING_DOWN (each takes microseconds).
+REFUSE_WINDOW = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +138,7 @@ class RunningHub:
     background: set[asyncio.Task[None]] = field(default_factory=set)
     stop_metrics: Callable[[], None] | None = None
     refresher: asyncio.Task[None] | None = None  # registry re-reads (workers only)
+    guard: RequestGuard = field(default_factory=RequestGuard)
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
@@ -142,6 +148,11 @@ class RunningHub:
             self.refresher.cancel()
         if drain_delay:
             await asyncio.sleep(drain_delay)
+            # Callers that ignore health are still sending: answer what is queued
+            # SHUTTING_DOWN (nothing done, send again) rather than let gRPC's
+            # shutdown cancel it; RPCs already started finish within `grace`.
+            self.guard.refuse_new()
+            await asyncio.sleep(min(REFUSE_WINDOW, grace))
         await self.server.stop(grace)
         await self.gateway.close()
         await self.audit.close()
@@ -150,16 +161,12 @@ class RunningHub:
             self.stop_metrics()
 
 
-def _server(settings: HubSettings) -> grpc.aio.Server:
-    if not settings.shared:
-        return new_server(max_concurrent_rpcs=settings.max_concurrent_rpcs)
-    # Workers opt in to sharing the port: the kernel spreads new connections over
-    # them (SO_REUSEPORT); a lone hub keeps refusing a port already taken.
-    options = (
-        *(o for o in SERVER_OPTIONS if o[0] != "grpc.so_reuseport"),
-        ("grpc.so_reuseport", 1),
+def _server(settings: HubSettings, guard: RequestGuard) -> grpc.aio.Server:
+    # Workers opt in to sharing the port (settings.shared): the kernel spreads new
+    # connections over them (SO_REUSEPORT); a lone hub keeps refusing a port already taken.
+    return new_server(
+        max_concurrent_rpcs=settings.max_concurrent_rpcs, reuse_port=settings.shared, guard=guard
     )
-    return grpc.aio.server(options=options, maximum_concurrent_rpcs=settings.max_concurrent_rpcs)
 
 
 async def _refresh_registry(membership: Membership, every: float) -> None:
@@ -197,7 +204,8 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             "INSECURE dev mode: callers name themselves in the x-member-id header "
             "(loopback only); use --tls for member identity from certificates"
         )
-    server = _server(settings)
+    guard = RequestGuard()
+    server = _server(settings, guard)
     health = HealthServicer()
     background: set[asyncio.Task[None]] = set()
 
@@ -300,6 +308,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         background,
         stop_metrics,
         refresher,
+        guard,
     )
 
 

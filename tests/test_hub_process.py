@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,16 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.registry import dump_members
 from simulators.server import RunningSimulator
+from txverify.errors import details_of
 from txverify.v1 import simulator_pb2, verification_pb2, verification_pb2_grpc
 
+DRAIN_DELAY = 0.5  # seconds of NOT_SERVING, still answering, before the hub refuses new RPCs
 
-async def _start_hub(members: Path) -> tuple[asyncio.subprocess.Process, int]:
+
+async def _start_hub(members: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "clients.cli", "hub", "--members", str(members),
-        "--port", "0", "--ready-line", "--drain-delay", "0.5", "--grace", "5",
+        "--port", "0", "--ready-line", "--drain-delay", str(DRAIN_DELAY), "--grace", "5", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert proc.stdout is not None
@@ -68,6 +72,64 @@ async def test_sigterm_finishes_in_flight_verifies_reports_not_serving_and_exits
     assert [] == failures
     assert health_pb2.HealthCheckResponse.NOT_SERVING == during.status
     assert 0 == code
+
+
+@pytest.mark.timeout(60)
+async def test_sigterm_under_continuous_load_fails_no_accepted_rpc(
+    simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """16 callers keep sending through SIGTERM, ignoring health. Every RPC sent before
+    SIGTERM is answered; the hub ends by refusing new RPCs UNAVAILABLE/SHUTTING_DOWN
+    (or, once stopped, the connection): none of those was started (none audited) and
+    none is left CANCELLED, which would not say whether it was done; exit 0."""
+    members = tmp_path / "members.toml"
+    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    db = tmp_path / "hub.sqlite"
+    proc, port = await _start_hub(members, "--db", f"sqlite:///{db}")
+    bank = simulator.nodes["014"].bank
+    qrs = [s.qr_text for s in bank.list_slips(40, None)][:10]
+    loop = asyncio.get_running_loop()
+    sent: list[tuple[float, str, str]] = []  # (sent at, request id, outcome)
+    reasons: dict[str, str] = {}
+
+    async def caller(n: int, stub: Any) -> None:
+        for i in range(10_000):
+            rid, at = f"c{n}-{i}", loop.time()
+            try:
+                await stub.Verify(
+                    verification_pb2.VerifyRequest(qr_text=qrs[i % len(qrs)], request_id=rid),
+                    timeout=10,
+                )
+                sent.append((at, rid, "OK"))
+            except grpc.aio.AioRpcError as error:
+                sent.append((at, rid, error.code().name))
+                if error.code() is grpc.StatusCode.UNAVAILABLE:
+                    reasons[rid] = details_of(error).reason  # "": the connection was refused
+                    return  # the hub is going away
+                # Slips not yet visible or expired fail in the application: also answered.
+
+    async with member_channel(port) as channel:
+        stub = verification_pb2_grpc.VerificationServiceStub(channel)
+        callers = [asyncio.ensure_future(caller(n, stub)) for n in range(16)]
+        await asyncio.sleep(1.0)
+        term = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.gather(*callers)
+    code = await asyncio.wait_for(proc.wait(), timeout=20)
+    with sqlite3.connect(db) as conn:
+        audited = dict(conn.execute("SELECT request_id, status FROM audit").fetchall())
+
+    before_term = [o for at, _, o in sent if at < term]
+    answered = {rid: o for _, rid, o in sent if o != "UNAVAILABLE"}
+    refused = [rid for _, rid, o in sent if o == "UNAVAILABLE"]
+    assert 0 == code
+    assert len(before_term) > 100
+    assert {"OK"} == set(before_term)
+    assert "CANCELLED" not in answered.values()
+    assert answered == {rid: audited.get(rid) for rid in answered}  # each answer, as audited
+    assert [] == [rid for rid in refused if rid in audited]  # refused ones were never started
+    assert len(audited) == len(answered)
+    assert {"SHUTTING_DOWN", ""} >= set(reasons.values())
 
 
 def test_hub_with_a_bad_members_file_exits_with_a_clear_message(tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     ISSUER_TIMEOUT = "ISSUER_TIMEOUT"
     RATE_LIMITED = "RATE_LIMITED"
     AUDIT_UNAVAILABLE = "AUDIT_UNAVAILABLE"
+    SHUTTING_DOWN = "SHUTTING_DOWN"
     INTERNAL = "INTERNAL"
     IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
     MEMBER_TERMINATED = "MEMBER_TERMINATED"
@@ -72,6 +73,7 @@ REASONS: Mapping[Reason, ReasonSpec] = {
     Reason.ISSUER_TIMEOUT: ReasonSpec(grpc.StatusCode.DEADLINE_EXCEEDED, "8503"),
     Reason.RATE_LIMITED: ReasonSpec(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     Reason.AUDIT_UNAVAILABLE: ReasonSpec(grpc.StatusCode.UNAVAILABLE, "6500"),
+    Reason.SHUTTING_DOWN: ReasonSpec(grpc.StatusCode.UNAVAILABLE, ""),
     Reason.INTERNAL: ReasonSpec(grpc.StatusCode.INTERNAL, "6500"),
     Reason.IDENTITY_MISMATCH: ReasonSpec(grpc.StatusCode.UNAUTHENTICATED, "6421"),
     Reason.MEMBER_TERMINATED: ReasonSpec(grpc.StatusCode.PERMISSION_DENIED, "6403"),
