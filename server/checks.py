@@ -370,11 +370,19 @@ def _bounds(
 
 
 def _instant(stamp: timestamp_pb2.Timestamp) -> datetime | None:
-    """The Bangkok-clock datetime of a Timestamp, or None when it is out of range."""
+    """The Bangkok-clock datetime of a Timestamp, or None when it is out of range.
+
+    (UTC for the last 7 hours of year 9999: valid times that Bangkok's clock,
+    already in year 10000, cannot show.)
+    """
     try:
-        return bangkok(from_timestamp(stamp))
+        utc = from_timestamp(stamp)
     except (ValueError, OverflowError):
         return None
+    try:
+        return bangkok(utc)
+    except (ValueError, OverflowError):
+        return utc
 
 
 def _key(stamp: timestamp_pb2.Timestamp) -> tuple[int, int]:

@@ -33,10 +33,23 @@ class Caller:
 
 
 def claimed_member(context: grpc.aio.ServicerContext[Any, Any]) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == MEMBER_HEADER and isinstance(value, str):
-            return value[:64]
-    return ""
+    """What x-member-id says, "" when absent; safe to log and to echo.
+
+    gRPC passes any bytes through (control characters, non-UTF-8 decoded as
+    latin-1): a value that is not printable ASCII is kept escaped, so it names no
+    member and cannot forge a log line; two different values name no one either.
+    """
+    claims = {
+        value
+        for key, value in context.invocation_metadata() or ()
+        if key == MEMBER_HEADER and isinstance(value, str)
+    }
+    if len(claims) > 1:
+        return f"<{len(claims)} different {MEMBER_HEADER} values>"
+    claim = next(iter(claims), "")[:64]
+    if claim.isascii() and claim.isprintable():
+        return claim
+    return claim.encode("unicode_escape").decode("ascii")
 
 
 def identify(context: grpc.aio.ServicerContext[Any, Any], mode: IdentityMode) -> Caller:

@@ -417,6 +417,18 @@ def test_time_outside_the_window_fails(expect: verification_pb2.Expectations) ->
     assert FAIL == result.outcome
 
 
+def test_time_window_up_to_the_last_valid_instant_is_accepted() -> None:
+    # 9999-12-31T23:59:59Z is a valid Timestamp, though on Bangkok's clock it is year 10000.
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC)
+
+    expect = window(TRANS_TIME, last)
+    validate_expectations(expect)  # raises ServiceError when refused
+    result = only(evaluate(expect, transaction()), verification_pb2.CHECK_TIME_WINDOW)
+
+    assert PASS == result.outcome
+    assert result.expected.endswith("<= 9999-12-31T23:59:59+00:00")
+
+
 def test_time_window_shows_times_on_a_bangkok_clock() -> None:
     start = datetime(2026, 11, 27, 0, 0, tzinfo=UTC)
 
