@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
 import grpc  # noqa: E402
-from harness import Server, _start  # noqa: E402
+from harness import Server, _start, write_members  # noqa: E402
 from hub_bench import _cli  # noqa: E402
 
 from txverify.errors import details_of  # noqa: E402
@@ -175,13 +175,7 @@ def start_network(work: Path, transactions: int = 300) -> Network:
     try:
         ready = banks.ready
         members = work / "members.toml"
-        members.write_text(
-            "".join(
-                f'[[member]]\ncode = "{b["code"]}"\nname = "{b["name"]}"\n'
-                f'issuer_endpoint = "{b["address"]}"\n\n'
-                for b in ready["banks"]
-            )
-        )
+        write_members(members, ready)
         hub_db, hub_log = work / "hub.sqlite", work / "hub.log"
         hub = _start(
             "hub",

@@ -135,6 +135,17 @@ def _start(name: str, argv: list[str], log: Path) -> Server:
     raise RuntimeError(f"{name} exited before it was ready; see {log}")
 
 
+def write_members(path: Path, banks_ready: dict[str, Any]) -> None:
+    """The members file for a hub routing to the banks of a `txverify banks` ready line."""
+    path.write_text(
+        "".join(
+            f'[[member]]\ncode = "{b["code"]}"\nname = "{b["name"]}"\n'
+            f'issuer_endpoint = "{b["address"]}"\n\n'
+            for b in banks_ready["banks"]
+        )
+    )
+
+
 def _hub_errors(log: Path, start: int) -> int:
     """Verify RPCs the hub logged with a status other than OK, after byte `start` of its log."""
     with log.open("rb") as f:
@@ -187,13 +198,7 @@ class Bench:
         )  # fmt: skip
         ready = self.banks.ready
         members = self.tmp / "members.toml"
-        members.write_text(
-            "".join(
-                f'[[member]]\ncode = "{b["code"]}"\nname = "{b["name"]}"\n'
-                f'issuer_endpoint = "{b["address"]}"\n\n'
-                for b in ready["banks"]
-            )
-        )
+        write_members(members, ready)
         with grpc.insecure_channel(ready["control"]) as channel:
             stub = simulator_pb2_grpc.BankSimulatorStub(channel)
             for b in ready["banks"]:

@@ -48,6 +48,7 @@ from harness import (  # noqa: E402
     _status_kb,
     _tree,
     machine,
+    write_members,
 )
 from hub_bench import _cli  # noqa: E402
 
@@ -167,13 +168,7 @@ class Soak:
         )  # fmt: skip
         ready = self.banks.ready
         members = self.tmp / "members.toml"
-        members.write_text(
-            "".join(
-                f'[[member]]\ncode = "{b["code"]}"\nname = "{b["name"]}"\n'
-                f'issuer_endpoint = "{b["address"]}"\n\n'
-                for b in ready["banks"]
-            )
-        )
+        write_members(members, ready)
         self.pools = {k: tuple(v) for k, v in fetch_slips(ready["control"]).items()}
         self.hub = _start(
             "hub",

@@ -181,19 +181,24 @@ async def test_only_the_operator_certificate_may_use_the_registry(
     assert (grpc.StatusCode.PERMISSION_DENIED, "NOT_OPERATOR") == (error.status, error.reason)
 
 
-async def test_hub_refuses_an_issuer_whose_certificate_names_another_member(
-    secure_hub: RunningHub, secure_sim: RunningSimulator, pki: tls.Pki
-) -> None:
-    # Member 014's endpoint now leads to bank 002's server, which presents 002's certificate.
-    async with _channel(secure_hub.port, pki, tls.OPERATOR) as channel:
+async def _lead_014_to_bank_002(hub: RunningHub, sim: RunningSimulator, pki: tls.Pki) -> None:
+    """As operator, point member 014's endpoint at bank 002's server (002's certificate)."""
+    async with _channel(hub.port, pki, tls.OPERATOR) as channel:
         await registry_pb2_grpc.MemberRegistryStub(channel).UpdateMember(
             registry_pb2.UpdateMemberRequest(
                 code="014",
-                member=registry_pb2.Member(issuer_endpoint=secure_sim.nodes["002"].address),
+                member=registry_pb2.Member(issuer_endpoint=sim.nodes["002"].address),
                 update_mask=field_mask_pb2.FieldMask(paths=["issuer_endpoint"]),
             ),
             timeout=5,
         )
+
+
+async def test_hub_refuses_an_issuer_whose_certificate_names_another_member(
+    secure_hub: RunningHub, secure_sim: RunningSimulator, pki: tls.Pki
+) -> None:
+    # Member 014's endpoint now leads to bank 002's server, which presents 002's certificate.
+    await _lead_014_to_bank_002(secure_hub, secure_sim, pki)
     async with _channel(secure_hub.port, pki, "002") as channel:
         error = await _fail(_verify(channel, _qr(secure_sim, "014")))
 
@@ -260,15 +265,7 @@ async def test_no_secret_or_personal_data_in_logs_audit_or_error_messages(
             )
         async with _channel(hub.port, stranger, "002") as channel:  # another CA
             await record(_verify(channel, qrs[0]))
-        async with _channel(hub.port, pki, tls.OPERATOR) as channel:  # an impostor issuer
-            await registry_pb2_grpc.MemberRegistryStub(channel).UpdateMember(
-                registry_pb2.UpdateMemberRequest(
-                    code="014",
-                    member=registry_pb2.Member(issuer_endpoint=secure_sim.nodes["002"].address),
-                    update_mask=field_mask_pb2.FieldMask(paths=["issuer_endpoint"]),
-                ),
-                timeout=5,
-            )
+        await _lead_014_to_bank_002(hub, secure_sim, pki)  # an impostor issuer
         async with _channel(hub.port, pki, "002") as channel:
             await record(_verify(channel, qrs[0]))
     finally:

@@ -39,7 +39,10 @@ class VerificationServiceStub:
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
-    plus membership and rate-limit errors (see README). A failed expectation is
+      UNAVAILABLE       SHUTTING_DOWN (the hub is stopping; the request was not
+                        started: send it again)                                 -
+    plus membership, rate-limit and audit errors (see README). Request bytes
+    that do not parse (a string field that is not UTF-8) are INVALID_REQUEST. A failed expectation is
     never an error: it is a normal answer whose checks and verdict say so.
     """
 
@@ -66,7 +69,10 @@ class VerificationServiceAsyncStub(VerificationServiceStub):
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
-    plus membership and rate-limit errors (see README). A failed expectation is
+      UNAVAILABLE       SHUTTING_DOWN (the hub is stopping; the request was not
+                        started: send it again)                                 -
+    plus membership, rate-limit and audit errors (see README). Request bytes
+    that do not parse (a string field that is not UTF-8) are INVALID_REQUEST. A failed expectation is
     never an error: it is a normal answer whose checks and verdict say so.
     """
 
@@ -89,7 +95,10 @@ class VerificationServiceServicer(metaclass=_abc_1.ABCMeta):
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
-    plus membership and rate-limit errors (see README). A failed expectation is
+      UNAVAILABLE       SHUTTING_DOWN (the hub is stopping; the request was not
+                        started: send it again)                                 -
+    plus membership, rate-limit and audit errors (see README). Request bytes
+    that do not parse (a string field that is not UTF-8) are INVALID_REQUEST. A failed expectation is
     never an error: it is a normal answer whose checks and verdict say so.
     """
 
