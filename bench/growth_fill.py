@@ -1,6 +1,6 @@
 """Fill, fast, the databases that bench/growth_bench.py measures, and cache them.
 
-- A hub database (server/audit.py SCHEMA plus the registry's tables) with N audit
+- A hub database (server/schema.py: the audit's and the registry's tables) with N audit
   rows and the matching slip_uses, slip_scope_uses and remembered_answers rows:
   one successful verification per row, each of a distinct slip, by a few
   requesters, spread over the 24 hours before the fill (inside the hub's
@@ -39,8 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
-from server import audit as hub_audit  # noqa: E402
-from server import registry_store  # noqa: E402
+from server import schema as hub_schema  # noqa: E402
 from server.checks import evaluate, verdict  # noqa: E402
 from simulators import sqlite_ledger  # noqa: E402
 from simulators.issuer import masked_transaction  # noqa: E402
@@ -92,7 +91,9 @@ def _sha(*texts: str) -> str:
     return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
 
 
-HUB_SCHEMA_SHA = _sha(hub_audit.SCHEMA, registry_store.SCHEMA)
+HUB_SCHEMA_SHA = _sha(
+    hub_schema.sqlite_script(hub_schema.AUDIT), hub_schema.sqlite_script(hub_schema.REGISTRY)
+)
 LEDGER_SCHEMA_SHA = _sha(sqlite_ledger.SCHEMA)
 
 
@@ -227,8 +228,8 @@ def fill_hub(path: Path, rows: int, *, seed: int = 1, progress: Progress = _stde
     conn = sqlite3.connect(str(tmp), isolation_level=None)
     for pragma in BULK_PRAGMAS:
         conn.execute(pragma)
-    conn.executescript(registry_store.SCHEMA)
-    conn.executescript(hub_audit.SCHEMA)
+    hub_schema.migrate_sqlite(conn, "registry", hub_schema.REGISTRY)
+    hub_schema.migrate_sqlite(conn, "audit", hub_schema.AUDIT)
     now_us = to_micros(datetime.now(UTC))
     valid = verification_pb2.VERDICT_VALID
     done = 0

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from server.schema import AUDIT, migrate_sqlite
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.storage import (
     BUSY_TIMEOUT_MS,
@@ -161,53 +162,6 @@ def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
     raise ValueError(f"unsupported audit URL {url!r}: use sqlite:///path or sqlite://")
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS audit (
-    id                  INTEGER PRIMARY KEY,  -- no AUTOINCREMENT: append-only; it cost a write
-    at                  INTEGER NOT NULL,            -- µs since the epoch, UTC
-    request_id          TEXT NOT NULL,
-    requester           TEXT NOT NULL,
-    requester_reference TEXT NOT NULL,
-    issuer              TEXT NOT NULL,
-    trans_ref           TEXT NOT NULL,
-    status              TEXT NOT NULL,
-    reason              TEXT NOT NULL,
-    verdict             INTEGER NOT NULL,
-    latency_us          INTEGER NOT NULL,
-    replayed            INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
-CREATE INDEX IF NOT EXISTS audit_requester ON audit (requester, at);
-CREATE INDEX IF NOT EXISTS audit_trans_ref ON audit (trans_ref);
-CREATE INDEX IF NOT EXISTS audit_request_id ON audit (request_id);
-CREATE TABLE IF NOT EXISTS slip_uses (
-    sending_bank TEXT NOT NULL,
-    trans_ref    TEXT NOT NULL,
-    first_at     INTEGER NOT NULL,
-    first_by     TEXT NOT NULL,
-    uses         INTEGER NOT NULL,
-    PRIMARY KEY (sending_bank, trans_ref)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS slip_scope_uses (
-    sending_bank TEXT NOT NULL,
-    trans_ref    TEXT NOT NULL,
-    member       TEXT NOT NULL,
-    reference    TEXT NOT NULL,
-    first_at     INTEGER NOT NULL,
-    uses         INTEGER NOT NULL,
-    PRIMARY KEY (sending_bank, trans_ref, member, reference)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS remembered_answers (
-    member       TEXT NOT NULL,
-    request_id   TEXT NOT NULL,
-    at           INTEGER NOT NULL,
-    sending_bank TEXT NOT NULL,
-    trans_ref    TEXT NOT NULL,
-    response     BLOB NOT NULL,
-    PRIMARY KEY (member, request_id)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS remembered_at ON remembered_answers (at);
-"""
 # Counting is an upsert that returns the count it made (no read-then-write race):
 # under any concurrency (one writer here, workers or replicas elsewhere) every
 # use gets its own number. One statement per use, each through the primary key,
@@ -296,7 +250,7 @@ class SqliteAuditStore:
         self.shared = shared
         # The reader makes the schema: it waits for the lock like any connection.
         self._reader: sqlite3.Connection = connect_sqlite(url).conn
-        self._reader.executescript(SCHEMA)
+        migrate_sqlite(self._reader, "audit", AUDIT)
         self.db = connect_sqlite(
             url, fsync_each_commit=True, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
         )

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Protocol
 
 from server.registry import Member, MemberKind, MemberStatus, Role, Subscription
+from server.schema import REGISTRY, migrate_sqlite
 from txverify.storage import connect_sqlite, from_micros, to_micros, write_transaction
 
 
@@ -45,45 +46,13 @@ def open_registry_store(url: str) -> RegistryStore:
     raise ValueError(f"unsupported registry URL {url!r}: use sqlite:///path or sqlite://")
 
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS members (
-    code             TEXT PRIMARY KEY,
-    name             TEXT NOT NULL,
-    kind             TEXT NOT NULL CHECK (kind IN ('BANK', 'NON_BANK')),
-    issuer_endpoint  TEXT NOT NULL,
-    status           TEXT NOT NULL CHECK (status IN ('ACTIVE', 'SUSPENDED', 'TERMINATED')),
-    cert_identity    TEXT NOT NULL,
-    rate_limit_rps   REAL NOT NULL,
-    rate_limit_burst INTEGER NOT NULL,
-    created_at       INTEGER NOT NULL,   -- µs since the epoch, UTC
-    updated_at       INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS subscriptions (
-    code    TEXT NOT NULL REFERENCES members (code),
-    service TEXT NOT NULL,
-    role    TEXT NOT NULL CHECK (role IN ('REQUESTER', 'ISSUER')),
-    since   INTEGER NOT NULL,
-    PRIMARY KEY (code, service, role)
-);
-CREATE TABLE IF NOT EXISTS member_history (
-    id      INTEGER PRIMARY KEY AUTOINCREMENT,
-    code    TEXT NOT NULL REFERENCES members (code),
-    at      INTEGER NOT NULL,
-    actor   TEXT NOT NULL,
-    action  TEXT NOT NULL,
-    details TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS member_history_code ON member_history (code, id);
-"""
-
-
 class SqliteRegistryStore:
     """RegistryStore in SQLite (sqlite-utils connection, shared pragmas)."""
 
     def __init__(self, url: str) -> None:
         self.db = connect_sqlite(url)
         self._conn: sqlite3.Connection = self.db.conn
-        self._conn.executescript(SCHEMA)
+        migrate_sqlite(self._conn, "registry", REGISTRY)
 
     def load_all(self) -> list[Member]:
         subs: dict[str, list[Subscription]] = {}

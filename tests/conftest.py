@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
-from collections.abc import AsyncIterator, Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
+from psycopg import sql
 
 from server.app import HubSettings, RunningHub, start_hub
 from server.registry import Member, MemberKind, with_default_roles
@@ -18,6 +22,43 @@ from txverify.logs import JsonFormatter
 from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
 
 BANK_CODES = ("002", "014", "900")
+
+# The PostgreSQL the tests use: the machine's own (trust auth on loopback), or
+# another named by TXVERIFY_TEST_POSTGRES. Each test gets a fresh schema on it.
+POSTGRES = os.environ.get("TXVERIFY_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> str:
+    """The PostgreSQL server's URL, or the test is skipped saying why there is none."""
+    try:
+        with psycopg.connect(POSTGRES, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as error:
+        pytest.skip(
+            f"no PostgreSQL at {POSTGRES} ({str(error).strip()}): start one, or name one "
+            "with TXVERIFY_TEST_POSTGRES=postgresql://user@host:port/db"
+        )
+    return POSTGRES
+
+
+def postgres_schema_url(server: str, schema: str) -> str:
+    """`server` with every connection's search_path set to `schema`."""
+    sep = "&" if "?" in server else "?"
+    return f"{server}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A URL whose connections see only a fresh, empty schema (dropped afterwards)."""
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    try:
+        yield postgres_schema_url(postgres_server, schema)
+    finally:
+        with psycopg.connect(postgres_server, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
 
 
 def stop_process(
