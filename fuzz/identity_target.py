@@ -15,11 +15,10 @@ from __future__ import annotations
 
 from offline_hub import FakeContext, grpc_text, network
 
-from server.identity import MEMBER_HEADER, IdentityMode, claimed_member, identify
+from server.identity import MAX_CLAIM, MEMBER_HEADER, IdentityMode, claimed_member, identify
 from txverify.errors import Reason, ServiceError
 from txverify.tls import is_loopback_host, is_loopback_peer
 
-MAX_CLAIM = 64  # claimed_member keeps this many characters of the header
 _ADMISSION_REASONS = {
     Reason.UNKNOWN_MEMBER,
     Reason.IDENTITY_MISMATCH,
@@ -59,6 +58,8 @@ def TestOneInput(data: bytes) -> None:
     is_loopback_host(peer.partition(":")[2])
     claimed = claimed_member(context.as_grpc())
     assert len(claimed) <= MAX_CLAIM
+    assert claimed.isascii()
+    assert claimed.isprintable()  # safe to log and to echo
     try:
         caller = identify(context.as_grpc(), mode)
     except ServiceError as error:

@@ -32,6 +32,9 @@ class Caller:
     claimed: str  # what x-member-id said, "" when absent
 
 
+MAX_CLAIM = 64  # characters of the member header kept: a code is 3, "operator" 8
+
+
 def claimed_member(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     """What x-member-id says, "" when absent; safe to log and to echo.
 
@@ -46,10 +49,10 @@ def claimed_member(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     }
     if len(claims) > 1:
         return f"<{len(claims)} different {MEMBER_HEADER} values>"
-    claim = next(iter(claims), "")[:64]
+    claim = next(iter(claims), "")[:MAX_CLAIM]
     if claim.isascii() and claim.isprintable():
         return claim
-    return claim.encode("unicode_escape").decode("ascii")
+    return claim.encode("unicode_escape").decode("ascii")[:MAX_CLAIM]
 
 
 def identify(context: grpc.aio.ServicerContext[Any, Any], mode: IdentityMode) -> Caller:
