@@ -26,7 +26,8 @@ from server.metrics import Metrics
 from server.ratelimit import RateLimit, RateLimiter
 from server.registry import Member, load_members
 from server.registry_service import MemberRegistryServicer
-from server.registry_store import open_registry_store
+from server.registry_store import is_postgres_url, open_registry_store
+from server.registry_watch import RegistryWatch
 from server.router import Router
 from server.verification import VerificationServicer
 from txverify import tls
@@ -66,7 +67,7 @@ class HubSettings:
 
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT  # 0 = any free port (tests)
-    db: str = MEMORY_URL  # the registry's database URL
+    db: str = MEMORY_URL  # the hub's database URL: sqlite:///path, sqlite:// or postgresql://...
     members_file: Path | None = None  # TOML bootstrap
     members: tuple[Member, ...] = ()  # bootstrap when members_file is None
     mode: IdentityMode = IdentityMode.DEV
@@ -86,19 +87,28 @@ class HubSettings:
     audit: bool = True
     event_loop: str = "auto"  # uvloop when installed ("auto"), or "uvloop" / "asyncio"
     # Set by the supervisor (server/workers.py) in each of `--workers N` processes:
-    # the port is shared with the other workers (SO_REUSEPORT) and so is the
-    # database, whose registry they re-read every `registry_refresh` seconds.
+    # the port is shared with the other workers (SO_REUSEPORT) and so is the database.
     shared: bool = False
-    registry_refresh: float = 1.0
+    # Seconds between re-reads of the registry, for changes other processes made
+    # (workers, or hubs on one PostgreSQL); None = the backend's default, see
+    # `refresh_every`.
+    registry_refresh: float | None = None
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
             raise ValueError(f"event loop must be auto, uvloop or asyncio, not {self.event_loop!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
-        if self.shared and sqlite_path(self.db) is None:
-            raise ValueError("hub workers share one database, which must be a file: sqlite:///path")
-        if self.registry_refresh <= 0:
+        if not (self.db.startswith("sqlite://") or is_postgres_url(self.db)):
+            raise ValueError(
+                f"database URL must be sqlite:///path, sqlite:// or postgresql://..., "
+                f"not {self.db!r}"
+            )
+        if self.shared and not self.postgres and sqlite_path(self.db) is None:
+            raise ValueError(
+                "hub workers share one database: a file (sqlite:///path) or postgresql://..."
+            )
+        if self.registry_refresh is not None and self.registry_refresh <= 0:
             raise ValueError("registry_refresh must be positive")
         if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
             raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
@@ -111,6 +121,27 @@ class HubSettings:
                 f"dev mode trusts a header for identity, so it listens on loopback only, "
                 f"not {self.host!r}: use --tls to serve other hosts"
             )
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres_url(self.db)
+
+    @property
+    def follows_registry(self) -> bool:
+        """Other processes may change the registry: workers on one file, and any hub on
+        PostgreSQL (nothing tells a hub whether it is the only one on its database)."""
+        return self.shared or self.postgres
+
+    @property
+    def refresh_every(self) -> float:
+        """SQLite: 1 s, the only way workers learn of each other's changes. PostgreSQL:
+        5 s, a safety net only, as LISTEN/NOTIFY brings every change within
+        milliseconds; it bounds how stale a process can be while its listener is
+        down (or a change was written by hand), at one read of the members per
+        process every 5 s."""
+        if self.registry_refresh is not None:
+            return self.registry_refresh
+        return 5.0 if self.postgres else 1.0
 
     @property
     def policy(self) -> ForwardingPolicy:
@@ -137,15 +168,13 @@ class RunningHub:
     metrics: Metrics
     background: set[asyncio.Task[None]] = field(default_factory=set)
     stop_metrics: Callable[[], None] | None = None
-    refresher: asyncio.Task[None] | None = None  # registry re-reads (workers only)
+    watch: RegistryWatch | None = None  # follows other processes' registry changes
     guard: RequestGuard = field(default_factory=RequestGuard)
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
         then refuse new RPCs, finish in-flight ones within `grace`, close issuer channels."""
         await self.health.enter_graceful_shutdown()
-        if self.refresher is not None:
-            self.refresher.cancel()
         if drain_delay:
             await asyncio.sleep(drain_delay)
             # Callers that ignore health are still sending: answer what is queued
@@ -154,6 +183,8 @@ class RunningHub:
             self.guard.refuse_new()
             await asyncio.sleep(min(REFUSE_WINDOW, grace))
         await self.server.stop(grace)
+        if self.watch is not None:  # followed changes while RPCs were still served
+            await self.watch.stop()
         await self.gateway.close()
         await self.audit.close()
         self.membership.store.close()
@@ -167,16 +198,6 @@ def _server(settings: HubSettings, guard: RequestGuard) -> grpc.aio.Server:
     return new_server(
         max_concurrent_rpcs=settings.max_concurrent_rpcs, reuse_port=settings.shared, guard=guard
     )
-
-
-async def _refresh_registry(membership: Membership, every: float) -> None:
-    """Take in registry changes other workers made (a suspension, a new endpoint)."""
-    while True:
-        await asyncio.sleep(every)
-        try:
-            membership.refresh()
-        except Exception:
-            log.exception("re-reading the member registry failed; trying again in %.1fs", every)
 
 
 def _channel_factory(settings: HubSettings) -> Callable[[Member], grpc.aio.Channel]:
@@ -231,7 +252,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         limiter.set_limit(member.code, member_rate_limit(member))
 
     store = open_registry_store(settings.db)
-    membership = Membership(store, on_change=member_changed, shared=settings.shared)
+    membership = Membership(store, on_change=member_changed, shared=settings.follows_registry)
     for member in membership.directory.all():
         member_changed(member)
     membership.bootstrap(settings.bootstrap_members())
@@ -284,11 +305,15 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     stop_metrics = None
     if settings.metrics_port is not None:
         stop_metrics = metrics.serve(settings.metrics_port, settings.host)
-    refresher = None
-    if settings.shared:
-        refresher = asyncio.get_running_loop().create_task(
-            _refresh_registry(membership, settings.registry_refresh)
+    watch = None
+    if settings.follows_registry:
+        watch = RegistryWatch(
+            membership,
+            every=settings.refresh_every,
+            listen_url=settings.db if settings.postgres else None,
+            offload=settings.postgres,
         )
+        watch.start()
     log.info(
         "hub listening on %s:%d (%s) with %d members, event loop %s",
         settings.host,
@@ -307,7 +332,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         metrics,
         background,
         stop_metrics,
-        refresher,
+        watch,
         guard,
     )
 

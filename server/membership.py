@@ -38,9 +38,11 @@ class Membership:
     change) and `on_change` is told, so caches keyed by member (rate limits,
     issuer channels) follow without a restart.
 
-    shared: other processes (hub workers) change the same store. Their changes
-    arrive through `refresh` (the hub calls it every second), and every change
-    made here starts from a fresh read, so its checks see the others' changes.
+    shared: other processes (hub workers, hubs on one PostgreSQL) change the
+    same store. Their changes arrive through `refresh`, or `take` for a read
+    made elsewhere (server/registry_watch.py calls them when told of a change
+    and periodically), and every change made here starts from a fresh read, so
+    its checks see the others' changes.
     """
 
     def __init__(
@@ -56,19 +58,34 @@ class Membership:
         self.on_change = on_change
         self.shared = shared
         self.directory = MemberDirectory(store.load_all())
+        self.version = 0  # how many times `directory` was replaced
 
     def refresh(self) -> list[Member]:
         """Take in what another process changed in the store; returns the members that
         changed (each also told to `on_change`). A few members: one cheap read."""
-        stored = self.store.load_all()
+        changed = self.take(self.store.load_all(), self.version)
+        assert changed is not None  # nothing ran between the read and taking it
+        return changed
+
+    def take(self, stored: Sequence[Member], read_at: int) -> list[Member] | None:
+        """Take in members read from the store (in a thread, say) when `version` was
+        `read_at`: the members that changed, each told to `on_change`; or None, and
+        nothing taken, if the directory was replaced since, for then the read may be
+        older than the directory (a change made here meanwhile): read again."""
+        if read_at != self.version:
+            return None
         changed = [m for m in stored if self.directory.get(m.code) != m]
         if changed:
-            self.directory = MemberDirectory(stored)
+            self._replace(MemberDirectory(stored))
             for member in changed:
                 log.info("member %s changed by another process: %s", member.code, member.status)
                 if self.on_change is not None:
                     self.on_change(member)
         return changed
+
+    def _replace(self, directory: MemberDirectory) -> None:
+        self.directory = directory
+        self.version += 1
 
     def _fresh(self) -> None:
         if self.shared:
@@ -76,7 +93,7 @@ class Membership:
 
     def _commit(self, member: Member, actor: str, action: str, details: str) -> Member:
         self.store.save(member, Change(member.code, self.clock(), actor, action, details))
-        self.directory = self.directory.replaced(member)
+        self._replace(self.directory.replaced(member))
         log.info("member %s %s by %s: %s", member.code, action, actor, details)
         if self.on_change is not None:
             self.on_change(member)
@@ -134,23 +151,34 @@ class Membership:
     def bootstrap(self, members: Sequence[Member]) -> None:
         """Bring the registry in line with a TOML file: register the missing; for known
         members, take the file's name and endpoint (ports move between runs) but never
-        touch what operators decide: status and subscriptions."""
+        touch what operators decide: status and subscriptions.
+
+        Hubs starting together on one database may race to register a member: the
+        loser finds it registered (MEMBER_EXISTS) and treats it as known."""
         for member in members:
-            existing = self.directory.get(member.code)
-            if existing is None:
-                self.register(member, [s.role for s in member.subscriptions], BOOTSTRAP)
-                if member.status is not MemberStatus.ACTIVE:
-                    self.set_status(member.code, member.status, "bootstrap file", BOOTSTRAP)
-                continue
-            if existing.status is MemberStatus.TERMINATED:
-                continue
-            changes = {
-                k: getattr(member, k)
-                for k in ("name", "issuer_endpoint")
-                if getattr(member, k) != getattr(existing, k)
-            }
-            if changes:
-                self.update(member.code, changes, BOOTSTRAP)
+            try:
+                self._bootstrap(member)
+            except ServiceError as error:
+                if error.reason is not Reason.MEMBER_EXISTS:
+                    raise
+                self._bootstrap(member)  # registered meanwhile: the directory knows it now
+
+    def _bootstrap(self, member: Member) -> None:
+        existing = self.directory.get(member.code)
+        if existing is None:
+            self.register(member, [s.role for s in member.subscriptions], BOOTSTRAP)
+            if member.status is not MemberStatus.ACTIVE:
+                self.set_status(member.code, member.status, "bootstrap file", BOOTSTRAP)
+            return
+        if existing.status is MemberStatus.TERMINATED:
+            return
+        changes = {
+            k: getattr(member, k)
+            for k in ("name", "issuer_endpoint")
+            if getattr(member, k) != getattr(existing, k)
+        }
+        if changes:
+            self.update(member.code, changes, BOOTSTRAP)
 
     def update(self, code: str, changes: dict[str, Any], actor: str) -> Member:
         self._fresh()

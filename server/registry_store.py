@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import conninfo
+from psycopg_pool import ConnectionPool
 
 from server.registry import Member, MemberKind, MemberStatus, Role, Subscription
-from server.schema import REGISTRY, migrate_sqlite
+from server.schema import REGISTRY, migrate_postgres, migrate_sqlite
 from txverify.storage import connect_sqlite, from_micros, to_micros, write_transaction
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+# Every committed registry change is announced here (payload: the member's code),
+# so each hub process re-reads the registry at once (server/registry_watch.py).
+CHANNEL = "txverify_registry"
+CONNECT_TIMEOUT = 5  # seconds; libpq waits for ever otherwise
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,11 +50,100 @@ class RegistryStore(Protocol):
         """Release the storage."""
 
 
+def is_postgres_url(url: str) -> bool:
+    return url.startswith(POSTGRES_SCHEMES)
+
+
 def open_registry_store(url: str) -> RegistryStore:
-    """The store for a URL: `sqlite:///path/hub.sqlite` or `sqlite://` (memory)."""
+    """The store for a URL: `sqlite:///path/hub.sqlite`, `sqlite://` (memory) or
+    `postgresql://user@host:port/db` (also `postgres://`)."""
     if url.startswith("sqlite://"):
         return SqliteRegistryStore(url)
-    raise ValueError(f"unsupported registry URL {url!r}: use sqlite:///path or sqlite://")
+    if is_postgres_url(url):
+        return PostgresRegistryStore(url)
+    raise ValueError(
+        f"unsupported registry URL {url!r}: use sqlite:///path, sqlite:// or postgresql://..."
+    )
+
+
+# One statement, so one snapshot: read in two, a change committed in between
+# could pair a member with another version's subscriptions.
+_LOAD_ALL = (
+    "SELECT m.code, m.name, m.kind, m.issuer_endpoint, m.status, m.cert_identity, "
+    "m.rate_limit_rps, m.rate_limit_burst, m.created_at, m.updated_at, "
+    "s.service, s.role, s.since "
+    "FROM members m LEFT JOIN subscriptions s ON s.code = m.code "
+    "ORDER BY m.code, s.{order}"
+)
+_UPSERT = (
+    "INSERT INTO members (code, name, kind, issuer_endpoint, status, cert_identity, "
+    "rate_limit_rps, rate_limit_burst, created_at, updated_at) VALUES ({values}) "
+    "ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
+    "issuer_endpoint = excluded.issuer_endpoint, status = excluded.status, "
+    "cert_identity = excluded.cert_identity, rate_limit_rps = excluded.rate_limit_rps, "
+    "rate_limit_burst = excluded.rate_limit_burst, created_at = excluded.created_at, "
+    "updated_at = excluded.updated_at"
+)
+_SQLITE = {
+    "load_all": _LOAD_ALL.format(order="rowid"),
+    "upsert": _UPSERT.format(values=", ".join("?" * 10)),
+}
+_POSTGRES = {
+    "load_all": _LOAD_ALL.format(order="id"),
+    "upsert": _UPSERT.format(values=", ".join(["%s"] * 10)),
+}
+
+
+def _members(rows: Iterable[tuple[Any, ...]]) -> list[Member]:
+    """Members from _LOAD_ALL's rows: one row per (member, subscription), ordered by code."""
+    fields: dict[str, tuple[Any, ...]] = {}
+    subs: dict[str, list[Subscription]] = {}
+    for row in rows:
+        fields.setdefault(row[0], row[:10])
+        listed = subs.setdefault(row[0], [])
+        if row[10] is not None:  # LEFT JOIN: a member without subscriptions
+            listed.append(Subscription(row[10], Role(row[11]), from_micros(row[12])))
+    return [
+        Member(
+            code=code,
+            name=row[1],
+            kind=MemberKind(row[2]),
+            issuer_endpoint=row[3],
+            status=MemberStatus(row[4]),
+            subscriptions=tuple(subs[code]),
+            cert_identity=row[5],
+            rate_limit_rps=row[6],
+            rate_limit_burst=row[7],
+            created_at=from_micros(row[8]),
+            updated_at=from_micros(row[9]),
+        )
+        for code, row in fields.items()
+    ]
+
+
+def _member_row(member: Member) -> tuple[Any, ...]:
+    assert member.created_at is not None
+    assert member.updated_at is not None
+    return (
+        member.code,
+        member.name,
+        member.kind.value,
+        member.issuer_endpoint,
+        member.status.value,
+        member.cert_identity,
+        member.rate_limit_rps,
+        member.rate_limit_burst,
+        to_micros(member.created_at),
+        to_micros(member.updated_at),
+    )
+
+
+def _subscription_rows(member: Member) -> list[tuple[str, str, str, int]]:
+    assert member.updated_at is not None
+    return [
+        (member.code, s.service, s.role.value, to_micros(s.since or member.updated_at))
+        for s in member.subscriptions
+    ]
 
 
 class SqliteRegistryStore:
@@ -55,63 +155,14 @@ class SqliteRegistryStore:
         migrate_sqlite(self._conn, "registry", REGISTRY)
 
     def load_all(self) -> list[Member]:
-        subs: dict[str, list[Subscription]] = {}
-        for code, service, role, since in self._conn.execute(
-            "SELECT code, service, role, since FROM subscriptions ORDER BY rowid"
-        ):
-            subs.setdefault(code, []).append(Subscription(service, Role(role), from_micros(since)))
-        return [
-            Member(
-                code=row[0],
-                name=row[1],
-                kind=MemberKind(row[2]),
-                issuer_endpoint=row[3],
-                status=MemberStatus(row[4]),
-                subscriptions=tuple(subs.get(row[0], ())),
-                cert_identity=row[5],
-                rate_limit_rps=row[6],
-                rate_limit_burst=row[7],
-                created_at=from_micros(row[8]),
-                updated_at=from_micros(row[9]),
-            )
-            for row in self._conn.execute(
-                "SELECT code, name, kind, issuer_endpoint, status, cert_identity, "
-                "rate_limit_rps, rate_limit_burst, created_at, updated_at "
-                "FROM members ORDER BY code"
-            )
-        ]
+        return _members(self._conn.execute(_SQLITE["load_all"]))
 
     def save(self, member: Member, change: Change) -> None:
-        assert member.created_at is not None
-        assert member.updated_at is not None
         with write_transaction(self._conn) as conn:
-            conn.execute(
-                "INSERT INTO members VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (code) DO UPDATE SET name = excluded.name, kind = excluded.kind, "
-                "issuer_endpoint = excluded.issuer_endpoint, status = excluded.status, "
-                "cert_identity = excluded.cert_identity, rate_limit_rps = excluded.rate_limit_rps, "
-                "rate_limit_burst = excluded.rate_limit_burst, created_at = excluded.created_at, "
-                "updated_at = excluded.updated_at",
-                (
-                    member.code,
-                    member.name,
-                    member.kind.value,
-                    member.issuer_endpoint,
-                    member.status.value,
-                    member.cert_identity,
-                    member.rate_limit_rps,
-                    member.rate_limit_burst,
-                    to_micros(member.created_at),
-                    to_micros(member.updated_at),
-                ),
-            )
+            conn.execute(_SQLITE["upsert"], _member_row(member))
             conn.execute("DELETE FROM subscriptions WHERE code = ?", (member.code,))
             conn.executemany(
-                "INSERT INTO subscriptions VALUES (?, ?, ?, ?)",
-                [
-                    (member.code, s.service, s.role.value, to_micros(s.since or member.updated_at))
-                    for s in member.subscriptions
-                ],
+                "INSERT INTO subscriptions VALUES (?, ?, ?, ?)", _subscription_rows(member)
             )
             conn.execute(
                 "INSERT INTO member_history (code, at, actor, action, details) "
@@ -130,3 +181,80 @@ class SqliteRegistryStore:
 
     def close(self) -> None:
         self._conn.close()
+
+
+def connect_kwargs(url: str, **wanted: Any) -> dict[str, Any]:
+    """libpq settings for a connection to `url`: a connect timeout and `wanted`
+    (application_name, keepalives), each unless the URL says otherwise."""
+    given = conninfo.conninfo_to_dict(url)
+    wanted = {"connect_timeout": CONNECT_TIMEOUT, **wanted}
+    return {k: v for k, v in wanted.items() if k not in given}
+
+
+class PostgresRegistryStore:
+    """RegistryStore in PostgreSQL (psycopg 3, a small pool).
+
+    Each save is one transaction that also NOTIFYs `CHANNEL` with the member's
+    code; PostgreSQL delivers a notification only when its transaction commits,
+    so listeners hear of durable changes only, and never of a failed one.
+
+    The pool (one connection kept, a second for a read and a write at the same
+    time) checks a connection before lending it, so the store recovers by
+    itself after the database restarts.
+    """
+
+    def __init__(self, url: str) -> None:
+        kwargs = connect_kwargs(url, application_name="txverify-hub")
+        # Connecting once by hand first makes an unreachable database fail here with
+        # libpq's own message, not a pool timeout; the migrations run on it.
+        with psycopg.connect(url, autocommit=True, **kwargs) as conn:
+            migrate_postgres(conn, "registry", REGISTRY)
+        self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=2,
+            kwargs={"autocommit": True, **kwargs},
+            check=ConnectionPool.check_connection,
+            # Writes run on the event loop (rare operator calls): with the database
+            # down, one waits this long for a connection, not the pool's default 30 s.
+            timeout=CONNECT_TIMEOUT,
+            name="txverify-registry",
+            open=False,
+        )
+        self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+
+    def load_all(self) -> list[Member]:
+        with self._pool.connection() as conn:
+            return _members(conn.execute(_POSTGRES["load_all"]))
+
+    def save(self, member: Member, change: Change) -> None:
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(_POSTGRES["upsert"], _member_row(member))
+            conn.execute("DELETE FROM subscriptions WHERE code = %s", (member.code,))
+            with conn.cursor() as cursor:
+                # The identity column numbers them in this order: load_all keeps it.
+                cursor.executemany(
+                    "INSERT INTO subscriptions (code, service, role, since) "
+                    "VALUES (%s, %s, %s, %s)",
+                    _subscription_rows(member),
+                )
+            conn.execute(
+                "INSERT INTO member_history (code, at, actor, action, details) "
+                "VALUES (%s, %s, %s, %s, %s)",
+                (change.code, to_micros(change.at), change.actor, change.action, change.details),
+            )
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, member.code))
+
+    def history(self, code: str) -> list[Change]:
+        with self._pool.connection() as conn:
+            return [
+                Change(code, from_micros(at), actor, action, details)
+                for at, actor, action, details in conn.execute(
+                    "SELECT at, actor, action, details FROM member_history "
+                    "WHERE code = %s ORDER BY id",
+                    (code,),
+                )
+            ]
+
+    def close(self) -> None:
+        self._pool.close()

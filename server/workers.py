@@ -8,10 +8,11 @@ does not survive a fork, so it must exist only in the children: importing
 grpc here is harmless, creating a channel, a server or an event loop is not.
 
 What the workers share: the port (the kernel spreads new connections over
-them; a connection stays with one worker) and the database (audit, duplicate
-counts, idempotency, members). What each has alone: rate-limit buckets,
-circuit breakers, issuer channels, metrics. A worker that dies is restarted;
-one that dies `RESTARTS` times within `RESTART_WINDOW` seconds stops the hub.
+them; a connection stays with one worker) and the database, a SQLite file or
+PostgreSQL (audit, duplicate counts, idempotency, members). What each has
+alone: rate-limit buckets, circuit breakers, issuer channels, metrics. A
+worker that dies is restarted; one that dies `RESTARTS` times within
+`RESTART_WINDOW` seconds stops the hub.
 """
 
 from __future__ import annotations
@@ -82,11 +83,14 @@ def worker_settings(settings: HubSettings, index: int, port: int, db: str) -> Hu
 
 def prepare_database(settings: HubSettings) -> None:
     """Create the schema and seed the members once, before any worker exists, so N
-    processes never bootstrap at the same time. Every connection is closed again:
-    a SQLite connection must not cross a fork."""
+    processes never bootstrap at the same time. Every connection is closed again
+    (and a PostgreSQL pool's threads stopped): neither may cross a fork.
+
+    On PostgreSQL other hubs may be using the database already: the bootstrap
+    then works from fresh reads, as theirs do (Membership.shared)."""
     store = open_registry_store(settings.db)
     try:
-        Membership(store).bootstrap(settings.bootstrap_members())
+        Membership(store, shared=settings.postgres).bootstrap(settings.bootstrap_members())
     finally:
         store.close()
     if settings.audit:
@@ -187,7 +191,7 @@ class Supervisor:
     def _start(self) -> None:
         self._reserved = reserve_port(self.settings.host, self.settings.port)
         self.port = self._reserved.getsockname()[1]
-        if sqlite_path(self.settings.db) is None:
+        if not self.settings.postgres and sqlite_path(self.settings.db) is None:
             # One temporary database for all workers (removed at exit), not one each.
             self._tmp = tempfile.mkdtemp(prefix="txverify-hub-")
             self.db = f"sqlite:///{self._tmp}/hub.sqlite"

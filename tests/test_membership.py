@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psycopg
 import pytest
 
 from server.admission import Admission
@@ -114,9 +115,23 @@ def change(at: datetime, action: str = "REGISTER", code: str = "002") -> Change:
 # --- the store, once per backend -------------------------------------------------------
 
 
-@pytest.fixture(params=["memory", "file"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path, backend: str) -> str:
+    """The URL of a fresh, empty store: SQLite in memory or in a file, or a PostgreSQL
+    schema of its own (skipped, saying why, when there is no PostgreSQL)."""
+    if backend == "postgresql":
+        return str(request.getfixturevalue("postgres_url"))
+    return "sqlite://" if backend == "memory" else f"sqlite://{tmp_path}/hub.sqlite"
+
+
+@pytest.fixture(params=["memory", "file", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    return "sqlite://" if request.param == "memory" else f"sqlite://{tmp_path}/hub.sqlite"
+    return backend_url(request, tmp_path, request.param)
+
+
+@pytest.fixture(params=["file", "postgresql"])
+def durable_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store that outlives its connections, so a second one (another process) sees it."""
+    return backend_url(request, tmp_path, request.param)
 
 
 @pytest.fixture
@@ -212,27 +227,32 @@ def test_saving_the_same_member_twice_never_duplicates_subscriptions(
     assert 2 == len(backend.load_all()[0].subscriptions)
 
 
-def test_a_save_that_fails_part_way_changes_nothing(backend: RegistryStore) -> None:
+def test_a_save_that_fails_part_way_changes_nothing(backend: RegistryStore, store_url: str) -> None:
     before = stored_member()
     backend.save(before, change(T0))
     after = stored_member(name="half-saved", subscriptions=())
     orphan = change(T0 + HOUR, "UPDATE", code="014")  # no member 014: the history insert fails
+    # Each backend's own foreign-key error: the store passes database errors through.
+    violation: type[Exception] = (
+        sqlite3.IntegrityError
+        if store_url.startswith("sqlite")
+        else psycopg.errors.ForeignKeyViolation
+    )
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(violation):
         backend.save(after, orphan)
 
     assert [snapshot(before)] == [snapshot(m) for m in backend.load_all()]
     assert [change(T0)] == backend.history("002")
 
 
-def test_file_store_keeps_members_and_history_after_reopening(tmp_path: Path) -> None:
-    url = f"sqlite://{tmp_path}/hub.sqlite"
+def test_store_keeps_members_and_history_after_reopening(durable_url: str) -> None:
     member = stored_member()
-    first = open_registry_store(url)
+    first = open_registry_store(durable_url)
     first.save(member, change(T0))
     first.close()
 
-    reopened = open_registry_store(url)
+    reopened = open_registry_store(durable_url)
     try:
         loaded, history = reopened.load_all(), reopened.history("002")
     finally:
@@ -242,21 +262,41 @@ def test_file_store_keeps_members_and_history_after_reopening(tmp_path: Path) ->
     assert [change(T0)] == history
 
 
+def test_store_reopened_does_not_migrate_again(durable_url: str) -> None:
+    open_registry_store(durable_url).close()
+
+    reopened = open_registry_store(durable_url)
+    try:
+        loaded = reopened.load_all()
+    finally:
+        reopened.close()
+
+    assert [] == loaded
+
+
 def test_open_registry_store_refuses_other_urls() -> None:
     with pytest.raises(ValueError, match="unsupported registry URL"):
-        open_registry_store("postgresql://localhost/hub")
+        open_registry_store("mysql://localhost/hub")
+
+
+def test_a_member_without_subscriptions_loads_with_none(backend: RegistryStore) -> None:
+    member = stored_member(subscriptions=())
+
+    backend.save(member, change(T0))
+
+    assert [member] == backend.load_all()
 
 
 # --- Membership: lifecycle -------------------------------------------------------------
 
 
-@pytest.fixture
-def store() -> Iterator[RegistryStore]:
-    memory = open_registry_store("sqlite://")
+@pytest.fixture(params=["memory", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RegistryStore]:
+    opened = open_registry_store(backend_url(request, tmp_path, request.param))
     try:
-        yield memory
+        yield opened
     finally:
-        memory.close()
+        opened.close()
 
 
 @pytest.fixture
@@ -719,10 +759,10 @@ def test_history_of_an_unknown_code_is_member_not_found(membership: Membership) 
 # --- durability --------------------------------------------------------------------------
 
 
-def test_membership_over_a_reopened_file_store_sees_the_same_members(
-    tmp_path: Path, clock: Clock
+def test_membership_over_a_reopened_store_sees_the_same_members(
+    durable_url: str, clock: Clock
 ) -> None:
-    url = f"sqlite://{tmp_path}/hub.sqlite"
+    url = durable_url
     first_store = open_registry_store(url)
     first = Membership(first_store, clock=clock)
     first.register(bank(cert_identity="bbl"), None, "ops")
@@ -747,6 +787,86 @@ def test_membership_over_a_reopened_file_store_sees_the_same_members(
     assert history_before == history_after
     assert by_identity is not None
     assert "002" == by_identity.code
+
+
+# --- several processes on one store ------------------------------------------------------
+
+
+@pytest.fixture
+def two_stores(durable_url: str) -> Iterator[tuple[RegistryStore, RegistryStore]]:
+    """Two connections to one store, as two hub processes have."""
+    first, second = open_registry_store(durable_url), open_registry_store(durable_url)
+    try:
+        yield first, second
+    finally:
+        first.close()
+        second.close()
+
+
+def test_refresh_takes_in_a_change_made_through_another_store(
+    two_stores: tuple[RegistryStore, RegistryStore], clock: Clock
+) -> None:
+    here = Membership(two_stores[0], clock=clock, shared=True)
+    there = Membership(two_stores[1], clock=clock, shared=True)
+    here.register(bank(), None, "ops")
+    there.refresh()
+    suspended = here.set_status("002", MemberStatus.SUSPENDED, "audit", "ops")
+
+    changed = there.refresh()
+
+    assert [suspended] == changed
+    assert suspended == there.get("002")
+
+
+def test_a_shared_membership_checks_a_change_against_a_fresh_read(
+    two_stores: tuple[RegistryStore, RegistryStore], clock: Clock
+) -> None:
+    here = Membership(two_stores[0], clock=clock, shared=True)
+    there = Membership(two_stores[1], clock=clock, shared=True)  # read before 002 existed
+    here.register(bank(), None, "ops")
+
+    error = failure(lambda: there.register(bank(name="again"), None, "ops"))
+
+    assert Reason.MEMBER_EXISTS == error.reason
+
+
+def test_a_read_from_before_a_change_made_here_is_not_taken(membership: Membership) -> None:
+    stale = membership.store.load_all()
+    read_at = membership.version
+    registered = membership.register(bank(), None, "ops")
+
+    taken = membership.take(stale, read_at)
+
+    assert taken is None
+    assert registered == membership.get("002")
+
+
+def test_a_read_taken_tells_on_change_of_each_changed_member(
+    two_stores: tuple[RegistryStore, RegistryStore], clock: Clock
+) -> None:
+    seen: list[Member] = []
+    here = Membership(two_stores[0], clock=clock, shared=True)
+    there = Membership(two_stores[1], clock=clock, shared=True, on_change=seen.append)
+    registered = here.register(bank(), None, "ops")
+
+    taken = there.take(two_stores[1].load_all(), there.version)
+
+    assert [registered] == taken
+    assert [registered] == seen
+
+
+def test_bootstrap_of_a_member_another_process_registered_meanwhile_registers_it_once(
+    two_stores: tuple[RegistryStore, RegistryStore], clock: Clock, tmp_path: Path
+) -> None:
+    members = members_file(tmp_path, BBL)
+    here = Membership(two_stores[0], clock=clock, shared=True)
+    there = Membership(two_stores[1], clock=clock, shared=True)  # both read an empty registry
+    here.bootstrap(members)
+
+    there.bootstrap(members)
+
+    assert [(BOOTSTRAP, "REGISTER")] == [(c.actor, c.action) for c in there.history("002")]
+    assert here.get("002") == there.get("002")
 
 
 # --- bootstrap --------------------------------------------------------------------------

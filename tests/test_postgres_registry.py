@@ -1,0 +1,342 @@
+"""The registry on PostgreSQL shared by hub processes: NOTIFY on commit, LISTEN in each hub,
+the periodic re-read as a safety net, a listener that loses its connection."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+import psycopg
+import pytest
+from conftest import HubFactory, member_channel, members_of
+
+from server.app import HubSettings, RunningHub
+from server.membership import Membership
+from server.registry import Member, MemberStatus, dump_members
+from server.registry_store import CHANNEL, Change, open_registry_store
+from server.registry_watch import RegistryWatch
+from server.workers import prepare_database
+from simulators.bank import SlipVisibility
+from simulators.ledger import TxStatus
+from simulators.server import RunningSimulator
+from txverify.errors import details_of
+from txverify.v1 import registry_pb2, registry_pb2_grpc, verification_pb2, verification_pb2_grpc
+
+POLL = 0.02  # seconds between looks at a hub that should have changed its mind
+T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
+# The two hubs answer Verify only as far as admission matters here; audit is off so
+# these tests depend on the registry's backend alone.
+HUB_FLAGS = ("--no-audit", "--drain-delay", "0", "--grace", "1")
+
+
+def _slip(sim: RunningSimulator, code: str = "014") -> str:
+    """The QR text of a completed slip of bank `code`, visible to inquiries."""
+    bank = sim.nodes[code].bank
+    return next(
+        s.qr_text
+        for s in bank.list_slips(1000, None)
+        if bank.visibility(s.transaction) is SlipVisibility.VISIBLE
+        and s.transaction.status is TxStatus.COMPLETED
+    )
+
+
+async def _wait_for(condition: Callable[[], bool], within: float) -> float:
+    """Seconds until `condition()` held, polled every POLL; fails after `within`."""
+    started = time.monotonic()
+    while not condition():
+        assert time.monotonic() - started < within, f"not so after {within}s"
+        await asyncio.sleep(POLL)
+    return time.monotonic() - started
+
+
+def _status(hub: RunningHub, code: str) -> MemberStatus:
+    return hub.membership.get(code).status
+
+
+def _suspend_in_database(url: str, code: str, *, notify: bool) -> None:
+    """Another process's change: through a store of its own (which notifies), or by
+    hand in SQL, which tells no one."""
+    if notify:
+        store = open_registry_store(url)
+        try:
+            Membership(store, shared=True).set_status(code, MemberStatus.SUSPENDED, "", "test")
+        finally:
+            store.close()
+        return
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("UPDATE members SET status = 'SUSPENDED' WHERE code = %s", (code,))
+
+
+# -- the store ------------------------------------------------------------------------
+
+
+def test_a_committed_save_notifies_its_member_code_and_a_failed_one_nothing(
+    postgres_url: str,
+) -> None:
+    member = Member("002", name="Bank 002", created_at=T0, updated_at=T0)
+    store = open_registry_store(postgres_url)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as listener:
+            listener.execute(f"LISTEN {CHANNEL}")
+            with pytest.raises(psycopg.errors.ForeignKeyViolation):
+                store.save(member, Change("014", T0, "ops", "REGISTER", "no such member"))
+            store.save(member, Change("002", T0, "ops", "REGISTER", ""))
+
+            heard = [n.payload for n in listener.notifies(timeout=0.5)]
+    finally:
+        store.close()
+
+    assert ["002"] == heard
+
+
+def test_prepare_database_seeds_the_members_before_workers_start(postgres_url: str) -> None:
+    members = (Member("002", name="Bank 002"), Member("014", name="Bank 014"))
+
+    prepare_database(HubSettings(db=postgres_url, members=members, audit=False))
+
+    store = open_registry_store(postgres_url)
+    try:
+        assert ["002", "014"] == [m.code for m in store.load_all()]
+    finally:
+        store.close()
+
+
+# -- settings (no database needed) ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("db", "shared", "every"),
+    [
+        ("postgresql://db.example/hub", False, 5.0),
+        ("postgres://db.example/hub", True, 5.0),
+        ("sqlite:///tmp/hub.sqlite", True, 1.0),
+    ],
+)
+def test_the_registry_is_re_read_every_5s_on_postgresql_and_every_1s_on_sqlite(
+    db: str, shared: bool, every: float
+) -> None:
+    settings = HubSettings(db=db, shared=shared)
+
+    assert (True, every) == (settings.follows_registry, settings.refresh_every)
+
+
+def test_a_lone_hub_on_sqlite_does_not_follow_the_registry() -> None:
+    assert not HubSettings(db="sqlite:///tmp/hub.sqlite").follows_registry
+
+
+@pytest.mark.parametrize(
+    ("db", "shared", "message"),
+    [
+        ("mysql://db.example/hub", False, "database URL must be"),
+        ("sqlite://", True, "hub workers share one database"),
+    ],
+)
+def test_settings_refuse_a_database_the_hub_cannot_use(db: str, shared: bool, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        HubSettings(db=db, shared=shared)
+
+
+# -- the watch alone ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+async def test_with_no_database_to_listen_to_the_periodic_re_read_still_brings_changes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = f"sqlite://{tmp_path}/hub.sqlite"
+    here, there = open_registry_store(url), open_registry_store(url)
+    with socket.socket() as probe:  # a port nobody listens on: connection refused
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"postgresql://postgres@127.0.0.1:{probe.getsockname()[1]}/none"
+    membership = Membership(here, shared=True)
+    watch = RegistryWatch(membership, every=0.1, listen_url=nowhere)
+    watch.start()
+    try:
+        Membership(there, shared=True).register(Member("002", name="Bank 002"), [], "ops")
+        await _wait_for(lambda: membership.directory.get("002") is not None, 3)
+        await _wait_for(lambda: "registry listener cannot connect" in caplog.text, 3)
+    finally:
+        await watch.stop()
+        here.close()
+        there.close()
+
+    assert watch.listener_pid is None
+
+
+# -- hubs in this process: the safety net and a lost listener ---------------------------
+
+
+@pytest.mark.timeout(30)
+async def test_a_change_written_without_notify_arrives_with_the_periodic_re_read(
+    hub_factory: HubFactory, postgres_url: str
+) -> None:
+    hub = await hub_factory(db=postgres_url, audit=False, registry_refresh=0.3)
+    assert hub.watch is not None
+    await _wait_for(lambda: hub.watch is not None and hub.watch.listener_pid is not None, 5)
+
+    await asyncio.to_thread(_suspend_in_database, postgres_url, "002", notify=False)
+    took = await _wait_for(lambda: _status(hub, "002") is MemberStatus.SUSPENDED, 3)
+
+    print(f"\nchange without NOTIFY seen after {took * 1000:.0f} ms (re-read every 300 ms)")
+    assert took < 0.3 + 0.5
+
+
+@pytest.mark.timeout(30)
+async def test_the_listener_reconnects_after_its_backend_is_killed_and_hears_later_changes(
+    hub_factory: HubFactory, postgres_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="server.registry_watch")
+    # A re-read every minute: within this test, only a notification can bring a change.
+    hub = await hub_factory(db=postgres_url, audit=False, registry_refresh=60)
+    watch = hub.watch
+    assert watch is not None
+    await _wait_for(lambda: watch.listener_pid is not None, 5)
+    killed = watch.listener_pid
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (killed,)).fetchone() == (True,)
+    await _wait_for(lambda: watch.listener_pid not in (None, killed), 10)
+    await asyncio.to_thread(_suspend_in_database, postgres_url, "002", notify=True)
+    took = await _wait_for(lambda: _status(hub, "002") is MemberStatus.SUSPENDED, 3)
+
+    assert "registry listener lost its connection" in caplog.text
+    assert took < 1.0
+
+
+# -- hub processes: a suspension through one is refused by the others -----------------
+
+
+@asynccontextmanager
+async def _hub_process(tmp_path: Path, name: str, *args: str) -> AsyncIterator[int]:
+    """`txverify hub ARGS` as a process of its own; yields its port; SIGTERM at the end."""
+    log = tmp_path / f"{name}.log"
+    with log.open("wb") as stderr:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "clients.cli", "hub", *args, "--port", "0", "--ready-line",
+            *HUB_FLAGS, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert line, f"{name} exited before listening:\n{log.read_text()}"
+        ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
+        yield int(ready["address"].rsplit(":", 1)[1])
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), timeout=20)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+async def _suspend_through(port: int, code: str) -> None:
+    async with member_channel(port, "operator") as channel:
+        await registry_pb2_grpc.MemberRegistryStub(channel).SetMemberStatus(
+            registry_pb2.SetMemberStatusRequest(
+                code=code, status=registry_pb2.MEMBER_STATUS_SUSPENDED, reason="test"
+            ),
+            timeout=5,
+        )
+
+
+OK = "OK"
+SUSPENDED = "PERMISSION_DENIED MEMBER_SUSPENDED"
+
+
+async def _verify(stub: Any, qr: str, metadata: tuple[tuple[str, str], ...] = ()) -> str:
+    """How the hub answers a Verify: OK, or the status and reason of its refusal."""
+    try:
+        await stub.Verify(verification_pb2.VerifyRequest(qr_text=qr), timeout=5, metadata=metadata)
+    except grpc.aio.AioRpcError as error:
+        return f"{error.code().name} {details_of(error).reason}"
+    return OK
+
+
+@pytest.mark.timeout(90)
+async def test_a_suspension_through_one_hub_process_is_refused_by_another_within_1s(
+    simulator: RunningSimulator, postgres_url: str, tmp_path: Path
+) -> None:
+    members = tmp_path / "members.toml"
+    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    qr = _slip(simulator)
+    args = ("--members", str(members), "--db", postgres_url)
+    async with (
+        _hub_process(tmp_path, "hub-a", *args) as port_a,
+        _hub_process(tmp_path, "hub-b", *args) as port_b,
+        member_channel(port_b, "002") as channel_b,
+    ):
+        verify_b = verification_pb2_grpc.VerificationServiceStub(channel_b)
+        assert OK == await _verify(verify_b, qr)  # B admits 002 before
+
+        asked = time.monotonic()
+        await _suspend_through(port_a, "002")
+        acknowledged = time.monotonic()
+        while (outcome := await _verify(verify_b, qr)) == OK:
+            assert time.monotonic() - acknowledged < 5, "hub B still admits 002"
+            await asyncio.sleep(POLL)
+        refused = time.monotonic()
+
+    took = refused - acknowledged
+    print(
+        f"\nsuspension through hub A refused by hub B {took * 1000:.0f} ms after A acknowledged "
+        f"it ({(refused - asked) * 1000:.0f} ms after asking A)"
+    )
+    assert SUSPENDED == outcome
+    assert took < 1.0
+
+
+@pytest.mark.timeout(90)
+async def test_a_suspension_reaches_every_worker_of_a_hub_on_postgresql(
+    simulator: RunningSimulator, postgres_url: str, tmp_path: Path
+) -> None:
+    members = tmp_path / "members.toml"
+    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    qr = _slip(simulator)
+    args = ("--members", str(members), "--db", postgres_url, "--workers", "2")
+    async with _hub_process(tmp_path, "workers", *args) as port:
+        # Connections of their own (no shared subchannel), which the kernel spreads
+        # over the workers: with 8, both workers get some all but 1 time in 128.
+        channels = [
+            grpc.aio.insecure_channel(
+                f"127.0.0.1:{port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            for _ in range(8)
+        ]
+        try:
+            stubs = [verification_pb2_grpc.VerificationServiceStub(c) for c in channels]
+            as_002 = (("x-member-id", "002"),)
+            assert [OK] * len(stubs) == [await _verify(s, qr, as_002) for s in stubs]
+
+            await _suspend_through(port, "002")
+            acknowledged = time.monotonic()
+            waiting = list(stubs)
+            refusals: list[str] = []
+            while waiting:
+                assert time.monotonic() - acknowledged < 5, f"{len(waiting)} still admit 002"
+                outcomes = [await _verify(s, qr, as_002) for s in waiting]
+                refusals += [o for o in outcomes if o != OK]
+                waiting = [s for s, o in zip(waiting, outcomes, strict=True) if o == OK]
+                await asyncio.sleep(POLL)
+            took = time.monotonic() - acknowledged
+        finally:
+            for channel in channels:
+                await channel.close()
+
+    print(
+        f"\nsuspension refused by every connection {took * 1000:.0f} ms after it was acknowledged"
+    )
+    assert [SUSPENDED] * len(stubs) == refusals
+    assert took < 1.0
