@@ -151,7 +151,11 @@ def hub(
         bool, typer.Option(help="Print one ready line (JSON) on stdout once listening.")
     ] = False,
     db: Annotated[
-        str, typer.Option(help="Registry database URL: sqlite:///path/hub.sqlite or sqlite://.")
+        str,
+        typer.Option(
+            help="Hub database URL (members and audit): sqlite:///path/hub.sqlite, "
+            "sqlite:// (in memory) or postgresql://user@host:port/db."
+        ),
     ] = "sqlite://",
     certs: Annotated[
         Path | None, typer.Option(help="Certificate directory: serve with mutual TLS.")
