@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import tempfile
 from collections.abc import Callable, Sequence
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from server.registry_store import is_postgres_url
 from server.schema import AUDIT, migrate_sqlite
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.storage import (
@@ -23,10 +25,12 @@ from txverify.v1 import verification_pb2
 
 # A request id repeated by the same member within this window gets the first answer again.
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+IDEMPOTENCY_WINDOW_US = IDEMPOTENCY_WINDOW // timedelta(microseconds=1)
 # What a batch gives each item: the final response of an answer (replayed=True when
 # the request id was already answered), None for an entry without an answer, or the
 # error the item must fail with (its request id was answered for another slip).
 BatchResult = verification_pb2.VerifyResponse | ServiceError | None
+Key = tuple[str, str]  # (member, request_id)
 
 
 class StoreBusy(Exception):
@@ -107,9 +111,18 @@ class BatchItem:
 class AuditStore(Protocol):
     """Durable audit, uses and answers; one class per backend."""
 
+    # How the hub's AuditWriter runs a batch. False (SQLite: statements take µs,
+    # in-process): stage_batch on the event loop, only the durable COMMIT in the
+    # writer thread. True (PostgreSQL: each round trip waits on the network):
+    # awrite_batch on the loop, its waits awaited, none blocking.
+    async_batches: bool
+
     def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         """Claim request ids, count uses, remember answers and append audit entries, in
         ONE transaction; returns each item's BatchResult."""
+
+    async def awrite_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        """write_batch for the event loop: it never blocks the loop."""
 
     def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
         """write_batch without the COMMIT: the transaction stays open until commit()
@@ -134,6 +147,11 @@ class AuditStore(Protocol):
     ) -> tuple[str, str, bytes] | None:
         """(sending_bank, trans_ref, response bytes) of a remembered answer, or None."""
 
+    async def aremembered(
+        self, member: str, request_id: str, since: datetime
+    ) -> tuple[str, str, bytes] | None:
+        """remembered(), for the event loop: it never blocks the loop on the network."""
+
     def query(
         self,
         *,
@@ -146,21 +164,290 @@ class AuditStore(Protocol):
     ) -> list[AuditEntry]:
         """Audit entries, newest first."""
 
+    async def aquery(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        member: str,
+        trans_ref: str,
+        request_id: str,
+        limit: int,
+    ) -> list[AuditEntry]:
+        """query(), for the event loop: it never blocks the loop on the network."""
+
     def forget_before(self, moment: datetime) -> int:
         """Drop remembered answers older than `moment`; returns how many."""
 
     def close(self) -> None:
-        """Release the storage."""
+        """Release the storage (from a thread or without an event loop)."""
+
+    async def aclose(self) -> None:
+        """Release the storage from the event loop the store served (async pools too)."""
 
 
 def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
-    """The store for a URL: `sqlite:///path/hub.sqlite` or `sqlite://` (memory).
+    """The store for a URL: `sqlite:///path/hub.sqlite`, `sqlite://` (memory), or
+    `postgresql://...` (also `postgres://`).
 
-    shared: other processes (hub workers) write the same database."""
+    shared: other processes (hub workers) write the same database (a PostgreSQL
+    store is always ready for that)."""
     if url.startswith("sqlite://"):
         return SqliteAuditStore(url, shared=shared)
-    raise ValueError(f"unsupported audit URL {url!r}: use sqlite:///path or sqlite://")
+    if is_postgres_url(url):
+        from server.audit_postgres import PostgresAuditStore  # it imports this module
 
+        return PostgresAuditStore(url)
+    raise ValueError(
+        f"unsupported audit URL {url!r}: use sqlite:///path, sqlite:// or postgresql://..."
+    )
+
+
+# -- the batch, whatever the backend ---------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A named request of the batch, claimed for it before its use is counted."""
+
+    member: str
+    request_id: str
+    at: int  # µs since the epoch
+    sending_bank: str
+    trans_ref: str
+
+    @property
+    def key(self) -> Key:
+        return (self.member, self.request_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Remembered:
+    """An answer already stored for a request id: for which slip, and its bytes."""
+
+    sending_bank: str
+    trans_ref: str
+    response: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Use:
+    """A use to count: the slip and scope, its time (µs), and its claim's key if named."""
+
+    slip: SlipUse
+    at: int
+    claim: Key | None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPlan:
+    """What a batch asks of its backend, inside the batch's open transaction.
+
+    The backend claims each request id of `claims` for the transaction (sorted by
+    key: one lock order for every batch), then counts, in order, the `uses` whose
+    claim is the batch's (and every unnamed one), each with its own number. It
+    gives back the answers remembered within the window for the ids another
+    transaction answered first (their uses are not counted) and each use's counts
+    (None when not counted): what `judge_batch` turns into results. The other ids
+    are the batch's: no other transaction can answer them until this one ends.
+    """
+
+    items: Sequence[BatchItem]
+    claims: list[Claim]
+    uses: list[Use]
+    use_items: list[int]  # the item of each use
+    first: dict[Key, tuple[int, SlipUse]]  # a named request's first item
+    later: dict[int, Key]  # items naming a request an earlier item named
+
+
+@dataclass(slots=True)
+class JudgedBatch:
+    """A batch's results and the rows still to append (audit, remembered answers)."""
+
+    results: list[BatchResult]
+    audit_rows: list[tuple[Any, ...]]
+    remembered_rows: list[tuple[Any, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayOf:
+    """A named request already answered: for which slip, and the answer (stored bytes, or
+    the index of the batch item that answers it)."""
+
+    sending_bank: str
+    trans_ref: str
+    answer: bytes | int
+
+
+def plan_batch(items: Sequence[BatchItem]) -> BatchPlan:
+    """The claims and uses of a batch: an id named twice is claimed (and counted) once."""
+    plan = BatchPlan(items, [], [], [], {}, {})
+    for i, item in enumerate(items):
+        if item.verified is None:
+            continue
+        slip, at, key = item.verified.use, to_micros(item.entry.at), None
+        if item.verified.remember:
+            key = (slip.member, item.entry.request_id)
+            if key in plan.first:
+                plan.later[i] = key
+                continue
+            plan.first[key] = (i, slip)
+            plan.claims.append(Claim(*key, at, slip.sending_bank, slip.trans_ref))
+        plan.uses.append(Use(slip, at, key))
+        plan.use_items.append(i)
+    plan.claims.sort(key=lambda c: c.key)
+    return plan
+
+
+def judge_batch(
+    plan: BatchPlan, stored: dict[Key, Remembered], counted: Sequence[UseCounts | None]
+) -> JudgedBatch:
+    """The backend-independent part of a batch: from what the backend claimed and
+    counted, each item's result (replay, error or final response) and the rows to
+    append, in the same transaction.
+
+    Exact whichever process answered first: an id answered by another transaction
+    within the window replays the stored answer; an id named twice in this batch
+    replays its first item's answer. The router's own look-up (before asking the
+    issuer) is the fast path; the claim catches two processes (or a look-up and a
+    commit) racing.
+    """
+    counts = {i: c for i, c in zip(plan.use_items, counted, strict=True) if c is not None}
+    judged = JudgedBatch([], [], [])
+    results = judged.results
+    for i, item in enumerate(plan.items):
+        entry = item.entry
+        at = to_micros(entry.at)
+        result: BatchResult = None
+        verdict, replayed = entry.verdict, entry.replayed
+        replay = _replay_of(i, item, stored, plan)
+        if replay is not None:
+            result = _replayed(item, replay, results)
+            if isinstance(result, ServiceError):
+                results.append(result)  # audited as a failure by the caller
+                continue
+            verdict, replayed = result.verdict, True
+        elif item.verified is not None:
+            result = item.verified.finish(counts[i])
+            verdict = result.verdict
+            if item.verified.remember:
+                use = item.verified.use
+                judged.remembered_rows.append(
+                    (use.member, entry.request_id, at, use.sending_bank, use.trans_ref,
+                     result.SerializeToString())
+                )  # fmt: skip
+        judged.audit_rows.append(
+            (at, entry.request_id, entry.requester, entry.requester_reference, entry.issuer,
+             entry.trans_ref, entry.status, entry.reason, verdict, entry.latency_us,
+             int(replayed))
+        )  # fmt: skip
+        results.append(result)
+    return judged
+
+
+def _replay_of(
+    i: int, item: BatchItem, stored: dict[Key, Remembered], plan: BatchPlan
+) -> _ReplayOf | None:
+    """What item i replays, if its request was answered: by another transaction (the
+    stored answer) or by an earlier item of this batch (that item's answer)."""
+    if item.verified is None or not item.verified.remember:
+        return None
+    key = plan.later.get(i) or (item.verified.use.member, item.entry.request_id)
+    if (found := stored.get(key)) is not None:
+        return _ReplayOf(found.sending_bank, found.trans_ref, found.response)
+    if i in plan.later:
+        j, use = plan.first[key]
+        return _ReplayOf(use.sending_bank, use.trans_ref, j)
+    return None
+
+
+def _replayed(
+    item: BatchItem, replay: _ReplayOf, results: Sequence[BatchResult]
+) -> verification_pb2.VerifyResponse | ServiceError:
+    """The remembered answer marked replayed, or the error if it was about another slip."""
+    assert item.verified is not None
+    use = item.verified.use
+    if (replay.sending_bank, replay.trans_ref) != (use.sending_bank, use.trans_ref):
+        return request_id_reused()
+    response = verification_pb2.VerifyResponse()
+    if isinstance(replay.answer, bytes):
+        response.ParseFromString(replay.answer)
+    else:
+        earlier = results[replay.answer]
+        assert isinstance(earlier, verification_pb2.VerifyResponse)
+        response.CopyFrom(earlier)
+    response.replayed = True
+    return response
+
+
+def use_counts(
+    number: int, first_at: int, first_by: str, scope_number: int, scope_first: int
+) -> UseCounts:
+    """A use's counts from its numbers (1 = the first use) and its counters' first use."""
+    return UseCounts(
+        previous=number - 1,
+        first_at=first_at if number > 1 else None,
+        first_by=first_by if number > 1 else "",
+        previous_in_scope=scope_number - 1,
+        first_in_scope_at=scope_first if scope_number > 1 else None,
+    )
+
+
+AUDIT_COLUMNS = (
+    "at, request_id, requester, requester_reference, issuer, trans_ref, status, reason, "
+    "verdict, latency_us, replayed"
+)
+
+
+def audit_query(
+    placeholder: str,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    member: str,
+    trans_ref: str,
+    request_id: str,
+    limit: int,
+) -> tuple[str, list[Any]]:
+    """The SELECT of audit entries, newest first, with `placeholder` for parameters."""
+    where: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("at >= ", to_micros(since) if since else None),
+        ("at < ", to_micros(until) if until else None),
+        ("requester = ", member or None),
+        ("trans_ref = ", trans_ref or None),
+        ("request_id = ", request_id or None),
+    ):
+        if value is not None:
+            where.append(clause + placeholder)
+            args.append(value)
+    sql = (
+        f"SELECT {AUDIT_COLUMNS} FROM audit"
+        + (" WHERE " + " AND ".join(where) if where else "")
+        + f" ORDER BY at DESC, id DESC LIMIT {placeholder}"
+    )
+    return sql, [*args, limit]
+
+
+def entry_of(row: Sequence[Any]) -> AuditEntry:
+    """An AuditEntry from a row of AUDIT_COLUMNS."""
+    return AuditEntry(
+        at=from_micros(row[0]),
+        request_id=row[1],
+        requester=row[2],
+        requester_reference=row[3],
+        issuer=row[4],
+        trans_ref=row[5],
+        status=row[6],
+        reason=row[7],
+        verdict=row[8],
+        latency_us=row[9],
+        replayed=bool(row[10]),
+    )
+
+
+# -- SQLite ----------------------------------------------------------------------------
 
 # Counting is an upsert that returns the count it made (no read-then-write race):
 # under any concurrency (one writer here, workers or replicas elsewhere) every
@@ -191,38 +478,9 @@ def _keys(count: int, width: int) -> str:
     return f"(VALUES {_rows(count, width)}) AS k CROSS JOIN"
 
 
-def _chunks(keys: Sequence[tuple[str, ...]], size: int) -> list[Sequence[tuple[str, ...]]]:
+def _chunks(keys: Sequence[Claim], size: int) -> list[Sequence[Claim]]:
     # SQLite allows at most 32766 parameters a statement; stay well below.
     return [keys[i : i + size] for i in range(0, len(keys), size)]
-
-
-@dataclass(frozen=True, slots=True)
-class _ReplayOf:
-    """A named request already answered: for which slip, and the answer (stored bytes, or
-    the index of the batch item that answers it)."""
-
-    sending_bank: str
-    trans_ref: str
-    answer: bytes | int
-
-
-def _replayed(
-    item: BatchItem, replay: _ReplayOf, results: Sequence[BatchResult]
-) -> verification_pb2.VerifyResponse | ServiceError:
-    """The remembered answer marked replayed, or the error if it was about another slip."""
-    assert item.verified is not None
-    use = item.verified.use
-    if (replay.sending_bank, replay.trans_ref) != (use.sending_bank, use.trans_ref):
-        return request_id_reused()
-    response = verification_pb2.VerifyResponse()
-    if isinstance(replay.answer, bytes):
-        response.ParseFromString(replay.answer)
-    else:
-        earlier = results[replay.answer]
-        assert isinstance(earlier, verification_pb2.VerifyResponse)
-        response.CopyFrom(earlier)
-    response.replayed = True
-    return response
 
 
 class SqliteAuditStore:
@@ -239,6 +497,9 @@ class SqliteAuditStore:
     the event loop stages batches on it, and when another process holds the
     lock, `begin` waits for it in the writer thread instead of stalling the loop.
     """
+
+    # Statements take µs in-process: the loop stages them, the thread only COMMITs.
+    async_batches = False
 
     def __init__(self, url: str, *, shared: bool = False) -> None:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -260,6 +521,10 @@ class SqliteAuditStore:
         results = self.stage_batch(items)
         self.commit()
         return results
+
+    async def awrite_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        # The hub stages on the loop and commits in its writer thread instead (AuditWriter).
+        return await asyncio.to_thread(self.write_batch, items)
 
     def begin(self) -> None:
         if not self.shared:
@@ -286,129 +551,64 @@ class SqliteAuditStore:
                         raise StoreBusy("another process holds the write lock") from None
                     raise
         try:
-            replays = self._claims(conn, items)
-            counts = self._count_batch(conn, items, replays)
-            results: list[BatchResult] = []
-            audit_rows: list[tuple[Any, ...]] = []
-            remembered_rows: list[tuple[Any, ...]] = []
-            for i, (item, count) in enumerate(zip(items, counts, strict=True)):
-                entry = item.entry
-                at = to_micros(entry.at)
-                result: BatchResult = None
-                verdict, replayed = entry.verdict, entry.replayed
-                if i in replays:
-                    result = _replayed(item, replays[i], results)
-                    if isinstance(result, ServiceError):
-                        results.append(result)  # audited as a failure by the caller
-                        continue
-                    verdict, replayed = result.verdict, True
-                elif item.verified is not None and count is not None:
-                    result = item.verified.finish(count)
-                    verdict = result.verdict
-                    if item.verified.remember:
-                        use = item.verified.use
-                        remembered_rows.append(
-                            (use.member, entry.request_id, at, use.sending_bank, use.trans_ref,
-                             result.SerializeToString())
-                        )  # fmt: skip
-                audit_rows.append(
-                    (at, entry.request_id, entry.requester, entry.requester_reference,
-                     entry.issuer, entry.trans_ref, entry.status, entry.reason, verdict,
-                     entry.latency_us, int(replayed))
-                )  # fmt: skip
-                results.append(result)
+            plan = plan_batch(items)
+            judged = judge_batch(plan, *self._claim_and_count(plan))
             # Rows that return nothing go in one statement per batch.
             conn.executemany(
-                "INSERT INTO audit (at, request_id, requester, requester_reference, issuer, "
-                "trans_ref, status, reason, verdict, latency_us, replayed) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                audit_rows,
+                f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                judged.audit_rows,
             )
             # OR REPLACE: a row older than the idempotency window may be taken over.
             conn.executemany(
                 "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
-                remembered_rows,
+                judged.remembered_rows,
             )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        return results
+        return judged.results
 
-    def _claims(self, conn: sqlite3.Connection, items: Sequence[BatchItem]) -> dict[int, _ReplayOf]:
-        """Which named requests of the batch are already answered: index -> what to replay.
-
-        Inside the write transaction, so exact whichever process answered first:
-        an id remembered within the window replays the stored answer; an id
-        claimed by an earlier item of this batch replays that item's answer.
-        The router's own look-up (before asking the issuer) is the fast path;
-        this catches two processes (or a look-up and a commit) racing.
-        """
-        named = [
-            (i, item.verified.use, item.entry)
-            for i, item in enumerate(items)
-            if item.verified is not None and item.verified.remember
-        ]
-        out: dict[int, _ReplayOf] = {}
-        if not named:
-            return out
-        keys = sorted({(u.member, e.request_id) for _, u, e in named})
-        stored = {
-            (r[0], r[1]): (r[2], r[3], r[4], bytes(r[5]))
-            for chunk in _chunks(keys, 400)
-            for r in conn.execute(
-                "SELECT r.member, r.request_id, r.at, r.sending_bank, r.trans_ref, r.response "
-                f"FROM {_keys(len(chunk), 2)} remembered_answers AS r "
-                "ON r.member = k.column1 AND r.request_id = k.column2",
-                [v for key in chunk for v in key],
-            )
-        }
-        first: dict[tuple[str, str], tuple[int, SlipUse]] = {}
-        for i, use, entry in named:
-            key = (use.member, entry.request_id)
-            found = stored.get(key)
-            if found is not None and found[0] >= to_micros(entry.at - IDEMPOTENCY_WINDOW):
-                out[i] = _ReplayOf(found[1], found[2], found[3])
-            elif key in first:
-                j, earlier = first[key]
-                out[i] = _ReplayOf(earlier.sending_bank, earlier.trans_ref, j)
-            else:
-                first[key] = (i, use)
-        return out
-
-    def _count_batch(
-        self,
-        conn: sqlite3.Connection,
-        items: Sequence[BatchItem],
-        replays: dict[int, _ReplayOf],
-    ) -> list[UseCounts | None]:
-        """Count every use of the batch, in order; each upsert returns its use's number.
+    def _claim_and_count(
+        self, plan: BatchPlan
+    ) -> tuple[dict[Key, Remembered], list[UseCounts | None]]:
+        """What BatchPlan asks. BEGIN IMMEDIATE holds the database's one write lock, so
+        reading the stored answers is the claim (the batch writes its own later);
+        then one upsert per use and counter, each returning its number.
 
         (An earlier version upserted with executemany and read the counts back
         with `WHERE (a, b) IN (VALUES ...)`, which SQLite runs as a full table
         scan: its cost grew with every slip ever verified.)
         """
+        stored = self._stored(plan.claims) if plan.claims else {}
         out: list[UseCounts | None] = []
-        for i, item in enumerate(items):
-            if item.verified is None or i in replays:
+        for use in plan.uses:
+            if use.claim in stored:
                 out.append(None)
                 continue
-            u, at = item.verified.use, to_micros(item.entry.at)
-            number, first_at, first_by = conn.execute(
+            u, at = use.slip, use.at
+            number, first_at, first_by = self._conn.execute(
                 _COUNT_ALL, (u.sending_bank, u.trans_ref, at, u.member)
             ).fetchone()
-            scope_number, scope_first = conn.execute(
+            scope_number, scope_first = self._conn.execute(
                 _COUNT_SCOPE, (u.sending_bank, u.trans_ref, u.member, u.reference, at)
             ).fetchone()
-            out.append(
-                UseCounts(
-                    previous=number - 1,
-                    first_at=first_at if number > 1 else None,
-                    first_by=first_by if number > 1 else "",
-                    previous_in_scope=scope_number - 1,
-                    first_in_scope_at=scope_first if scope_number > 1 else None,
-                )
-            )
-        return out
+            out.append(use_counts(number, first_at, first_by, scope_number, scope_first))
+        return stored, out
+
+    def _stored(self, claims: Sequence[Claim]) -> dict[Key, Remembered]:
+        """The answers remembered within the window for the claimed ids."""
+        stored: dict[Key, Remembered] = {}
+        fresh_from = {c.key: c.at - IDEMPOTENCY_WINDOW_US for c in claims}
+        for chunk in _chunks(claims, 400):
+            for r in self._conn.execute(
+                "SELECT r.member, r.request_id, r.at, r.sending_bank, r.trans_ref, r.response "
+                f"FROM {_keys(len(chunk), 2)} remembered_answers AS r "
+                "ON r.member = k.column1 AND r.request_id = k.column2",
+                [v for c in chunk for v in c.key],
+            ):
+                if r[2] >= fresh_from[(r[0], r[1])]:
+                    stored[(r[0], r[1])] = Remembered(r[3], r[4], bytes(r[5]))
+        return stored
 
     def commit(self) -> None:
         self._conn.execute("COMMIT")
@@ -427,6 +627,12 @@ class SqliteAuditStore:
         ).fetchone()
         return None if row is None else (row[0], row[1], bytes(row[2]))
 
+    async def aremembered(
+        self, member: str, request_id: str, since: datetime
+    ) -> tuple[str, str, bytes] | None:
+        # A primary-key read of a local file (µs): cheaper on the loop than a thread hop.
+        return self.remembered(member, request_id, since)
+
     def query(
         self,
         *,
@@ -437,40 +643,26 @@ class SqliteAuditStore:
         request_id: str,
         limit: int,
     ) -> list[AuditEntry]:
-        where: list[str] = []
-        args: list[Any] = []
-        for clause, value in (
-            ("at >= ?", to_micros(since) if since else None),
-            ("at < ?", to_micros(until) if until else None),
-            ("requester = ?", member or None),
-            ("trans_ref = ?", trans_ref or None),
-            ("request_id = ?", request_id or None),
-        ):
-            if value is not None:
-                where.append(clause)
-                args.append(value)
-        sql = (
-            "SELECT at, request_id, requester, requester_reference, issuer, trans_ref, status, "
-            "reason, verdict, latency_us, replayed FROM audit"
-            + (" WHERE " + " AND ".join(where) if where else "")
-            + " ORDER BY at DESC, id DESC LIMIT ?"
-        )
-        return [
-            AuditEntry(
-                at=from_micros(r[0]),
-                request_id=r[1],
-                requester=r[2],
-                requester_reference=r[3],
-                issuer=r[4],
-                trans_ref=r[5],
-                status=r[6],
-                reason=r[7],
-                verdict=r[8],
-                latency_us=r[9],
-                replayed=bool(r[10]),
-            )
-            for r in self._reader.execute(sql, (*args, limit))
-        ]
+        sql, args = audit_query(
+            "?", since=since, until=until, member=member, trans_ref=trans_ref,
+            request_id=request_id, limit=limit,
+        )  # fmt: skip
+        return [entry_of(r) for r in self._reader.execute(sql, args)]
+
+    async def aquery(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        member: str,
+        trans_ref: str,
+        request_id: str,
+        limit: int,
+    ) -> list[AuditEntry]:
+        return self.query(
+            since=since, until=until, member=member, trans_ref=trans_ref,
+            request_id=request_id, limit=limit,
+        )  # fmt: skip
 
     def forget_before(self, moment: datetime) -> int:
         self.begin()  # in the writer thread: it may wait for another process
@@ -490,6 +682,9 @@ class SqliteAuditStore:
         if self._tmp is not None:
             self._tmp.cleanup()
 
+    async def aclose(self) -> None:
+        self.close()
+
 
 class NullAuditStore:
     """No audit, no duplicate counting, no idempotency: the hub's plain forwarding cost.
@@ -497,10 +692,14 @@ class NullAuditStore:
     For benchmarks (audit on vs off) and nothing else: every slip looks new.
     """
 
+    async_batches = False
     _NEVER = UseCounts(0, None, "", 0, None)
 
     def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         return [None if i.verified is None else i.verified.finish(self._NEVER) for i in items]
+
+    async def awrite_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
+        return self.write_batch(items)
 
     def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
         return self.write_batch(items)
@@ -519,7 +718,24 @@ class NullAuditStore:
     ) -> tuple[str, str, bytes] | None:
         return None
 
+    async def aremembered(
+        self, member: str, request_id: str, since: datetime
+    ) -> tuple[str, str, bytes] | None:
+        return None
+
     def query(
+        self,
+        *,
+        since: datetime | None,
+        until: datetime | None,
+        member: str,
+        trans_ref: str,
+        request_id: str,
+        limit: int,
+    ) -> list[AuditEntry]:
+        return []
+
+    async def aquery(
         self,
         *,
         since: datetime | None,
@@ -535,4 +751,7 @@ class NullAuditStore:
         return 0
 
     def close(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
         pass

@@ -74,7 +74,7 @@ class AuditLogServicer(audit_pb2_grpc.AuditLogServicer):
                     f"limit must be 1-{MAX_LIMIT} (0 = 100)",
                     metadata={"field": "limit"},
                 )
-            entries = self.store.query(
+            entries = await self.store.aquery(  # never blocks the loop on the network
                 since=from_timestamp(request.since) if request.HasField("since") else None,
                 until=from_timestamp(request.until) if request.HasField("until") else None,
                 member=member,

@@ -52,6 +52,8 @@ class AuditWriter:
     shared: other processes (hub workers) write the same database, so the write
     lock may be taken when a batch starts. The loop then does not wait for it:
     the writer thread does, and the loop stages the batch once the lock is held.
+    A store whose round trips wait on the network (PostgreSQL, `async_batches`)
+    has the loop await the whole batch instead; no thread.
     """
 
     def __init__(
@@ -78,8 +80,8 @@ class AuditWriter:
         self.on_batch = on_batch
         self.announced = 0  # requests expected to write a record soon
         self._arrived = asyncio.Event()  # a record was queued
-        # One thread: SQLite has one writer at a time anyway, and the order of
-        # batches is the order of commits.
+        # One thread: SQLite has one writer at a time anyway, the PostgreSQL store
+        # one writing connection, and the order of batches is the order of commits.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
         self._pending: list[tuple[BatchItem, asyncio.Future[Any]]] = []
         self.store_is_null = isinstance(store, NullAuditStore)
@@ -121,17 +123,7 @@ class AuditWriter:
                 del self._pending[: self.max_batch]
                 started = time.perf_counter()
                 try:
-                    # The statements run here, on the event loop (a few tens of µs a
-                    # record); only the COMMIT, which waits for the disk, runs in the
-                    # writer thread. Handing every statement to a thread would make it
-                    # fight the busy loop for the GIL at each one: measured, that
-                    # costs several times the statements themselves.
-                    results = await self._stage([item for item, _ in batch], loop)
-                    try:
-                        await loop.run_in_executor(self._executor, self.store.commit)
-                    except BaseException:
-                        self.store.rollback()
-                        raise
+                    results = await self._commit([item for item, _ in batch], loop)
                 except Exception:
                     log.exception(
                         "audit batch of %d records failed; answering UNAVAILABLE", len(batch)
@@ -152,6 +144,29 @@ class AuditWriter:
                         future.set_result(result)
         finally:
             self._flusher = None
+
+    async def _commit(
+        self, items: list[BatchItem], loop: asyncio.AbstractEventLoop
+    ) -> list[BatchResult]:
+        """The batch, durably committed; where its statements run depends on the store."""
+        if self.store.async_batches:
+            # Each round trip waits on the network (PostgreSQL): the loop awaits them
+            # (a few, in pipeline mode) and runs other requests meanwhile. A thread
+            # would block instead, but would take the GIL back from the busy loop
+            # after every one (measured: see BENCHMARKS.md).
+            return await self.store.awrite_batch(items)
+        # The statements run here, on the event loop (a few tens of µs a record in
+        # SQLite); only the COMMIT, which waits for the disk, runs in the writer
+        # thread. Handing every statement to a thread would make it fight the busy
+        # loop for the GIL at each one: measured, that costs several times the
+        # statements themselves.
+        results = await self._stage(items, loop)
+        try:
+            await loop.run_in_executor(self._executor, self.store.commit)
+        except BaseException:
+            self.store.rollback()
+            raise
+        return results
 
     async def _stage(
         self, items: list[BatchItem], loop: asyncio.AbstractEventLoop
@@ -189,7 +204,7 @@ class AuditWriter:
         if self.shared:
             log.info("audit: %d batches waited for another process's write lock", self.lock_waits)
         self._executor.shutdown(wait=True)
-        self.store.close()
+        await self.store.aclose()
 
 
 def _answer(result: BatchResult) -> verification_pb2.VerifyResponse | None:

@@ -1,18 +1,26 @@
 """No statement of the audit store scans a whole table: its cost must not grow with the tables.
 
 A row-value `(a, b) IN (VALUES ...)` once made SQLite scan slip_uses on every
-batch: 0.6 s a batch at 5 million rows (bench/growth_bench.py). This test
-catches any such plan without filling millions of rows: it records every
-statement the store runs (with its values) and asks SQLite for its plan.
+batch: 0.6 s a batch at 5 million rows (bench/growth_bench.py). These tests
+catch any such plan without filling millions of rows: they record every
+statement the store runs (with its values) and ask the database for its plan
+(PostgreSQL with sequential scans disabled, so that a Seq Scan left in a plan
+means no index could serve it; with few rows it would otherwise choose one).
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
+
+import psycopg
 
 from server.audit import AuditEntry, BatchItem, SlipUse, SqliteAuditStore, UseCounts, Verified
+from server.audit_postgres import _LOOK_UP, _REMEMBERED, PostgresAuditStore
+from txverify.storage import to_micros
 from txverify.v1 import verification_pb2
 
 # Tables whose rows grow with every verification.
@@ -68,5 +76,66 @@ def test_no_statement_of_a_batch_or_a_lookup_scans_a_growing_table(tmp_path: Pat
     with sqlite3.connect(tmp_path / "hub.sqlite") as conn:
         scanning = {s: scans for s in dml if (scans := _scans(conn, s))}
     store.close()
+
+    assert {} == scanning
+
+
+def _full_scans(plan: Any) -> Iterator[str]:
+    """Scans of a growing table that read all of it: sequential, or (what PostgreSQL
+    picks instead with enable_seqscan off) an index walked without a condition."""
+    if isinstance(plan, dict):
+        node, table = plan.get("Node Type"), plan.get("Relation Name")
+        if table in GROWING and (
+            node == "Seq Scan"
+            or (node in ("Index Scan", "Index Only Scan") and "Index Cond" not in plan)
+        ):
+            yield f"{node} on {table}"
+        for value in plan.values():
+            yield from _full_scans(value)
+    elif isinstance(plan, list | tuple):
+        for value in plan:
+            yield from _full_scans(value)
+
+
+def test_no_postgres_statement_of_a_batch_or_a_lookup_scans_a_growing_table(
+    postgres_url: str,
+) -> None:
+    store = PostgresAuditStore(postgres_url)
+    statements: list[tuple[Any, Any]] = []
+    try:
+        store.write_batch([_item(i) for i in range(20)])
+        conn = store._writer()
+        execute = conn.execute
+
+        def recording(query: Any, params: Any = None, **kwargs: Any) -> Any:
+            statements.append((query, params))
+            return execute(query, params, **kwargs)
+
+        conn.execute = recording  # type: ignore[method-assign]
+        store.write_batch([_item(i) for i in range(15, 30)] + [_item(99, named=False)])
+        store.forget_before(datetime.now(UTC) - timedelta(days=2))
+    finally:
+        store.close()
+    since = to_micros(datetime.now(UTC) - timedelta(hours=24))
+    statements += [  # the event loop's look-ups (pooled connections): alone, and several
+        (_REMEMBERED, ("014", "req-3", since)),
+        (_LOOK_UP, [["014", "014"], ["req-3", "req-4"], [since, since]]),
+    ]
+    dml = [
+        (q, p)
+        for q, p in statements
+        if str(q).split()[0].upper() in ("SELECT", "INSERT", "DELETE", "UPDATE", "WITH")
+    ]
+
+    # claim, 2 counts, stored, 2 counts again (the batch met answered ids), remembered
+    # answers with the audit rows, delete, 2 look-ups
+    assert len(dml) >= 10, statements
+    with psycopg.connect(postgres_url) as db:
+        db.execute("SET enable_seqscan = off")
+        scanning = {
+            str(q): scans
+            for q, p in dml
+            if (scans := list(_full_scans(db.execute(f"EXPLAIN (FORMAT JSON) {q}", p).fetchall())))
+        }
 
     assert {} == scanning

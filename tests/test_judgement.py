@@ -1,4 +1,6 @@
-"""What merchants get from a check: expectations, duplicates, idempotency, and the audit trail."""
+"""What merchants get from a check: expectations, duplicates, idempotency, and the audit trail.
+
+The tests of the `hub` fixture run against each audit backend, SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -31,6 +33,21 @@ from txverify.v1 import (
 
 HubFactory = Callable[..., Awaitable[RunningHub]]
 V = verification_pb2
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest) -> str:
+    """Each audit backend; PostgreSQL's tests skip, saying why, when there is none."""
+    if request.param == "postgres":
+        return str(request.getfixturevalue("postgres_url"))
+    return "sqlite://"
+
+
+@pytest.fixture
+async def hub(db_url: str, hub_factory: HubFactory) -> RunningHub:
+    """The hub on each backend: every test of it below runs against SQLite and PostgreSQL.
+    (db_url first: its schema is dropped only after the hub has stopped.)"""
+    return await hub_factory(db=db_url)
 
 
 def _slip(sim: RunningSimulator, code: str = "014") -> tuple[str, LedgerTransaction]:
