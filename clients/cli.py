@@ -6,7 +6,7 @@ import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -85,7 +85,21 @@ def up(
     ] = None,
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
-    codes = _codes(banks)
+    _serve_network(
+        banks=_codes(banks),
+        hub_host=host,
+        hub_port=port,
+        seed=seed,
+        transactions=transactions,
+        data_dir=data,
+        extra_sim_args=("--retention-days", str(retention_days)),
+        certs=(certs or (data / "certs" if data else None)) if use_tls else None,
+        use_tls=use_tls,
+    )
+
+
+def _serve_network(**network_args: Any) -> None:
+    """Start a network (clients.network.running_network), show it, run until Ctrl-C."""
     # SIGTERM (a supervisor, `kill`) must stop the children too, as Ctrl-C does:
     # Python's default would end this process at once and leave them running.
     # SIGINT explicitly too: started in the background by a shell (`cmd &`), a
@@ -93,21 +107,15 @@ def up(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     try:
-        with running_network(
-            banks=codes,
-            hub_host=host,
-            hub_port=port,
-            seed=seed,
-            transactions=transactions,
-            data_dir=data,
-            extra_sim_args=("--retention-days", str(retention_days)),
-            certs=(certs or (data / "certs" if data else None)) if use_tls else None,
-            use_tls=use_tls,
-        ) as network:
+        with running_network(**network_args) as network:
             mode = "mTLS" if network.certs else "dev mode (x-member-id header, loopback only)"
+            front = f" (nginx, {len(network.replicas)} replicas)" if network.replicas else ""
             out.print(
-                f"[bold green]txverify is up[/]: hub at [bold]{network.hub_address}[/] ({mode})"
+                f"[bold green]txverify is up[/]: hub at [bold]{network.hub_address}[/]{front} "
+                f"({mode})"
             )
+            for n, replica in enumerate(network.replicas, 1):
+                out.print(f"  hub replica {n} at {replica}")
             if network.certs:
                 out.print(f"  certificates in {network.certs} (use --certs with the CLI)")
             out.print(f"  simulator control at {network.control_address}")
@@ -126,16 +134,81 @@ def up(
                         f"  txverify verify {sample['qr_text']}", markup=False, soft_wrap=True
                     )
             out.print(f"\nNetwork recorded in {network_file()}. Ctrl-C stops it.")
-            ended = wait_any(network.procs)
-            err.print(
-                f"[red]a process of the network exited (code {ended.returncode}); stopping[/]"
-            )
-            raise typer.Exit(1)
+            watched = list(network.procs)
+            while True:
+                ended = wait_any(watched)
+                watched.remove(ended)
+                replicas_left = [p for p in network.replica_procs if p.poll() is None]
+                if ended in network.replica_procs and replicas_left:
+                    # nginx routes around it: the cluster goes on with the others.
+                    err.print(
+                        f"[yellow]a hub replica exited (code {ended.returncode}); "
+                        f"{len(replicas_left)} still serve[/]"
+                    )
+                    continue
+                err.print(
+                    f"[red]a process of the network exited (code {ended.returncode}); stopping[/]"
+                )
+                raise typer.Exit(1)
     except NetworkError as exc:
         err.print(f"[red]cannot start the network:[/] {exc}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         err.print("stopping...")
+
+
+cluster_app = typer.Typer(
+    help="Hub replicas on one PostgreSQL behind nginx, with the simulated banks.",
+    no_args_is_help=True,
+)
+
+
+@cluster_app.command("up")
+def cluster_up(
+    db: Annotated[
+        str,
+        typer.Option(
+            help="PostgreSQL every replica shares (members, audit): postgresql://user@host:port/db."
+        ),
+    ],
+    replicas: Annotated[int, typer.Option(min=1, max=64, help="Hub processes.")] = 2,
+    port: Annotated[int, typer.Option(help="nginx's port; 0 picks a free one.")] = 50051,
+    host: Annotated[str, typer.Option(help="Address everything listens on.")] = "127.0.0.1",
+    banks: Annotated[
+        str, typer.Option(help="Member codes to simulate (900 = the e-wallet).")
+    ] = ",".join(DEFAULT_BANKS),
+    seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
+    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 2000,
+    rate_limit_store: Annotated[
+        str | None,
+        typer.Option(help="Redis the replicas share rate limits in (redis://host:port/db)."),
+    ] = None,
+    hub_arg: Annotated[
+        list[str] | None,
+        typer.Option(help="More `txverify hub` options for every replica (repeatable)."),
+    ] = None,
+) -> None:
+    """Run N hub replicas on one PostgreSQL behind nginx (grpc_pass) and the simulated banks.
+
+    Clients, scenarios and the load generator use nginx's address as the hub's.
+    """
+    if not db.startswith(("postgresql://", "postgres://")):
+        err.print("[red]replicas share one database: --db must be a postgresql:// URL[/]")
+        raise typer.Exit(2)
+    extra = [*(hub_arg or [])]
+    if rate_limit_store:
+        extra += ["--rate-limit-store", rate_limit_store]
+    _serve_network(
+        banks=_codes(banks),
+        hub_host=host,
+        hub_port=port,
+        seed=seed,
+        transactions=transactions,
+        data_dir=None,
+        replicas=replicas,
+        db=db,
+        hub_extra_args=extra,
+    )
 
 
 @app.command()
@@ -164,6 +237,13 @@ def hub(
         float, typer.Option(help="Default Verify/s per member (0 = unlimited).")
     ] = 0.0,
     rate_limit_burst: Annotated[int, typer.Option(help="Default burst per member.")] = 100,
+    rate_limit_store: Annotated[
+        str | None,
+        typer.Option(
+            help="Share rate limits between hub processes and replicas in this Redis "
+            "(redis://host:port/db); default: each process limits on its own."
+        ),
+    ] = None,
     max_in_flight: Annotated[int, typer.Option(help="Inquiries in flight per issuer.")] = 200,
     breaker_failures: Annotated[
         int, typer.Option(help="Consecutive issuer failures that open its circuit.")
@@ -224,6 +304,7 @@ def hub(
             mode=IdentityMode.TLS if certs else IdentityMode.DEV,
             pki=certs,
             rate_limit=RateLimit(rate_limit_rps, rate_limit_burst) if rate_limit_rps else None,
+            rate_limit_store=rate_limit_store,
             issuer_timeout=issuer_timeout,
             max_in_flight_per_issuer=max_in_flight,
             breaker=BreakerSettings(breaker_failures, breaker_cooldown),
@@ -329,6 +410,7 @@ app.command("load")(loadgen.load)
 app.add_typer(scenario_app, name="scenario")
 app.command()(simulator.slip)
 app.add_typer(members.app, name="members")
+app.add_typer(cluster_app, name="cluster")
 app.add_typer(certs_cli.app, name="certs")
 app.command()(simulator.reverse)
 app.command()(simulator.faults)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from server.identity import Caller
 from server.membership import Membership
-from server.ratelimit import RateLimit, RateLimiter
+from server.ratelimit import RateLimit
 from server.registry import Member, MemberStatus, Role
 from txverify.errors import Reason, ServiceError
 
@@ -16,15 +18,37 @@ def member_rate_limit(member: Member) -> RateLimit | None:
     return RateLimit(rate=member.rate_limit_rps, burst=member.rate_limit_burst or 1)
 
 
+class Limiter(Protocol):
+    """Per-member rate limits: in this process (RateLimiter) or shared (SharedRateLimiter)."""
+
+    def limit_for(self, key: str) -> RateLimit | None: ...
+
+    def set_limit(self, key: str, limit: RateLimit | None) -> None: ...
+
+    async def take(self, key: str) -> float: ...
+
+
 class Admission:
     """The membership rules of the seed, checked on every request against the live directory."""
 
-    def __init__(self, membership: Membership, limiter: RateLimiter) -> None:
+    def __init__(self, membership: Membership, limiter: Limiter) -> None:
         self.membership = membership
         self.limiter = limiter
 
+    async def admit(self, caller: Caller) -> Member:
+        """The calling member if it may send Verify now (membership, then its rate limit)."""
+        member = self.requester(caller)
+        wait = await self.limiter.take(member.code)
+        if wait > 0:
+            raise ServiceError(
+                Reason.RATE_LIMITED,
+                f"member {member.code} is over its rate limit; retry in {wait:.3f}s",
+                retry_after=wait,
+            )
+        return member
+
     def requester(self, caller: Caller) -> Member:
-        """The calling member if it may send Verify now; otherwise the reason it may not."""
+        """The calling member if the membership rules let it send Verify (not the rate limit)."""
         member = self.membership.directory.by_identity(caller.identity)
         if member is None:
             raise ServiceError(
@@ -43,13 +67,6 @@ class Admission:
             raise ServiceError(
                 Reason.NOT_SUBSCRIBED,
                 f"member {member.code} does not subscribe to slip verification as requester",
-            )
-        wait = self.limiter.try_take(member.code)
-        if wait > 0:
-            raise ServiceError(
-                Reason.RATE_LIMITED,
-                f"member {member.code} is over its rate limit; retry in {wait:.3f}s",
-                retry_after=wait,
             )
         return member
 

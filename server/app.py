@@ -24,6 +24,7 @@ from server.identity import IdentityMode
 from server.membership import Membership
 from server.metrics import Metrics
 from server.ratelimit import RateLimit, RateLimiter
+from server.ratelimit_redis import SharedRateLimiter
 from server.registry import Member, load_members
 from server.registry_service import MemberRegistryServicer
 from server.registry_store import is_postgres_url, open_registry_store
@@ -74,6 +75,9 @@ class HubSettings:
     pki: Path | None = None  # certificate directory (txverify certs init), for mode TLS
     operators: tuple[str, ...] = (tls.OPERATOR,)
     rate_limit: RateLimit | None = None  # default per member; None = unlimited
+    # Where replicas share their rate-limit buckets (redis://host:port/db);
+    # None = each process limits on its own (server/ratelimit_redis.py says why Redis).
+    rate_limit_store: str | None = None
     issuer_timeout: float = 5.0
     max_in_flight_per_issuer: int = 200
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
@@ -99,6 +103,13 @@ class HubSettings:
             raise ValueError(f"event loop must be auto, uvloop or asyncio, not {self.event_loop!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.rate_limit_store is not None and not self.rate_limit_store.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                f"the rate-limit store is a Redis URL (redis://host:port/db), "
+                f"not {self.rate_limit_store!r}"
+            )
         if not (self.db.startswith("sqlite://") or is_postgres_url(self.db)):
             raise ValueError(
                 f"database URL must be sqlite:///path, sqlite:// or postgresql://..., "
@@ -170,6 +181,7 @@ class RunningHub:
     stop_metrics: Callable[[], None] | None = None
     watch: RegistryWatch | None = None  # follows other processes' registry changes
     guard: RequestGuard = field(default_factory=RequestGuard)
+    limiter: RateLimiter | SharedRateLimiter | None = None
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
@@ -187,6 +199,8 @@ class RunningHub:
             await self.watch.stop()
         await self.gateway.close()
         await self.audit.close()
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.close()
         self.membership.store.close()
         if self.stop_metrics is not None:
             self.stop_metrics()
@@ -241,7 +255,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         task.add_done_callback(background.discard)
 
     metrics = Metrics()
-    limiter = RateLimiter(settings.rate_limit)
+    limiter: RateLimiter | SharedRateLimiter = (
+        SharedRateLimiter(settings.rate_limit_store, settings.rate_limit)
+        if settings.rate_limit_store
+        else RateLimiter(settings.rate_limit)
+    )
     gateway = IssuerGateway(
         settings.policy,
         channel_factory=_channel_factory(settings),
@@ -334,6 +352,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         stop_metrics,
         watch,
         guard,
+        limiter,
     )
 
 

@@ -135,6 +135,10 @@ class RateLimiter:
             bucket = self._buckets[key] = TokenBucket(limit, clock=self._clock)
         return bucket.try_take()
 
+    async def take(self, key: str) -> float:
+        """try_take, in the interface Admission awaits (shared limiters ask another server)."""
+        return self.try_take(key)
+
     def _maybe_sweep(self) -> None:
         now = self._clock()
         if now < self._next_sweep:

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+import redis
 from psycopg import sql
 
 from server.app import HubSettings, RunningHub, start_hub
@@ -43,6 +44,28 @@ def postgres_server() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return POSTGRES
+
+
+REDIS = os.environ.get("TXVERIFY_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The Redis the tests use (the machine's, or TXVERIFY_TEST_REDIS), or a skip saying why."""
+    client = redis.Redis.from_url(REDIS, socket_connect_timeout=3, socket_timeout=3)
+    try:
+        client.ping()
+    except (redis.RedisError, OSError) as error:
+        why = (
+            f"no Redis at {REDIS} ({error}): start one, or name one with "
+            "TXVERIFY_TEST_REDIS=redis://host:port/db"
+        )
+        if os.environ.get("TXVERIFY_REQUIRE_REDIS"):  # CI: a skip would hide the tests
+            pytest.fail(why)
+        pytest.skip(why)
+    finally:
+        client.close()
+    return REDIS
 
 
 def postgres_schema_url(server: str, schema: str) -> str:

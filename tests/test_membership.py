@@ -1063,15 +1063,21 @@ def test_requester_not_subscribed_as_requester_is_not_subscribed(
     )
 
 
-def test_third_immediate_call_over_a_burst_of_two_is_rate_limited(
+async def _refused(admission: Admission, caller: Caller) -> ServiceError:
+    with pytest.raises(ServiceError) as caught:
+        await admission.admit(caller)
+    return caught.value
+
+
+async def test_third_immediate_call_over_a_burst_of_two_is_rate_limited(
     membership: Membership,
 ) -> None:
     membership.register(bank(), None, "ops")
     limited = Admission(membership, RateLimiter(RateLimit(rate=1, burst=2), clock=Seconds()))
-    limited.requester(Caller("002", ""))
-    limited.requester(Caller("002", ""))
+    await limited.admit(Caller("002", ""))
+    await limited.admit(Caller("002", ""))
 
-    error = failure(lambda: limited.requester(Caller("002", "")))
+    error = await _refused(limited, Caller("002", ""))
 
     assert (Reason.RATE_LIMITED, grpc.StatusCode.RESOURCE_EXHAUSTED) == (
         error.reason,
@@ -1082,19 +1088,30 @@ def test_third_immediate_call_over_a_burst_of_two_is_rate_limited(
     assert pytest.approx(1.0) == error.retry_after
 
 
-def test_rate_limited_requester_is_admitted_after_waiting(membership: Membership) -> None:
+async def test_rate_limited_requester_is_admitted_after_waiting(membership: Membership) -> None:
     registered = membership.register(bank(), None, "ops")
     seconds = Seconds()
     limited = Admission(membership, RateLimiter(RateLimit(rate=1, burst=2), clock=seconds))
-    limited.requester(Caller("002", ""))
-    limited.requester(Caller("002", ""))
-    wait = failure(lambda: limited.requester(Caller("002", ""))).retry_after
+    await limited.admit(Caller("002", ""))
+    await limited.admit(Caller("002", ""))
+    wait = (await _refused(limited, Caller("002", ""))).retry_after
     assert wait is not None
     seconds.now += wait
 
-    admitted = limited.requester(Caller("002", ""))
+    admitted = await limited.admit(Caller("002", ""))
 
     assert registered == admitted
+
+
+def test_the_membership_rules_alone_take_no_token(membership: Membership) -> None:
+    membership.register(bank(), None, "ops")
+    limiter = RateLimiter(RateLimit(rate=1, burst=1), clock=Seconds())
+    limited = Admission(membership, limiter)
+
+    for _ in range(3):
+        limited.requester(Caller("002", ""))
+
+    assert 0.0 == limiter.try_take("002")  # the one token is still there
 
 
 def test_member_with_cert_identity_is_found_by_it_not_by_its_code(
