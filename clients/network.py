@@ -11,12 +11,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clients import nginx
 
 DEFAULT_BANKS = ("002", "004", "006", "014", "025", "900")
 READY_PREFIX = "TXVERIFY-READY "
@@ -49,6 +51,8 @@ class Network:
     banks: list[BankInfo]
     procs: list[subprocess.Popen[str]]
     certs: Path | None = None  # certificate directory when running with mTLS
+    replicas: list[str] = field(default_factory=list)  # hub processes behind nginx, if any
+    replica_procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -58,6 +62,7 @@ class Network:
                 # The member the CLI speaks for by default (a service provider).
                 "member": self.banks[0].code if self.banks else "",
                 "certs": str(self.certs) if self.certs else "",
+                "replicas": self.replicas,
                 "banks": [asdict(b) | {"samples": []} for b in self.banks],
                 "pid": os.getpid(),
             },
@@ -143,8 +148,15 @@ def running_network(
     extra_sim_args: Sequence[str] = (),
     use_tls: bool = False,
     certs: Path | None = None,
+    replicas: int = 0,
+    db: str | None = None,
+    hub_extra_args: Sequence[str] = (),
 ) -> Iterator[Network]:
-    """Start the simulator process, then the hub pointed at its banks; stop both on exit."""
+    """Start the simulator process, then the hub pointed at its banks; stop both on exit.
+
+    replicas > 0: that many hub processes (each on a port of its own, all on `db`)
+    behind nginx, which listens at hub_host:hub_port (`txverify cluster up`).
+    """
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="txverify-") as tmp:
         workdir = data_dir or Path(tmp)
@@ -184,21 +196,44 @@ def running_network(
             ]
             members = workdir / "members.toml"
             members.write_text(members_toml(infos), encoding="utf-8")
-            hub_args = ["--members", str(members), "--host", hub_host, "--port", str(hub_port)]
-            if data_dir is not None:
+            hub_args = ["--members", str(members), "--host", hub_host, *hub_extra_args]
+            if db is not None:
+                hub_args += ["--db", db]
+            elif data_dir is not None:
                 hub_args += ["--db", f"sqlite:///{(data_dir / 'hub.sqlite').resolve()}"]
             if use_tls:
                 hub_args += ["--certs", str(certs)]
-            hub = subprocess.Popen(
-                _cli("hub", *hub_args, "--ready-line"),
-                stdout=subprocess.PIPE,
-                text=True,
-            )  # fmt: skip
-            procs.append(hub)
-            assert hub.stdout is not None
-            hub_address = read_ready(hub.stdout, hub, "the hub")["address"]
+            addresses: list[str] = []
+            replica_procs: list[subprocess.Popen[str]] = []
+            for n in range(replicas or 1):
+                hub = subprocess.Popen(
+                    _cli("hub", *hub_args, "--port", "0" if replicas else str(hub_port),
+                         "--ready-line"),
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )  # fmt: skip
+                procs.append(hub)
+                if replicas:
+                    replica_procs.append(hub)
+                assert hub.stdout is not None
+                name = f"hub replica {n + 1}" if replicas else "the hub"
+                addresses.append(read_ready(hub.stdout, hub, name)["address"])
+            hub_address = addresses[0]
+            if replicas:
+                port = hub_port or nginx.free_port(hub_host)
+                hub_address = f"{hub_host}:{port}"
+                try:
+                    procs.append(nginx.start(workdir / "nginx", hub_address, addresses))
+                except nginx.NginxError as exc:
+                    raise NetworkError(str(exc)) from None
             network = Network(
-                hub_address, ready["control"], infos, procs, certs if use_tls else None
+                hub_address,
+                ready["control"],
+                infos,
+                procs,
+                certs if use_tls else None,
+                addresses,
+                replica_procs,
             )
             if not use_tls:  # under mTLS the ready line is the sign (health needs a certificate)
                 wait_serving(hub_address, timeout=STARTUP_TIMEOUT)
