@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import secrets
+import socket
+import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -17,7 +22,7 @@ from server.registry import (
     default_roles,
     with_changes,
 )
-from server.registry_store import Change, RegistryStore
+from server.registry_store import Change, RegistryStore, Snapshot
 from txverify.errors import Reason, ServiceError, invalid_field
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,18 @@ _ALLOWED = {
     MemberStatus.SUSPENDED: {MemberStatus.ACTIVE, MemberStatus.TERMINATED},
     MemberStatus.TERMINATED: set[MemberStatus](),
 }
+# How long a change made here waits for the other hub processes to apply it
+# (they hear of it in 2-35 ms), and how often it asks the database meanwhile.
+# Past the wait the change is answered anyway: it is committed, and a process
+# that slow is logged by name.
+APPLIED_TIMEOUT = 1.0
+APPLIED_POLL = 0.01
+
+
+def replica_name() -> str:
+    """This process among the hub processes following one registry: host, pid and a
+    random part (a pid is reused, across restarts and across containers)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 class Membership:
@@ -42,7 +59,9 @@ class Membership:
     same store. Their changes arrive through `refresh`, or `take` for a read
     made elsewhere (server/registry_watch.py calls them when told of a change
     and periodically), and every change made here starts from a fresh read, so
-    its checks see the others' changes.
+    its checks see the others' changes. `wait_applied` waits until the others
+    have a change made here (PostgreSQL), so a client that made it through
+    this process and goes to another next finds it there.
     """
 
     def __init__(
@@ -57,24 +76,32 @@ class Membership:
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.on_change = on_change
         self.shared = shared
-        self.directory = MemberDirectory(store.load_all())
+        self.replica = replica_name()
+        snapshot = store.load()
+        self.directory = MemberDirectory(snapshot.members)
         self.version = 0  # how many times `directory` was replaced
+        # Every change up to `applied` is in `directory` (it came from a read);
+        # `last_change`: the newest change this process read or made.
+        self.applied = self.last_change = snapshot.last_change
 
     def refresh(self) -> list[Member]:
         """Take in what another process changed in the store; returns the members that
         changed (each also told to `on_change`). A few members: one cheap read."""
-        changed = self.take(self.store.load_all(), self.version)
+        changed = self.take(self.store.load(), self.version)
         assert changed is not None  # nothing ran between the read and taking it
         return changed
 
-    def take(self, stored: Sequence[Member], read_at: int) -> list[Member] | None:
-        """Take in members read from the store (in a thread, say) when `version` was
+    def take(self, snapshot: Snapshot, read_at: int) -> list[Member] | None:
+        """Take in a read of the store made (in a thread, say) when `version` was
         `read_at`: the members that changed, each told to `on_change`; or None, and
         nothing taken, if the directory was replaced since, for then the read may be
         older than the directory (a change made here meanwhile): read again."""
         if read_at != self.version:
             return None
+        stored = snapshot.members
         changed = [m for m in stored if self.directory.get(m.code) != m]
+        self.applied = max(self.applied, snapshot.last_change)
+        self.last_change = max(self.last_change, snapshot.last_change)
         if changed:
             self._replace(MemberDirectory(stored))
             for member in changed:
@@ -92,12 +119,53 @@ class Membership:
             self.refresh()
 
     def _commit(self, member: Member, actor: str, action: str, details: str) -> Member:
-        self.store.save(member, Change(member.code, self.clock(), actor, action, details))
+        made = self.store.save(member, Change(member.code, self.clock(), actor, action, details))
+        # Not `applied`: a change another process made just before may not be here yet.
+        self.last_change = max(self.last_change, made)
         self._replace(self.directory.replaced(member))
         log.info("member %s %s by %s: %s", member.code, action, actor, details)
         if self.on_change is not None:
             self.on_change(member)
         return member
+
+    async def wait_applied(self, change: int, within: float = APPLIED_TIMEOUT) -> dict[str, int]:
+        """Wait until every other live hub process has applied `change` to its directory,
+        at most `within` seconds; returns those still behind then (logged by name),
+        with the last change each has. At once when no process reports (SQLite).
+
+        This process counts as having it: it applies its own changes before
+        answering. The database is asked every APPLIED_POLL seconds, in a thread;
+        if it cannot be asked, that is logged and the wait ends: the change is
+        committed either way, and the others still re-read within seconds.
+        """
+        replicas = self.store.replicas
+        if replicas is None or change <= 0:
+            return {}
+        started = time.monotonic()
+        while True:
+            try:
+                behind = await asyncio.to_thread(replicas.behind, change, self.replica)
+            except Exception as error:  # the pool's timeout as much as a database error
+                log.warning(
+                    "cannot tell whether the other hub processes have registry change %d "
+                    "(%s); answering without waiting",
+                    change,
+                    str(error).strip() or type(error).__name__,
+                )
+                return {}
+            waited = time.monotonic() - started
+            if not behind or waited >= within:
+                break
+            await asyncio.sleep(APPLIED_POLL)
+        if behind:
+            log.warning(
+                "registry change %d not applied after %.2fs by %s; answering anyway (it is "
+                "committed; they apply it when they next re-read)",
+                change,
+                waited,
+                ", ".join(f"{replica} (at {applied})" for replica, applied in behind.items()),
+            )
+        return behind
 
     def get(self, code: str) -> Member:
         member = self.directory.get(code)

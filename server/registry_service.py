@@ -123,6 +123,13 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
     def _pb(self, member: Member) -> registry_pb2.Member:
         return member_to_pb(member, self.circuit(member.code))
 
+    async def _everywhere(self) -> None:
+        """Answer a change once the other hub processes have it too, so the caller's
+        next call finds it whichever process a load balancer sends it to (at most
+        a second: past that it is answered and the laggards logged). A call that
+        changed nothing waits for what its fresh read saw, for the same reason."""
+        await self.membership.wait_applied(self.membership.last_change)
+
     async def RegisterMember(
         self, request: registry_pb2.RegisterMemberRequest, context: Context
     ) -> registry_pb2.RegisterMemberResponse:
@@ -132,6 +139,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             member = self.membership.register(member_from_pb(request.member), roles, actor)
         except ServiceError as error:
             await abort(context, error)
+        await self._everywhere()
         return registry_pb2.RegisterMemberResponse(member=self._pb(member))
 
     async def GetMember(
@@ -177,6 +185,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             member = self.membership.update(request.code, changes, actor)
         except ServiceError as error:
             await abort(context, error)
+        await self._everywhere()
         return registry_pb2.UpdateMemberResponse(member=self._pb(member))
 
     async def SetMemberStatus(
@@ -190,6 +199,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             member = self.membership.set_status(request.code, status, request.reason, actor)
         except ServiceError as error:
             await abort(context, error)
+        await self._everywhere()
         return registry_pb2.SetMemberStatusResponse(member=self._pb(member))
 
     async def Subscribe(
@@ -202,6 +212,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             )
         except ServiceError as error:
             await abort(context, error)
+        await self._everywhere()
         return registry_pb2.SubscribeResponse(member=self._pb(member))
 
     async def Unsubscribe(
@@ -214,4 +225,5 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             )
         except ServiceError as error:
             await abort(context, error)
+        await self._everywhere()
         return registry_pb2.UnsubscribeResponse(member=self._pb(member))

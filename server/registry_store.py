@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +22,9 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # so each hub process re-reads the registry at once (server/registry_watch.py).
 CHANNEL = "txverify_registry"
 CONNECT_TIMEOUT = 5  # seconds; libpq waits for ever otherwise
+# Saves on PostgreSQL take turns under this transaction-scoped advisory lock, so
+# member_history ids are handed out in commit order (see Snapshot.last_change).
+SAVE_LOCK = zlib.crc32(b"txverify:registry-save")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,14 +38,33 @@ class Change:
     details: str
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The registry as one read saw it."""
+
+    members: list[Member]
+    # The newest member_history id the read saw (0: none). Ids are handed out in
+    # commit order, so every change up to this one is in `members`.
+    last_change: int
+
+
 class RegistryStore(Protocol):
     """Durable members; the hub reads them all at start and writes each change."""
+
+    @property
+    def replicas(self) -> Replicas | None:
+        """Where hub processes sharing this store say how far they follow it; None
+        when they need not (SQLite)."""
+
+    def load(self) -> Snapshot:
+        """Every stored member, and the last change the read saw."""
 
     def load_all(self) -> list[Member]:
         """Every stored member."""
 
-    def save(self, member: Member, change: Change) -> None:
-        """Store the member as it now is, and the change that made it so, atomically."""
+    def save(self, member: Member, change: Change) -> int:
+        """Store the member as it now is, and the change that made it so, atomically;
+        returns the change's id in the history."""
 
     def history(self, code: str) -> list[Change]:
         """The member's changes, oldest first."""
@@ -67,14 +90,17 @@ def open_registry_store(url: str) -> RegistryStore:
 
 
 # One statement, so one snapshot: read in two, a change committed in between
-# could pair a member with another version's subscriptions.
+# could pair a member with another version's subscriptions, or count a change in
+# the last id that the members do not show yet. (No members, no rows: no history
+# either, as every history entry names a member and members are never deleted.)
 _LOAD_ALL = (
     "SELECT m.code, m.name, m.kind, m.issuer_endpoint, m.status, m.cert_identity, "
     "m.rate_limit_rps, m.rate_limit_burst, m.created_at, m.updated_at, "
-    "s.service, s.role, s.since "
+    "s.service, s.role, s.since, (SELECT max(id) FROM member_history) "
     "FROM members m LEFT JOIN subscriptions s ON s.code = m.code "
     "ORDER BY m.code, s.{order}"
 )
+_HISTORY = "INSERT INTO member_history (code, at, actor, action, details) VALUES ({values})"
 _UPSERT = (
     "INSERT INTO members (code, name, kind, issuer_endpoint, status, cert_identity, "
     "rate_limit_rps, rate_limit_burst, created_at, updated_at) VALUES ({values}) "
@@ -87,23 +113,27 @@ _UPSERT = (
 _SQLITE = {
     "load_all": _LOAD_ALL.format(order="rowid"),
     "upsert": _UPSERT.format(values=", ".join("?" * 10)),
+    "history": _HISTORY.format(values=", ".join("?" * 5)) + " RETURNING id",
 }
 _POSTGRES = {
     "load_all": _LOAD_ALL.format(order="id"),
     "upsert": _UPSERT.format(values=", ".join(["%s"] * 10)),
+    "history": _HISTORY.format(values=", ".join(["%s"] * 5)) + " RETURNING id",
 }
 
 
-def _members(rows: Iterable[tuple[Any, ...]]) -> list[Member]:
-    """Members from _LOAD_ALL's rows: one row per (member, subscription), ordered by code."""
+def _snapshot(rows: Iterable[tuple[Any, ...]]) -> Snapshot:
+    """The registry from _LOAD_ALL's rows: one row per (member, subscription), ordered by code."""
     fields: dict[str, tuple[Any, ...]] = {}
     subs: dict[str, list[Subscription]] = {}
+    last_change = 0
     for row in rows:
         fields.setdefault(row[0], row[:10])
         listed = subs.setdefault(row[0], [])
         if row[10] is not None:  # LEFT JOIN: a member without subscriptions
             listed.append(Subscription(row[10], Role(row[11]), from_micros(row[12])))
-    return [
+        last_change = row[13] or 0  # the same in every row
+    members = [
         Member(
             code=code,
             name=row[1],
@@ -119,6 +149,7 @@ def _members(rows: Iterable[tuple[Any, ...]]) -> list[Member]:
         )
         for code, row in fields.items()
     ]
+    return Snapshot(members, last_change)
 
 
 def _member_row(member: Member) -> tuple[Any, ...]:
@@ -152,23 +183,30 @@ class SqliteRegistryStore:
     def __init__(self, url: str) -> None:
         self.db = connect_sqlite(url)
         self._conn: sqlite3.Connection = self.db.conn
+        # Workers on one file learn of each other's changes by re-reading it every
+        # second; none waits for the others (see Replicas).
+        self.replicas: Replicas | None = None
         migrate_sqlite(self._conn, "registry", REGISTRY)
 
-    def load_all(self) -> list[Member]:
-        return _members(self._conn.execute(_SQLITE["load_all"]))
+    def load(self) -> Snapshot:
+        return _snapshot(self._conn.execute(_SQLITE["load_all"]))
 
-    def save(self, member: Member, change: Change) -> None:
+    def load_all(self) -> list[Member]:
+        return self.load().members
+
+    def save(self, member: Member, change: Change) -> int:
+        # The write lock (BEGIN IMMEDIATE) orders saves: ids follow commit order.
         with write_transaction(self._conn) as conn:
             conn.execute(_SQLITE["upsert"], _member_row(member))
             conn.execute("DELETE FROM subscriptions WHERE code = ?", (member.code,))
             conn.executemany(
                 "INSERT INTO subscriptions VALUES (?, ?, ?, ?)", _subscription_rows(member)
             )
-            conn.execute(
-                "INSERT INTO member_history (code, at, actor, action, details) "
-                "VALUES (?, ?, ?, ?, ?)",
+            (change_id,) = conn.execute(
+                _SQLITE["history"],
                 (change.code, to_micros(change.at), change.actor, change.action, change.details),
-            )
+            ).fetchone()
+        return int(change_id)
 
     def history(self, code: str) -> list[Change]:
         return [
@@ -196,10 +234,14 @@ class PostgresRegistryStore:
 
     Each save is one transaction that also NOTIFYs `CHANNEL` with the member's
     code; PostgreSQL delivers a notification only when its transaction commits,
-    so listeners hear of durable changes only, and never of a failed one.
+    so listeners hear of durable changes only, and never of a failed one. Saves
+    take turns (SAVE_LOCK), so history ids follow commit order: a read that sees
+    a change sees every earlier one (Snapshot.last_change), whichever process
+    made them. Operator changes are rare: the turns cost nothing.
 
-    The pool (one connection kept, a second for a read and a write at the same
-    time) checks a connection before lending it, so the store recovers by
+    The pool (one connection kept; up to three for the watch's read in its
+    thread, a wait for replicas in another and a write on the event loop at the
+    same time) checks a connection before lending it, so the store recovers by
     itself after the database restarts.
     """
 
@@ -212,7 +254,7 @@ class PostgresRegistryStore:
         self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
             url,
             min_size=1,
-            max_size=2,
+            max_size=3,
             kwargs={"autocommit": True, **kwargs},
             check=ConnectionPool.check_connection,
             # Writes run on the event loop (rare operator calls): with the database
@@ -222,13 +264,22 @@ class PostgresRegistryStore:
             open=False,
         )
         self._pool.open(wait=True, timeout=CONNECT_TIMEOUT * 2)
+        self.replicas: Replicas | None = Replicas(self._pool)
+
+    def load(self) -> Snapshot:
+        with self._pool.connection() as conn:
+            return _snapshot(conn.execute(_POSTGRES["load_all"]))
 
     def load_all(self) -> list[Member]:
-        with self._pool.connection() as conn:
-            return _members(conn.execute(_POSTGRES["load_all"]))
+        return self.load().members
 
-    def save(self, member: Member, change: Change) -> None:
+    def save(self, member: Member, change: Change) -> int:
         with self._pool.connection() as conn, conn.transaction():
+            # Saves run on the event loop: a save stuck elsewhere holding the lock
+            # fails this one after a while rather than freezing the process.
+            conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{CONNECT_TIMEOUT}s",))
+            # First: an id taken before the lock could commit after a later one.
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SAVE_LOCK,))
             conn.execute(_POSTGRES["upsert"], _member_row(member))
             conn.execute("DELETE FROM subscriptions WHERE code = %s", (member.code,))
             with conn.cursor() as cursor:
@@ -238,12 +289,13 @@ class PostgresRegistryStore:
                     "VALUES (%s, %s, %s, %s)",
                     _subscription_rows(member),
                 )
-            conn.execute(
-                "INSERT INTO member_history (code, at, actor, action, details) "
-                "VALUES (%s, %s, %s, %s, %s)",
+            row = conn.execute(
+                _POSTGRES["history"],
                 (change.code, to_micros(change.at), change.actor, change.action, change.details),
-            )
+            ).fetchone()
+            assert row is not None
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, member.code))
+        return int(row[0])
 
     def history(self, code: str) -> list[Change]:
         with self._pool.connection() as conn:
@@ -258,3 +310,58 @@ class PostgresRegistryStore:
 
     def close(self) -> None:
         self._pool.close()
+
+
+class Replicas:
+    """The hub processes following a registry on PostgreSQL, and how far each has
+    applied it (table registry_replicas): so a change can be answered once every
+    live one has it, and a client sent to any of them next sees it.
+
+    Each process (server/registry_watch.py) upserts its row after every re-read,
+    which is also its heartbeat, and deletes it when it stops cleanly. One that
+    dies leaves its row, which stops counting at its expires_at: the process
+    sets that from its own re-read period, so processes with different periods
+    judge each other rightly. Every time is the database's (now()), so the
+    hosts' clocks do not matter.
+
+    SQLite has none: its workers share a file and re-read it every second, and a
+    row per worker would be one more writer on the lock the audit needs.
+    """
+
+    def __init__(self, pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]]) -> None:
+        self._pool = pool
+
+    def report(self, replica: str, applied: int, lease: float) -> None:
+        """`replica` has applied every change up to `applied` (never moves back) and
+        counts as alive for `lease` seconds more."""
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO registry_replicas AS r (replica, applied, expires_at) "
+                "VALUES (%s, %s, now() + make_interval(secs => %s)) "
+                "ON CONFLICT (replica) DO UPDATE SET "
+                "applied = greatest(r.applied, excluded.applied), "
+                "seen_at = excluded.seen_at, expires_at = excluded.expires_at",
+                (replica, applied, lease),
+            )
+
+    def behind(self, change: int, excluding: str) -> dict[str, int]:
+        """The live replicas but `excluding` that have not applied `change` yet, with
+        the last change each has."""
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT replica, applied FROM registry_replicas "
+                "WHERE applied < %s AND expires_at > now() AND replica <> %s ORDER BY replica",
+                (change, excluding),
+            )
+            return {str(replica): int(applied) for replica, applied in rows}
+
+    def sweep(self) -> int:
+        """Remove the rows of processes that died (expired: no longer waited for);
+        how many."""
+        with self._pool.connection() as conn:
+            return conn.execute("DELETE FROM registry_replicas WHERE expires_at < now()").rowcount
+
+    def forget(self, replica: str) -> None:
+        """`replica` stops following the registry: no change waits for it any more."""
+        with self._pool.connection() as conn:
+            conn.execute("DELETE FROM registry_replicas WHERE replica = %s", (replica,))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 import psycopg
 from psycopg import sql
@@ -15,6 +18,7 @@ from server.registry import Member
 from server.registry_store import CHANNEL, connect_kwargs
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Reconnecting the listener: the first retry soon (a restarted database is back
 # in a second or two), then doubling up to a cap, so a long outage costs a
@@ -31,6 +35,13 @@ KEEPALIVE = {
     "keepalives_count": 2,
 }
 TAKE_ATTEMPTS = 3  # reads that lost a race with a change made here, before waiting for the next
+# A process that reports how far it applied the registry (with each re-read) is
+# waited for until this long after its last report: three of its re-read periods
+# and a margin, so one slow or failed read does not drop it, and one that died
+# (SIGKILL, a lost host) stops delaying changes within seconds.
+LEASE_PERIODS = 3
+LEASE_MARGIN = 1.0
+FORGET_TIMEOUT = 2.0  # seconds a clean stop spends removing its row, the database down
 
 
 class RegistryWatch:
@@ -49,6 +60,12 @@ class RegistryWatch:
     the directory in memory). SQLite files (hub workers) are read on the loop,
     as a local read takes microseconds and their connection is not to be
     shared between threads.
+
+    Where the store keeps replicas (PostgreSQL), the process reports after each
+    re-read how far its directory goes (and that it is alive), in the same
+    thread, so a change made elsewhere can wait until this process has it
+    (Membership.wait_applied); `start` reports before the process answers
+    anything, `stop` removes the report.
     """
 
     def __init__(
@@ -63,6 +80,8 @@ class RegistryWatch:
         self.every = every
         self.listen_url = listen_url
         self.listener_pid: int | None = None  # the LISTEN backend, while listening
+        self.replicas = membership.store.replicas
+        self.lease = LEASE_PERIODS * every + LEASE_MARGIN
         self._listened = False  # the current connection got as far as LISTEN
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -71,6 +90,10 @@ class RegistryWatch:
         )
 
     def start(self) -> None:
+        """Follow changes from now on. With replicas, first joins them, on the loop:
+        call it before the process answers anything (see `_join`)."""
+        if self.replicas is not None:
+            self._join()
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self._follow(), name="registry-refresh"))
         if self.listen_url is not None:
@@ -83,9 +106,43 @@ class RegistryWatch:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks.clear()
+        if self.replicas is not None:
+            # In the reader thread, after a report it may still be making.
+            forget = functools.partial(self.replicas.forget, self.membership.replica)
+            try:
+                await asyncio.wait_for(self._offloaded(forget), FORGET_TIMEOUT)
+            except Exception as error:  # its row expires by itself
+                log.warning("could not remove this process from registry_replicas: %r", error)
         if self._reader is not None:
             # A read still running ends on its own (and fails once the store is closed).
             self._reader.shutdown(wait=False, cancel_futures=True)
+
+    def _join(self) -> None:
+        """Report first (changes from now on wait for this process), then re-read (so
+        it has every change before): no change is answered between the directory
+        read at start and this process being waited for. Blocks the loop for two
+        short statements and a read, once, while the hub starts."""
+        assert self.replicas is not None
+        try:
+            self.replicas.report(self.membership.replica, self.membership.applied, self.lease)
+            self.membership.refresh()
+            self.replicas.report(self.membership.replica, self.membership.applied, self.lease)
+            gone = self.replicas.sweep()  # else each process that ever died stays listed
+        except Exception:
+            log.exception("joining the registry's replicas failed; the next re-read tries again")
+        else:
+            log.info(
+                "following the registry as replica %s (at change %d; %d expired replicas removed)",
+                self.membership.replica,
+                self.membership.applied,
+                gone,
+            )
+
+    async def _offloaded(self, call: Callable[[], T]) -> T:
+        """`call()` in the reader thread, or here when reads run on the loop."""
+        if self._reader is None:
+            return call()
+        return await asyncio.get_running_loop().run_in_executor(self._reader, call)
 
     def poke(self) -> None:
         """Re-read soon: something changed."""
@@ -93,14 +150,20 @@ class RegistryWatch:
 
     async def refresh(self) -> list[Member]:
         """Re-read the registry now; the members that changed."""
-        if self._reader is None:
-            return self.membership.refresh()
-        loop = asyncio.get_running_loop()
         for _ in range(TAKE_ATTEMPTS):
             version = self.membership.version
-            stored = await loop.run_in_executor(self._reader, self.membership.store.load_all)
-            changed = self.membership.take(stored, version)
+            snapshot = await self._offloaded(self.membership.store.load)
+            changed = self.membership.take(snapshot, version)
             if changed is not None:
+                if self.replicas is not None:
+                    await self._offloaded(
+                        functools.partial(
+                            self.replicas.report,
+                            self.membership.replica,
+                            self.membership.applied,
+                            self.lease,
+                        )
+                    )
                 return changed
         return []  # changes here keep coming: the next wake or period reads again
 

@@ -98,6 +98,21 @@ CREATE TABLE member_history (
 CREATE INDEX member_history_code ON member_history (code, id);
 """,
     ),
+    Migration(
+        2,
+        "hub processes following the registry, and how far each has applied it",
+        # SQLite: nothing. Its workers share a file and re-read it every second;
+        # a row per worker would be one more write to the lock the audit needs.
+        sqlite="\n-- nothing on SQLite: see Replicas in server/registry_store.py\n",
+        postgres="""
+CREATE TABLE registry_replicas (
+    replica    TEXT PRIMARY KEY,         -- host:pid:random, one per hub process
+    applied    BIGINT NOT NULL,          -- member_history ids up to this one are in its directory
+    seen_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
+    expires_at TIMESTAMPTZ NOT NULL      -- gone (not waited for) after this, unless seen again
+);
+""",
+    ),
 )
 
 AUDIT: tuple[Migration, ...] = (

@@ -287,6 +287,26 @@ def test_a_member_without_subscriptions_loads_with_none(backend: RegistryStore) 
     assert [member] == backend.load_all()
 
 
+def test_each_save_returns_the_id_of_its_change_in_increasing_order(
+    backend: RegistryStore,
+) -> None:
+    first = backend.save(stored_member(), change(T0))
+    second = backend.save(stored_member(code="014", cert_identity=""), change(T0, code="014"))
+
+    assert 0 < first < second
+
+
+def test_a_load_reports_the_last_change_it_saw(backend: RegistryStore) -> None:
+    backend.save(stored_member(), change(T0))
+    last = backend.save(stored_member(), change(T0 + HOUR, "UPDATE"))
+
+    assert last == backend.load().last_change
+
+
+def test_a_load_of_an_empty_store_saw_no_change(backend: RegistryStore) -> None:
+    assert ([], 0) == (backend.load().members, backend.load().last_change)
+
+
 # --- Membership: lifecycle -------------------------------------------------------------
 
 
@@ -831,7 +851,7 @@ def test_a_shared_membership_checks_a_change_against_a_fresh_read(
 
 
 def test_a_read_from_before_a_change_made_here_is_not_taken(membership: Membership) -> None:
-    stale = membership.store.load_all()
+    stale = membership.store.load()
     read_at = membership.version
     registered = membership.register(bank(), None, "ops")
 
@@ -849,10 +869,48 @@ def test_a_read_taken_tells_on_change_of_each_changed_member(
     there = Membership(two_stores[1], clock=clock, shared=True, on_change=seen.append)
     registered = here.register(bank(), None, "ops")
 
-    taken = there.take(two_stores[1].load_all(), there.version)
+    taken = there.take(two_stores[1].load(), there.version)
 
     assert [registered] == taken
     assert [registered] == seen
+
+
+def test_a_change_made_here_is_the_last_change_but_not_yet_applied_from_a_read(
+    two_stores: tuple[RegistryStore, RegistryStore], clock: Clock
+) -> None:
+    here = Membership(two_stores[0], clock=clock, shared=True)
+    there = Membership(two_stores[1], clock=clock, shared=True)
+    there.register(bank("014", issuer_endpoint=""), None, "ops")
+    here.register(bank(), None, "ops")  # reads 014's change (1) first, then makes its own (2)
+
+    assert (1, 2) == (here.applied, here.last_change)
+
+
+def test_taking_a_read_applies_every_change_it_saw(
+    two_stores: tuple[RegistryStore, RegistryStore], clock: Clock
+) -> None:
+    here = Membership(two_stores[0], clock=clock, shared=True)
+    there = Membership(two_stores[1], clock=clock, shared=True)
+    here.register(bank(), None, "ops")
+    here.set_status("002", MemberStatus.SUSPENDED, "audit", "ops")
+
+    there.take(two_stores[1].load(), there.version)
+
+    assert (2, 2) == (there.applied, there.last_change)
+
+
+async def test_on_sqlite_a_change_waits_for_no_other_process(tmp_path: Path) -> None:
+    # (PostgreSQL keeps replicas: tests/test_postgres_registry.py.)
+    store = open_registry_store(f"sqlite://{tmp_path}/hub.sqlite")
+    try:
+        membership = Membership(store, shared=True)
+        membership.register(bank(), None, "ops")
+
+        behind = await membership.wait_applied(membership.last_change, within=5)
+    finally:
+        store.close()
+
+    assert (None, {}) == (store.replicas, behind)
 
 
 def test_bootstrap_of_a_member_another_process_registered_meanwhile_registers_it_once(
