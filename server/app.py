@@ -319,10 +319,8 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         assert settings.pki is not None
         credentials = tls.server_credentials(tls.Pki(settings.pki), tls.HUB)
     port = bind(server, settings.host, settings.port, credentials)
-    await server.start()
-    stop_metrics = None
-    if settings.metrics_port is not None:
-        stop_metrics = metrics.serve(settings.metrics_port, settings.host)
+    # Following the registry starts before serving: other replicas wait for this
+    # one's report once it is listed, and no RPC may come before it is.
     watch = None
     if settings.follows_registry:
         watch = RegistryWatch(
@@ -332,6 +330,10 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             offload=settings.postgres,
         )
         watch.start()
+    await server.start()
+    stop_metrics = None
+    if settings.metrics_port is not None:
+        stop_metrics = metrics.serve(settings.metrics_port, settings.host)
     log.info(
         "hub listening on %s:%d (%s) with %d members, event loop %s",
         settings.host,
