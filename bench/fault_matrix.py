@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import sys
 import tempfile
 import time
@@ -317,6 +318,21 @@ async def run_matrix(
     return phases, driver
 
 
+def _yardstick(phases: Sequence[Phase], i: int, by_name: dict[str, Fault]) -> dict[str, float]:
+    """The healthy issuers' figures without a fault around phase i: the mean of the
+    nearest no-fault phase before it and the nearest after it. At full load on a
+    shared 2-core machine identical no-fault phases of one run differ by up to 25%
+    (measured: 547, 596, 534, 437, 457/s), so a fault phase is held against its
+    own neighbours, not against the run's best or first."""
+    plain = [j for j, p in enumerate(phases) if not by_name[p.fault].faults and j != i]
+    before = [j for j in plain if j < i][-1:]
+    after = [j for j in plain if j > i][:1]
+    around = [phases[j].summary for j in before + after] or [phases[i].summary]
+    return {
+        key: statistics.fmean(s[key] for s in around) for key in ("healthy_rps", "healthy_p50_ms")
+    }
+
+
 def judge(
     phases: Sequence[Phase], faults: Sequence[Fault] = FAULTS, *, tail_latency: bool = True
 ) -> list[str]:
@@ -327,20 +343,16 @@ def judge(
     that, so the test suite judges the p50 only (the bench judges both).
     """
     by_name = {f.name: f for f in faults}
-    # The yardstick: the better of the no-fault phases (the harder one to match).
-    base = max(
-        (p.summary for p in phases if not by_name[p.fault].faults),
-        key=lambda s: s["healthy_rps"],
-    )
     missed = []
-    for phase in phases:
+    for i, phase in enumerate(phases):
         s, fault = phase.summary, by_name[phase.fault]
         name = fault.name
+        base = _yardstick(phases, i, by_name)
         if unexpected := set(s["faulty_answers"]) - fault.allowed:
             missed.append(f"{name}: 014 answered {sorted(unexpected)}")
         if s["healthy_errors"]:
             missed.append(f"{name}: healthy issuers failed {s['healthy_errors']}")
-        if s["healthy_rps"] < 0.9 * base["healthy_rps"]:
+        if fault.faults and s["healthy_rps"] < 0.9 * base["healthy_rps"]:
             missed.append(
                 f"{name}: healthy throughput {s['healthy_rps']}/s < 90% of {base['healthy_rps']}/s"
             )
@@ -370,12 +382,22 @@ def main() -> None:
     parser.add_argument("--healthy-concurrency", type=int, default=16)
     parser.add_argument("--faulty-rate", type=float, default=20.0)
     parser.add_argument("--json", type=Path, help="write the phases' figures here")
+    parser.add_argument(
+        "--interleave",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="a no-fault phase between every two faults (each fault judged against its neighbours)",
+    )
     a = parser.parse_args()
     load = Load(a.seconds, a.healthy_rate, a.healthy_concurrency, a.faulty_rate)
+    plain = FAULTS[0]
+    order = list(FAULTS)
+    if a.interleave:
+        order = [plain] + [x for f in FAULTS if f.faults for x in (f, plain)]
     with tempfile.TemporaryDirectory(prefix="txverify-faults-") as tmp:
         network = start_network(Path(tmp))
         try:
-            phases, _ = asyncio.run(run_matrix(network, load))
+            phases, _ = asyncio.run(run_matrix(network, load, order))
         finally:
             network.stop()
     for p in phases:

@@ -89,7 +89,7 @@ def test_an_issuer_failing_30_percent_still_answers_most_inquiries(
     reached = answers.get("OK", 0) + answers.get("UNAVAILABLE/ISSUER_ERROR", 0)
 
     assert answers.get("UNAVAILABLE/ISSUER_ERROR", 0) > 0
-    assert 0.5 < answers.get("OK", 0) / reached < 0.9
+    assert 0.4 < answers.get("OK", 0) / reached < 0.95  # 0.7 expected; n is about 40
 
 
 def test_a_flapping_issuer_answers_while_it_is_up(
