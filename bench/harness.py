@@ -120,6 +120,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
 
 
 def _start(name: str, argv: list[str], log: Path) -> Server:
