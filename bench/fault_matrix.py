@@ -117,6 +117,9 @@ class Phase:
 
     def summarise(self) -> dict[str, Any]:
         ok = [a for a in self.healthy if a.outcome == "OK"]
+        # The healthy driver's own span: the faulty one's last answers (up to an issuer
+        # timeout late) must not count against the healthy issuers' throughput.
+        span = max((a.sent + a.seconds for a in self.healthy), default=self.seconds)
         opened = [a for a in self.faulty if a.outcome == _OPEN]
         failed_slow = [a for a in self.faulty if a.outcome not in ("OK", _OPEN)]
         self.summary = {
@@ -131,7 +134,7 @@ class Phase:
             "recovered_s": None if self.recovered_s is None else round(self.recovered_s, 3),
             "healthy_sent": len(self.healthy),
             "healthy_errors": dict(Counter(a.outcome for a in self.healthy if a.outcome != "OK")),
-            "healthy_rps": round(len(ok) / self.seconds, 1),
+            "healthy_rps": round(len(ok) / span, 1) if span > 0 else 0.0,
             "healthy_p50_ms": _ms(_pct([a.seconds for a in ok], 50)),
             "healthy_p99_ms": _ms(_pct([a.seconds for a in ok], 99)),
         }

@@ -83,6 +83,12 @@ def up(
         Path | None,
         typer.Option(help="Certificate directory for --tls (made if missing; default DATA/certs)."),
     ] = None,
+    hub_arg: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="More `txverify hub` options, e.g. --hub-arg=--issuer-timeout=0.6 (repeatable)."
+        ),
+    ] = None,
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
     _serve_network(
@@ -95,6 +101,7 @@ def up(
         extra_sim_args=("--retention-days", str(retention_days)),
         certs=(certs or (data / "certs" if data else None)) if use_tls else None,
         use_tls=use_tls,
+        hub_extra_args=hub_arg or (),
     )
 
 

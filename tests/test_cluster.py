@@ -30,6 +30,18 @@ from clients import nginx
 from clients.loadgen import LoadPlan, fetch_slips, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
+# Scenarios whose answers depend on one process's circuit breaker or issuer
+# channel: behind nginx the next request may reach a replica whose circuit is
+# still closed (circuits are per replica; ARCHITECTURE.md). They pass on a fresh
+# network of one hub (tests/test_scenarios.py), not through a cluster.
+PER_REPLICA_STATE = {"issuer_outage_and_recovery.yaml", "slow_issuer_deadline.yaml"}
+# Hub settings the remaining scenarios are written for (a short issuer timeout
+# for not_yet_visible's retries).
+SCENARIO_HUB = (
+    "--hub-arg=--issuer-timeout=0.6",
+    "--hub-arg=--breaker-failures=3",
+    "--hub-arg=--breaker-cooldown=1.0",
+)
 
 
 def _nginx_or_skip() -> None:
@@ -110,7 +122,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
     env = {**os.environ, "TXVERIFY_NETWORK": str(tmp / "network.json"), "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "clients.cli", "cluster", "up", "--replicas", "2", "--port", "0",
-         "--transactions", "200", "--db", postgres_schema_url(postgres_server, schema)],
+         "--transactions", "200", "--db", postgres_schema_url(postgres_server, schema),
+         *SCENARIO_HUB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:
@@ -127,7 +140,8 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("single")
     env = {**os.environ, "TXVERIFY_NETWORK": str(tmp / "network.json"), "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "up", "--port", "0", "--transactions", "200"],
+        [sys.executable, "-m", "clients.cli", "up", "--port", "0", "--transactions", "200",
+         *SCENARIO_HUB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:
@@ -159,9 +173,13 @@ def _scenario_results(target: Cluster, scenarios: list[str]) -> tuple[dict[str, 
 def test_the_qa_scenarios_answer_through_nginx_as_on_one_hub(
     cluster: Cluster, single: Cluster
 ) -> None:
-    """Every scenario, in one run against each (shared networks: some scenarios expect a
-    fresh network or other hub settings and fail on both, in the same step)."""
-    scenarios = sorted(f"scenarios/{p.name}" for p in (ROOT / "scenarios").glob("*.yaml"))
+    """The scenarios, in one run against each (shared networks: a scenario that expects a
+    fresh network fails on both, in the same step)."""
+    scenarios = sorted(
+        f"scenarios/{p.name}"
+        for p in (ROOT / "scenarios").glob("*.yaml")
+        if p.name not in PER_REPLICA_STATE
+    )
 
     on_one, one_summary = _scenario_results(single, scenarios)
     on_cluster, cluster_summary = _scenario_results(cluster, scenarios)
@@ -169,7 +187,7 @@ def test_the_qa_scenarios_answer_through_nginx_as_on_one_hub(
 
     assert len(scenarios) == len(on_one)
     assert on_one == on_cluster
-    assert sum(o == "passed" for o in on_cluster.values()) >= len(scenarios) // 2
+    assert sum(o == "passed" for o in on_cluster.values()) >= len(scenarios) - 1
 
 
 @pytest.mark.timeout(120)

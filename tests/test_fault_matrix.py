@@ -30,7 +30,7 @@ from fault_matrix import (
     start_network,
 )
 
-LOAD = Load(seconds=4.0, healthy_rate=100.0, faulty_rate=20.0)
+LOAD = Load(seconds=2.5, healthy_rate=100.0, faulty_rate=20.0)
 
 
 @pytest.fixture(scope="module")
