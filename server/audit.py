@@ -65,6 +65,18 @@ class AuditEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class AuditFilter:
+    """Which audit entries to read (all of them given nothing), newest first, at most `limit`."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    member: str = ""  # the requester
+    trans_ref: str = ""
+    request_id: str = ""
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class SlipUse:
     """A successful verification to count, globally and in its requester's scope."""
 
@@ -152,28 +164,10 @@ class AuditStore(Protocol):
     ) -> tuple[str, str, bytes] | None:
         """remembered(), for the event loop: it never blocks the loop on the network."""
 
-    def query(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
+    def query(self, where: AuditFilter) -> list[AuditEntry]:
         """Audit entries, newest first."""
 
-    async def aquery(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
+    async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
         """query(), for the event loop: it never blocks the loop on the network."""
 
     def forget_before(self, moment: datetime) -> int:
@@ -399,25 +393,17 @@ AUDIT_COLUMNS = (
 )
 
 
-def audit_query(
-    placeholder: str,
-    *,
-    since: datetime | None,
-    until: datetime | None,
-    member: str,
-    trans_ref: str,
-    request_id: str,
-    limit: int,
-) -> tuple[str, list[Any]]:
+def audit_query(placeholder: str, filters: AuditFilter) -> tuple[str, list[Any]]:
     """The SELECT of audit entries, newest first, with `placeholder` for parameters."""
     where: list[str] = []
     args: list[Any] = []
+    f = filters
     for clause, value in (
-        ("at >= ", to_micros(since) if since else None),
-        ("at < ", to_micros(until) if until else None),
-        ("requester = ", member or None),
-        ("trans_ref = ", trans_ref or None),
-        ("request_id = ", request_id or None),
+        ("at >= ", to_micros(f.since) if f.since else None),
+        ("at < ", to_micros(f.until) if f.until else None),
+        ("requester = ", f.member or None),
+        ("trans_ref = ", f.trans_ref or None),
+        ("request_id = ", f.request_id or None),
     ):
         if value is not None:
             where.append(clause + placeholder)
@@ -427,7 +413,7 @@ def audit_query(
         + (" WHERE " + " AND ".join(where) if where else "")
         + f" ORDER BY at DESC, id DESC LIMIT {placeholder}"
     )
-    return sql, [*args, limit]
+    return sql, [*args, f.limit]
 
 
 def entry_of(row: Sequence[Any]) -> AuditEntry:
@@ -633,36 +619,12 @@ class SqliteAuditStore:
         # A primary-key read of a local file (µs): cheaper on the loop than a thread hop.
         return self.remembered(member, request_id, since)
 
-    def query(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
-        sql, args = audit_query(
-            "?", since=since, until=until, member=member, trans_ref=trans_ref,
-            request_id=request_id, limit=limit,
-        )  # fmt: skip
+    def query(self, where: AuditFilter) -> list[AuditEntry]:
+        sql, args = audit_query("?", where)
         return [entry_of(r) for r in self._reader.execute(sql, args)]
 
-    async def aquery(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
-        return self.query(
-            since=since, until=until, member=member, trans_ref=trans_ref,
-            request_id=request_id, limit=limit,
-        )  # fmt: skip
+    async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
+        return self.query(where)
 
     def forget_before(self, moment: datetime) -> int:
         self.begin()  # in the writer thread: it may wait for another process
@@ -723,28 +685,10 @@ class NullAuditStore:
     ) -> tuple[str, str, bytes] | None:
         return None
 
-    def query(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
+    def query(self, where: AuditFilter) -> list[AuditEntry]:
         return []
 
-    async def aquery(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
+    async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
         return []
 
     def forget_before(self, moment: datetime) -> int:

@@ -19,6 +19,7 @@ from server.audit import (
     AUDIT_COLUMNS,
     IDEMPOTENCY_WINDOW_US,
     AuditEntry,
+    AuditFilter,
     BatchItem,
     BatchPlan,
     BatchResult,
@@ -568,37 +569,13 @@ class PostgresAuditStore:
     ) -> tuple[str, str, bytes] | None:
         return await self._lookups.get(member, request_id, since)
 
-    def query(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
-        sql, args = audit_query(
-            "%s", since=since, until=until, member=member, trans_ref=trans_ref,
-            request_id=request_id, limit=limit,
-        )  # fmt: skip
+    def query(self, where: AuditFilter) -> list[AuditEntry]:
+        sql, args = audit_query("%s", where)
         with self._sync_pool().connection() as conn:
             return [entry_of(r) for r in conn.execute(sql.encode(), args).fetchall()]
 
-    async def aquery(
-        self,
-        *,
-        since: datetime | None,
-        until: datetime | None,
-        member: str,
-        trans_ref: str,
-        request_id: str,
-        limit: int,
-    ) -> list[AuditEntry]:
-        sql, args = audit_query(
-            "%s", since=since, until=until, member=member, trans_ref=trans_ref,
-            request_id=request_id, limit=limit,
-        )  # fmt: skip
+    async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
+        sql, args = audit_query("%s", where)
         try:
             pool = await self._async_pool()
             async with pool.connection() as conn:

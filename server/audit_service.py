@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from server.audit import AuditEntry, AuditStore
+from server.audit import AuditEntry, AuditFilter, AuditStore
 from server.identity import IdentityMode, identify
 from server.membership import Membership
 from txverify.errors import Reason, ServiceError, abort
@@ -74,7 +74,7 @@ class AuditLogServicer(audit_pb2_grpc.AuditLogServicer):
                     f"limit must be 1-{MAX_LIMIT} (0 = 100)",
                     metadata={"field": "limit"},
                 )
-            entries = await self.store.aquery(  # never blocks the loop on the network
+            where = AuditFilter(
                 since=from_timestamp(request.since) if request.HasField("since") else None,
                 until=from_timestamp(request.until) if request.HasField("until") else None,
                 member=member,
@@ -82,6 +82,7 @@ class AuditLogServicer(audit_pb2_grpc.AuditLogServicer):
                 request_id=request.request_id,
                 limit=request.limit or 100,
             )
+            entries = await self.store.aquery(where)  # never blocks the loop on the network
         except ServiceError as error:
             await abort(context, error)
         return audit_pb2.QueryAuditResponse(records=[entry_to_pb(e) for e in entries])

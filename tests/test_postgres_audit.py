@@ -23,6 +23,7 @@ from conftest import member_channel, members_of
 
 from server.audit import (
     AuditEntry,
+    AuditFilter,
     AuditStore,
     BatchItem,
     BatchResult,
@@ -190,8 +191,8 @@ def test_entries_and_remembered_answers_read_back(
 
     found = other.remembered("002", "id-1", since)
     missing = other.remembered("002", "id-9", since)
-    entries = other.query(since=None, until=None, member="", trans_ref="", request_id="", limit=10)
-    own = other.query(since=None, until=None, member="004", trans_ref="", request_id="", limit=10)
+    entries = other.query(AuditFilter(limit=10))
+    own = other.query(AuditFilter(member="004", limit=10))
 
     assert found is not None
     assert ("014", "REF1") == found[:2]
@@ -221,16 +222,13 @@ async def test_reads_from_the_event_loop_give_what_the_blocking_ones_do(
     one, other = two_stores
     one.write_batch([_use("id-1", "REF1")])
     since = datetime.now(UTC) - timedelta(hours=24)
-    filters: dict[str, Any] = {
-        "since": None, "until": None, "member": "002", "trans_ref": "", "request_id": "",
-        "limit": 5,
-    }  # fmt: skip
+    filters = AuditFilter(member="002", limit=5)
 
     try:
         assert other.remembered("002", "id-1", since) == await other.aremembered(
             "002", "id-1", since
         )
-        assert other.query(**filters) == await other.aquery(**filters)
+        assert other.query(filters) == await other.aquery(filters)
     finally:
         await other.aclose()  # an asyncio pool is closed on its loop
         await one.aclose()
