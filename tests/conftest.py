@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -85,6 +88,24 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
     finally:
         with psycopg.connect(postgres_server, autocommit=True) as conn:
             conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+async def start_hub_process(members: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
+    """`txverify hub --members MEMBERS --port 0 --ready-line ARGS` as a process; its port."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "clients.cli", "hub", "--members", str(members), "--port", "0",
+        "--ready-line", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
+    except BaseException:
+        proc.kill()
+        await proc.wait()
+        raise
+    return proc, int(ready["address"].rsplit(":", 1)[1])
 
 
 def stop_process(

@@ -7,16 +7,14 @@ restarted hub counts on from them), and a registry change acknowledged under loa
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sqlite3
-import sys
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from conftest import member_channel, members_of
+from conftest import member_channel, members_of, start_hub_process
 
 from server.registry import dump_members
 from simulators.bank import SlipVisibility
@@ -26,15 +24,7 @@ from txverify.v1 import registry_pb2, registry_pb2_grpc, verification_pb2, verif
 
 
 async def _start_hub(members: Path, db: Path) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "hub", "--members", str(members),
-        "--db", f"sqlite:///{db}", "--port", "0", "--ready-line",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-    ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
-    return proc, int(ready["address"].rsplit(":", 1)[1])
+    return await start_hub_process(members, "--db", f"sqlite:///{db}")
 
 
 def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sqlite3
 import subprocess
@@ -13,7 +12,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import member_channel, members_of
+from conftest import member_channel, members_of, start_hub_process
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.registry import dump_members
@@ -25,15 +24,9 @@ DRAIN_DELAY = 0.5  # seconds of NOT_SERVING, still answering, before the hub ref
 
 
 async def _start_hub(members: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "hub", "--members", str(members),
-        "--port", "0", "--ready-line", "--drain-delay", str(DRAIN_DELAY), "--grace", "5", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-    ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
-    return proc, int(ready["address"].rsplit(":", 1)[1])
+    return await start_hub_process(
+        members, "--drain-delay", str(DRAIN_DELAY), "--grace", "5", *args
+    )
 
 
 @pytest.mark.timeout(60)

@@ -4,11 +4,9 @@ counted once, each request id answered once, whichever replica the requests reac
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import signal
-import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -19,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import member_channel, members_of
+from conftest import member_channel, members_of, start_hub_process
 
 from server.audit import (
     AuditEntry,
@@ -405,19 +403,8 @@ class HubProcess:
 
 
 async def _start_hub(members: Path, db: str) -> HubProcess:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "hub", "--members", str(members),
-        "--db", db, "--port", "0", "--ready-line", "--log-level", "WARNING",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    try:
-        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-        ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
-    except BaseException:
-        await _stop(proc)
-        raise
-    return HubProcess(proc, int(ready["address"].rsplit(":", 1)[1]))
+    proc, port = await start_hub_process(members, "--db", db, "--log-level", "WARNING")
+    return HubProcess(proc, port)
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:

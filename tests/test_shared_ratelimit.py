@@ -8,18 +8,15 @@ never touch Redis.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 import pytest
 import redis
-from conftest import member_channel, members_of
+from conftest import member_channel, members_of, start_hub_process
 
 from server.ratelimit import RateLimit
 from server.ratelimit_redis import SharedRateLimiter
@@ -109,15 +106,9 @@ async def test_without_redis_each_process_limits_on_its_own(
 
 
 async def _start_hub(members: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "hub", "--members", str(members), "--port", "0",
-        "--ready-line", "--rate-limit-rps", "2", "--rate-limit-burst", "10", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
-    )  # fmt: skip
-    assert proc.stdout is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
-    ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
-    return proc, int(ready["address"].rsplit(":", 1)[1])
+    return await start_hub_process(
+        members, "--rate-limit-rps", "2", "--rate-limit-burst", "10", *args
+    )
 
 
 async def _oks_through_two_hubs(sim: RunningSimulator, tmp_path: Path, *args: str) -> int:
