@@ -27,13 +27,13 @@ from server.ratelimit import RateLimit, RateLimiter
 from server.ratelimit_redis import SharedRateLimiter
 from server.registry import Member, load_members
 from server.registry_service import MemberRegistryServicer
-from server.registry_store import is_postgres_url, open_registry_store
+from server.registry_store import open_registry_store
 from server.registry_watch import RegistryWatch
 from server.router import Router
 from server.verification import VerificationServicer
 from txverify import tls
 from txverify.grpcserver import RequestGuard, add_health_and_reflection, bind, new_server
-from txverify.storage import MEMORY_URL, sqlite_path
+from txverify.storage import MEMORY_URL, is_postgres_url, sqlite_path
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,

@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from server.registry_store import is_postgres_url
 from server.schema import AUDIT, migrate_sqlite
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.storage import (
     BUSY_TIMEOUT_MS,
     connect_sqlite,
     from_micros,
+    is_postgres_url,
     set_busy_timeout,
     sqlite_path,
     to_micros,

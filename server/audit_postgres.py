@@ -33,7 +33,7 @@ from server.audit import (
     plan_batch,
     use_counts,
 )
-from server.registry_store import connect_kwargs
+from server.pg import connect_kwargs
 from server.schema import AUDIT, migrate_postgres
 from txverify.errors import Reason, ServiceError
 from txverify.storage import to_micros

@@ -10,18 +10,22 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import psycopg
-from psycopg import conninfo
 from psycopg_pool import ConnectionPool
 
+from server.pg import CONNECT_TIMEOUT, connect_kwargs
 from server.registry import Member, MemberKind, MemberStatus, Role, Subscription
 from server.schema import REGISTRY, migrate_postgres, migrate_sqlite
-from txverify.storage import connect_sqlite, from_micros, to_micros, write_transaction
+from txverify.storage import (
+    connect_sqlite,
+    from_micros,
+    is_postgres_url,
+    to_micros,
+    write_transaction,
+)
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 # Every committed registry change is announced here (payload: the member's code),
 # so each hub process re-reads the registry at once (server/registry_watch.py).
 CHANNEL = "txverify_registry"
-CONNECT_TIMEOUT = 5  # seconds; libpq waits for ever otherwise
 # Saves on PostgreSQL take turns under this transaction-scoped advisory lock, so
 # member_history ids are handed out in commit order (see Snapshot.last_change).
 SAVE_LOCK = zlib.crc32(b"txverify:registry-save")
@@ -71,10 +75,6 @@ class RegistryStore(Protocol):
 
     def close(self) -> None:
         """Release the storage."""
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith(POSTGRES_SCHEMES)
 
 
 def open_registry_store(url: str) -> RegistryStore:
@@ -219,14 +219,6 @@ class SqliteRegistryStore:
 
     def close(self) -> None:
         self._conn.close()
-
-
-def connect_kwargs(url: str, **wanted: Any) -> dict[str, Any]:
-    """libpq settings for a connection to `url`: a connect timeout and `wanted`
-    (application_name, keepalives), each unless the URL says otherwise."""
-    given = conninfo.conninfo_to_dict(url)
-    wanted = {"connect_timeout": CONNECT_TIMEOUT, **wanted}
-    return {k: v for k, v in wanted.items() if k not in given}
 
 
 class PostgresRegistryStore:

@@ -14,8 +14,9 @@ import psycopg
 from psycopg import sql
 
 from server.membership import Membership
+from server.pg import connect_kwargs
 from server.registry import Member
-from server.registry_store import CHANNEL, connect_kwargs
+from server.registry_store import CHANNEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Storage URLs and the one place SQLite connection pragmas are set."""
+"""Storage URLs (SQLite and PostgreSQL) and the one place SQLite connection pragmas are set."""
 
 from __future__ import annotations
 
@@ -23,6 +23,12 @@ SQLITE_PRAGMAS: tuple[str, ...] = (
 # the write lock taken waits for it this long instead of failing at once.
 BUSY_TIMEOUT_MS = 5000
 MEMORY_URL = "sqlite://"
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_postgres_url(url: str) -> bool:
+    """Whether `url` names a PostgreSQL database (postgresql://... or postgres://...)."""
+    return url.startswith(POSTGRES_SCHEMES)
 
 
 def sqlite_path(url: str) -> Path | None:
