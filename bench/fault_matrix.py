@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
 import grpc  # noqa: E402
-from harness import Server, _start, write_members  # noqa: E402
+from harness import Server, _start, start_banks  # noqa: E402
 from hub_bench import _cli  # noqa: E402
 
 from txverify.errors import details_of  # noqa: E402
@@ -174,15 +174,11 @@ def start_network(work: Path, transactions: int = 300) -> Network:
     """The banks and a hub on loopback, with the matrix's timeout and circuit settings."""
     data = work / "ledgers"
     codes = ",".join(sorted({FAULTY, *HEALTHY, REQUESTER}))
-    banks = _start(
-        "banks",
-        _cli("banks", "--codes", codes, "--transactions", str(transactions), "--data", str(data)),
-        work / "banks.log",
+    banks, members = start_banks(
+        work, "--codes", codes, "--transactions", str(transactions), "--data", str(data)
     )
     try:
         ready = banks.ready
-        members = work / "members.toml"
-        write_members(members, ready)
         hub_db, hub_log = work / "hub.sqlite", work / "hub.log"
         hub = _start(
             "hub",

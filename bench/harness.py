@@ -148,6 +148,19 @@ def write_members(path: Path, banks_ready: dict[str, Any]) -> None:
     )
 
 
+def start_banks(work: Path, *args: str) -> tuple[Server, Path]:
+    """`txverify banks ARGS` (log in WORK/banks.log) and the members file for a hub
+    routing to them (WORK/members.toml)."""
+    banks = _start("banks", _cli("banks", *args), work / "banks.log")
+    members = work / "members.toml"
+    try:
+        write_members(members, banks.ready)
+    except BaseException:
+        banks.stop()
+        raise
+    return banks, members
+
+
 def _hub_errors(log: Path, start: int) -> int:
     """Verify RPCs the hub logged with a status other than OK, after byte `start` of its log."""
     with log.open("rb") as f:
@@ -192,15 +205,11 @@ class Bench:
 
     def start(self) -> None:
         a = self.args
-        self.banks = _start(
-            "banks",
-            _cli("banks", "--codes", BANKS, "--transactions", str(a.transactions),
-                 "--log-level", "WARNING"),
-            self.tmp / "banks.log",
+        self.banks, members = start_banks(
+            self.tmp, "--codes", BANKS, "--transactions", str(a.transactions),
+            "--log-level", "WARNING",
         )  # fmt: skip
         ready = self.banks.ready
-        members = self.tmp / "members.toml"
-        write_members(members, ready)
         with grpc.insecure_channel(ready["control"]) as channel:
             stub = simulator_pb2_grpc.BankSimulatorStub(channel)
             for b in ready["banks"]:

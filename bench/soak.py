@@ -48,7 +48,7 @@ from harness import (  # noqa: E402
     _status_kb,
     _tree,
     machine,
-    write_members,
+    start_banks,
 )
 from hub_bench import _cli  # noqa: E402
 
@@ -160,15 +160,11 @@ class Soak:
 
     def start(self) -> None:
         a = self.args
-        self.banks = _start(
-            "banks",
-            _cli("banks", "--codes", BANKS, "--transactions", str(a.transactions),
-                 "--log-level", "WARNING"),
-            self.tmp / "banks.log",
+        self.banks, members = start_banks(
+            self.tmp, "--codes", BANKS, "--transactions", str(a.transactions),
+            "--log-level", "WARNING",
         )  # fmt: skip
         ready = self.banks.ready
-        members = self.tmp / "members.toml"
-        write_members(members, ready)
         self.pools = {k: tuple(v) for k, v in fetch_slips(ready["control"]).items()}
         self.hub = _start(
             "hub",

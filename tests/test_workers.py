@@ -38,7 +38,7 @@ from server.registry import dump_members
 from simulators.bank import SlipVisibility
 from simulators.ledger import LedgerTransaction, TxStatus
 from simulators.server import RunningSimulator
-from txverify.errors import Reason, ServiceError, details_of
+from txverify.errors import details_of
 from txverify.v1 import (
     registry_pb2,
     registry_pb2_grpc,
@@ -407,46 +407,8 @@ def two_stores(tmp_path: Path) -> Iterator[tuple[SqliteAuditStore, SqliteAuditSt
         store.close()
 
 
-def test_an_id_answered_by_another_process_replays_its_answer_uncounted(
-    two_stores: tuple[SqliteAuditStore, SqliteAuditStore],
-) -> None:
-    one, other = two_stores
-
-    [first] = one.write_batch([_use("id-1", "REF1")])
-    [again] = other.write_batch([_use("id-1", "REF1")])
-    [fresh] = other.write_batch([_use("id-2", "REF1")])
-
-    assert isinstance(first, V.VerifyResponse)
-    assert isinstance(again, V.VerifyResponse)
-    assert isinstance(fresh, V.VerifyResponse)
-    assert (False, True) == (first.replayed, again.replayed)
-    again.replayed = False
-    assert first == again
-    assert 1 == fresh.duplicate.previous_count
-
-
-def test_an_id_twice_in_one_batch_counts_once(
-    two_stores: tuple[SqliteAuditStore, SqliteAuditStore],
-) -> None:
-    results = two_stores[0].write_batch([_use("id-1", "REF1"), _use("id-1", "REF1")])
-
-    assert [(False, 0), (True, 0)] == [
-        (r.replayed, r.duplicate.previous_count) for r in results if isinstance(r, V.VerifyResponse)
-    ]
-
-
-def test_an_id_answered_for_another_slip_fails_only_that_item(
-    two_stores: tuple[SqliteAuditStore, SqliteAuditStore],
-) -> None:
-    one, other = two_stores
-    one.write_batch([_use("id-1", "REF1")])
-
-    reused, new = other.write_batch([_use("id-1", "REF2"), _use("id-2", "REF2")])
-
-    assert isinstance(reused, ServiceError)
-    assert Reason.INVALID_REQUEST == reused.reason
-    assert isinstance(new, V.VerifyResponse)
-    assert 0 == new.duplicate.previous_count  # the failed item counted no use
+# Replays, ids twice in a batch and ids reused for another slip across two stores on
+# one file: tests/test_postgres_audit.py runs them on SQLite and PostgreSQL alike.
 
 
 def test_a_store_finding_the_lock_taken_says_so_at_once_and_begin_waits_for_it(
