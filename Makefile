@@ -13,7 +13,7 @@ FUZZ_STAMP    := $(VENV)/.installed-fuzz
 FUZZ_SECONDS  ?= 60
 
 .PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
-	bench-faults soak fuzz
+	bench-faults soak fuzz browser screenshots
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -47,6 +47,17 @@ pytest: $(DEV_STAMP)
 ## proto: regenerate the Python code and stubs of proto/txverify/v1 (committed)
 proto: $(DEV_STAMP)
 	$(PY) proto/generate.py
+
+## browser: Debian's Chromium for the console's browser tests (as root, when missing)
+browser:
+	@if [ -x /usr/bin/chromium ]; then echo "chromium: $$(/usr/bin/chromium --version)"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	else echo "install Debian's chromium as root: apt-get install chromium chromium-driver"; fi
+
+## screenshots: the console's main views, from its browser tests, into docs/
+screenshots: $(DEV_STAMP) browser
+	TXVERIFY_SCREENSHOTS=docs TXVERIFY_REQUIRE_CHROMIUM=1 $(BIN)/pytest -q tests/test_console_browser.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

@@ -15,6 +15,7 @@ from clients import auditcmd, loadgen, members, simulator, verifycmd
 from clients import certs as certs_cli
 from clients.network import (
     DEFAULT_BANKS,
+    DEFAULT_CONSOLE_PORT,
     READY_PREFIX,
     NetworkError,
     network_file,
@@ -89,8 +90,14 @@ def up(
             help="More `txverify hub` options, e.g. --hub-arg=--issuer-timeout=0.6 (repeatable)."
         ),
     ] = None,
+    console: Annotated[
+        int,
+        typer.Option(help="Web console port on 127.0.0.1 (0 = any free port, -1 = no console)."),
+    ] = DEFAULT_CONSOLE_PORT,
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
+    if console < -1 or console > 65535:
+        raise typer.BadParameter("the console port is 0-65535, or -1 for no console")
     _serve_network(
         banks=_codes(banks),
         hub_host=host,
@@ -102,6 +109,7 @@ def up(
         certs=(certs or (data / "certs" if data else None)) if use_tls else None,
         use_tls=use_tls,
         hub_extra_args=hub_arg or (),
+        console_port=None if console == -1 else console,
     )
 
 
@@ -123,6 +131,9 @@ def _serve_network(**network_args: Any) -> None:
             )
             for n, replica in enumerate(network.replicas, 1):
                 out.print(f"  hub replica {n} at {replica}")
+            if network.console:
+                out.print(f"  console at [bold]{network.console}[/]", soft_wrap=True)
+                out.print(f"  console operator token: {network.console_token}", soft_wrap=True)
             if network.certs:
                 out.print(f"  certificates in {network.certs} (use --certs with the CLI)")
             out.print(f"  simulator control at {network.control_address}")
@@ -286,10 +297,22 @@ def hub(
         str,
         typer.Option(help="auto (uvloop when installed), uvloop or asyncio."),
     ] = "auto",
+    console: Annotated[
+        int | None,
+        typer.Option(
+            help="Serve the web console on this loopback port (0 = any); its operator "
+            "token is printed on stderr."
+        ),
+    ] = None,
+    console_simulator: Annotated[
+        str | None,
+        typer.Option(help="The simulator's control address, for the console's fault controls."),
+    ] = None,
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
     from server.app import HubSettings, RunningHub, run, serve  # the CLI may start the hub
     from server.breaker import BreakerSettings
+    from server.console.web import ConsoleSettings
     from server.identity import IdentityMode
     from server.ratelimit import RateLimit
 
@@ -300,7 +323,17 @@ def hub(
             print(READY_PREFIX + json.dumps({"address": f"{host}:{bound}"}), flush=True)
 
     def report(running: RunningHub) -> None:
-        announce(running.port)
+        if running.console is None:
+            announce(running.port)
+            return
+        # The token goes to the terminal (and the ready line, for `txverify up`),
+        # never to the log, which may be shipped elsewhere.
+        token = running.console.settings.token
+        err.print(f"console: {running.console.url}  operator token: {token}", soft_wrap=True)
+        if ready_line:
+            ready = {"address": f"{host}:{running.port}", "console": running.console.url,
+                     "console_token": token}  # fmt: skip
+            print(READY_PREFIX + json.dumps(ready), flush=True)
 
     try:
         settings = HubSettings(
@@ -320,6 +353,9 @@ def hub(
             metrics_port=metrics_port,
             audit=audit,
             event_loop=event_loop,
+            console=ConsoleSettings(console, host="127.0.0.1", simulator=console_simulator)
+            if console is not None
+            else None,
         )
         if workers == 1:
             run(serve(settings, report), event_loop=event_loop)

@@ -23,6 +23,7 @@ from clients import nginx
 DEFAULT_BANKS = ("002", "004", "006", "014", "025", "900")
 READY_PREFIX = "TXVERIFY-READY "
 STARTUP_TIMEOUT = 60.0
+DEFAULT_CONSOLE_PORT = 50080
 NETWORK_ENV = "TXVERIFY_NETWORK"
 
 
@@ -53,6 +54,8 @@ class Network:
     certs: Path | None = None  # certificate directory when running with mTLS
     replicas: list[str] = field(default_factory=list)  # hub processes behind nginx, if any
     replica_procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    console: str = ""  # the web console's URL, when the hub serves one
+    console_token: str = field(default="", repr=False)  # its operator token
 
     def to_json(self) -> str:
         return json.dumps(
@@ -63,6 +66,7 @@ class Network:
                 "member": self.banks[0].code if self.banks else "",
                 "certs": str(self.certs) if self.certs else "",
                 "replicas": self.replicas,
+                "console": self.console,
                 "banks": [asdict(b) | {"samples": []} for b in self.banks],
                 "pid": os.getpid(),
             },
@@ -151,11 +155,14 @@ def running_network(
     replicas: int = 0,
     db: str | None = None,
     hub_extra_args: Sequence[str] = (),
+    console_port: int | None = None,
 ) -> Iterator[Network]:
     """Start the simulator process, then the hub pointed at its banks; stop both on exit.
 
     replicas > 0: that many hub processes (each on a port of its own, all on `db`)
     behind nginx, which listens at hub_host:hub_port (`txverify cluster up`).
+    console_port: the hub serves the web console there, with fault controls acting
+    on the simulator (one hub only: not with replicas).
     """
     procs: list[subprocess.Popen[str]] = []
     with tempfile.TemporaryDirectory(prefix="txverify-") as tmp:
@@ -203,7 +210,11 @@ def running_network(
                 hub_args += ["--db", f"sqlite:///{(data_dir / 'hub.sqlite').resolve()}"]
             if use_tls:
                 hub_args += ["--certs", str(certs)]
+            if console_port is not None and not replicas:
+                hub_args += ["--console", str(console_port),
+                             "--console-simulator", ready["control"]]  # fmt: skip
             addresses: list[str] = []
+            console: dict[str, Any] = {}
             replica_procs: list[subprocess.Popen[str]] = []
             for n in range(replicas or 1):
                 hub = subprocess.Popen(
@@ -217,7 +228,9 @@ def running_network(
                     replica_procs.append(hub)
                 assert hub.stdout is not None
                 name = f"hub replica {n + 1}" if replicas else "the hub"
-                addresses.append(read_ready(hub.stdout, hub, name)["address"])
+                hub_ready = read_ready(hub.stdout, hub, name)
+                addresses.append(hub_ready["address"])
+                console = console or hub_ready
             hub_address = addresses[0]
             if replicas:
                 port = hub_port or nginx.free_port(hub_host)
@@ -232,8 +245,10 @@ def running_network(
                 infos,
                 procs,
                 certs if use_tls else None,
-                addresses,
+                addresses if replicas else [],
                 replica_procs,
+                console.get("console", ""),
+                console.get("console_token", ""),
             )
             if not use_tls:  # under mTLS the ready line is the sign (health needs a certificate)
                 wait_serving(hub_address, timeout=STARTUP_TIMEOUT)

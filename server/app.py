@@ -19,6 +19,9 @@ from server.audit import NullAuditStore, open_audit_store
 from server.audit_service import AuditLogServicer
 from server.auditlog import AuditWriter
 from server.breaker import BreakerSettings, CircuitState
+from server.console.actions import Actions
+from server.console.feed import LiveFeed
+from server.console.web import Console, ConsoleSettings
 from server.forwarding import CHANNEL_OPTIONS, ForwardingPolicy, IssuerGateway, insecure_channel
 from server.identity import IdentityMode
 from server.membership import Membership
@@ -93,6 +96,9 @@ class HubSettings:
     # Set by the supervisor (server/workers.py) in each of `--workers N` processes:
     # the port is shared with the other workers (SO_REUSEPORT) and so is the database.
     shared: bool = False
+    # The web console (server/console/), on loopback; None = off. One process only:
+    # with workers each would see a share of the traffic.
+    console: ConsoleSettings | None = None
     # Seconds between re-reads of the registry, for changes other processes made
     # (workers, or hubs on one PostgreSQL); None = the backend's default, see
     # `refresh_every`.
@@ -119,6 +125,8 @@ class HubSettings:
             raise ValueError(
                 "hub workers share one database: a file (sqlite:///path) or postgresql://..."
             )
+        if self.console is not None and self.shared:
+            raise ValueError("the console runs in a single hub process: not with --workers")
         if self.registry_refresh is not None and self.registry_refresh <= 0:
             raise ValueError("registry_refresh must be positive")
         if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
@@ -182,11 +190,14 @@ class RunningHub:
     watch: RegistryWatch | None = None  # follows other processes' registry changes
     guard: RequestGuard = field(default_factory=RequestGuard)
     limiter: RateLimiter | SharedRateLimiter | None = None
+    console: Console | None = None
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
         then refuse new RPCs, finish in-flight ones within `grace`, close issuer channels."""
         await self.health.enter_graceful_shutdown()
+        if self.console is not None:
+            await self.console.stop()
         if drain_delay:
             await asyncio.sleep(drain_delay)
             # Callers that ignore health are still sending: answer what is queued
@@ -295,8 +306,9 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         ]
     )
     router = Router(Admission(membership, limiter), gateway, audit)
+    feed = LiveFeed() if settings.console is not None else None
     verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-        VerificationServicer(router, settings.mode, audit, metrics), server
+        VerificationServicer(router, settings.mode, audit, metrics, feed), server
     )
     audit_pb2_grpc.add_AuditLogServicer_to_server(
         AuditLogServicer(audit.store, membership, mode=settings.mode, operators=settings.operators),
@@ -334,6 +346,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     stop_metrics = None
     if settings.metrics_port is not None:
         stop_metrics = metrics.serve(settings.metrics_port, settings.host)
+    console = None
+    if settings.console is not None:
+        assert feed is not None
+        console = _console(settings, settings.console, port, membership, gateway, feed)
+        await console.start()
     log.info(
         "hub listening on %s:%d (%s) with %d members, event loop %s",
         settings.host,
@@ -355,6 +372,36 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         watch,
         guard,
         limiter,
+        console,
+    )
+
+
+def _console(
+    settings: HubSettings,
+    console: ConsoleSettings,
+    port: int,
+    membership: Membership,
+    gateway: IssuerGateway,
+    feed: LiveFeed,
+) -> Console:
+    """The console of this hub: it calls the hub back on its own address."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "localhost") else settings.host
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    tls_mode = settings.mode is IdentityMode.TLS
+    return Console(
+        console,
+        hub_address=address,
+        mode="mtls" if tls_mode else "dev",
+        membership=membership,
+        circuit=gateway.circuit_state,
+        in_flight=gateway.in_flight,
+        feed=feed,
+        actions=Actions(
+            address,
+            pki=settings.pki if tls_mode else None,
+            operator=settings.operators[0],
+            simulator=console.simulator,
+        ),
     )
 
 

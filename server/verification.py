@@ -10,6 +10,7 @@ import grpc
 
 from server.audit import BatchItem
 from server.auditlog import Announcement, AuditWriter
+from server.console.feed import LiveFeed
 from server.identity import IdentityMode, identify
 from server.metrics import Metrics
 from server.router import Router, audit_entry
@@ -24,12 +25,18 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     """Thin adapter: identity and deadline in, VerifyResponse or rich status out."""
 
     def __init__(
-        self, router: Router, mode: IdentityMode, audit: AuditWriter, metrics: Metrics
+        self,
+        router: Router,
+        mode: IdentityMode,
+        audit: AuditWriter,
+        metrics: Metrics,
+        feed: LiveFeed | None = None,
     ) -> None:
         self.router = router
         self.mode = mode
         self.audit = audit
         self.metrics = metrics
+        self.feed = feed  # the console's live view, when it is on
 
     async def Verify(
         self,
@@ -101,6 +108,8 @@ class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
     def _done(self, fields: dict[str, str], status: str, reason: str, started: float) -> None:
         elapsed = time.perf_counter() - started
         self.metrics.verified(fields.get("issuer", ""), status, reason, elapsed)
+        if self.feed is not None:
+            self.feed.record(fields, status, reason, elapsed)
         log.info(
             "verify",
             extra={

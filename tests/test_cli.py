@@ -51,7 +51,7 @@ def _own_network_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def network() -> Iterator[UpNetwork]:
     proc = subprocess.Popen(
-        _cli("up", "--port", "0", "--seed", "7", "--transactions", "200"),
+        _cli("up", "--port", "0", "--console", "0", "--seed", "7", "--transactions", "200"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -252,7 +252,18 @@ def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> Non
 @pytest.mark.timeout(120)
 def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> None:
     proc = subprocess.Popen(
-        _cli("up", "--port", "0", "--transactions", "50", "--tls", "--banks", "002,014"),
+        _cli(
+            "up",
+            "--port",
+            "0",
+            "--console",
+            "0",
+            "--transactions",
+            "50",
+            "--tls",
+            "--banks",
+            "002,014",
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -140,8 +140,8 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("single")
     env = {**os.environ, "TXVERIFY_NETWORK": str(tmp / "network.json"), "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "up", "--port", "0", "--transactions", "200",
-         *SCENARIO_HUB],
+        [sys.executable, "-m", "clients.cli", "up", "--port", "0", "--console", "-1",
+         "--transactions", "200", *SCENARIO_HUB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:

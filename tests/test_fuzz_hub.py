@@ -100,7 +100,18 @@ def _read(proc: subprocess.Popen[str], into: queue.Queue[str]) -> None:
 def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
     network = tmp_path_factory.mktemp("fuzz") / "network.json"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "up", "--port", "0", "--transactions", "50"],
+        [
+            sys.executable,
+            "-m",
+            "clients.cli",
+            "up",
+            "--port",
+            "0",
+            "--console",
+            "-1",
+            "--transactions",
+            "50",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
