@@ -11,9 +11,12 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import stop_process
@@ -251,26 +254,19 @@ def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> Non
 
 @pytest.mark.timeout(120)
 def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> None:
+    """Under mTLS the CLI and the console both call with certificates: the console acts
+    with the operator's (suspend) and the member's (verify) from the hub's directory."""
     proc = subprocess.Popen(
-        _cli(
-            "up",
-            "--port",
-            "0",
-            "--console",
-            "0",
-            "--transactions",
-            "50",
-            "--tls",
-            "--banks",
-            "002,014",
-        ),
+        _cli("up", "--port", "0", "--console", "0", "--transactions", "50", "--tls",
+             "--banks", "002,014"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-    )
+    )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
     qrs: list[str] = []
+    console: dict[str, str] = {}
     deadline = time.monotonic() + STARTUP_SECONDS
     try:
         while len(qrs) < 2 and time.monotonic() < deadline and proc.poll() is None:
@@ -280,10 +276,14 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
                 continue
             if match := re.search(r"txverify verify (\S+)", line):
                 qrs.append(match.group(1))
+            if match := re.search(r"console (at|operator token:) (\S+)", line):
+                console[match.group(1)] = match.group(2)
         assert 2 == len(qrs)
 
         verified = _verify("--json", qrs[1])
         members = _run("members", "list", "--json")
+        by_console = _console_post(console, "/api/verify", {"member": "014", "qr_text": qrs[0]})
+        suspended = _console_post(console, "/api/members/002/status", {"status": "SUSPENDED"})
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=20)
@@ -293,6 +293,23 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
     assert 0 == verified.returncode, verified.stderr
     assert miniqr.parse(qrs[1]).trans_ref == json.loads(verified.stdout)["transaction"]["transRef"]
     assert 0 == members.returncode, members.stderr
+    assert (True, "VALID") == (by_console["ok"], by_console["verdict"])
+    assert "SUSPENDED" == suspended["member"]["status"]
+
+
+def _console_post(console: dict[str, str], path: str, body: dict[str, str]) -> Any:
+    """POST to the console as the operator: a form for /api/verify, JSON otherwise."""
+    if path == "/api/verify":
+        data, kind = urllib.parse.urlencode(body).encode(), "application/x-www-form-urlencoded"
+    else:
+        data, kind = json.dumps(body).encode(), "application/json"
+    request = urllib.request.Request(
+        console["at"].rstrip("/") + path,
+        data=data,
+        headers={"Content-Type": kind, "X-Console-Token": console["operator token:"]},
+    )
+    with urllib.request.urlopen(request, timeout=20) as response:
+        return json.loads(response.read())
 
 
 @pytest.mark.timeout(120)
