@@ -111,7 +111,8 @@ async function post(url, body) {
   try { reply = await request(url, body); } catch (err) { throw new Error(`network error: ${err.message}`); }
   const { res, data } = reply;
   if (!res.ok) {
-    if (res.status === 401) setToken(''); // the token is no longer accepted
+    // the token is not (or no longer) accepted: the hub restarted with a new one
+    if (res.status === 401 || data.reason === 'NOT_OPERATOR') setToken('');
     throw Object.assign(new Error(data.error || `HTTP ${res.status}`),
       { reason: data.reason || '', httpStatus: res.status });
   }
@@ -278,12 +279,7 @@ function memberRow(code) {
   const resume = el('button', { class: 'resume', type: 'button', text: 'resume' });
   const tr = el('tr', { dataset: { code } },
     el('td', { class: 'code mono', text: code }),
-    el('td', { class: 'name' }),
-    el('td', { class: 'status' }),
-    el('td', { class: 'roles' }),
-    el('td', { class: 'subscriptions' }),
-    el('td', { class: 'circuit' }),
-    el('td', { class: 'in-flight num' }),
+    ...['name', 'status', 'roles', 'subscriptions', 'circuit', 'in-flight num'].map((c) => el('td', { class: c })),
     el('td', { class: 'actions' }, reason, suspend, resume));
   suspend.addEventListener('click', () => changeStatus(tr, 'SUSPENDED'));
   resume.addEventListener('click', () => changeStatus(tr, 'ACTIVE'));
