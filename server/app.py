@@ -346,20 +346,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     stop_metrics = None
     if settings.metrics_port is not None:
         stop_metrics = metrics.serve(settings.metrics_port, settings.host)
-    console = None
-    if settings.console is not None:
-        assert feed is not None
-        console = _console(settings, settings.console, port, membership, gateway, feed)
-        await console.start()
-    log.info(
-        "hub listening on %s:%d (%s) with %d members, event loop %s",
-        settings.host,
-        port,
-        settings.mode,
-        len(membership.directory.all()),
-        type(asyncio.get_running_loop()).__module__.split(".")[0],
-    )
-    return RunningHub(
+    hub = RunningHub(
         server,
         port,
         health,
@@ -372,8 +359,21 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         watch,
         guard,
         limiter,
-        console,
     )
+    if settings.console is not None:
+        assert feed is not None
+        console = _console(settings, settings.console, port, membership, gateway, feed)
+        try:
+            await console.start()
+        except OSError as error:  # its port is taken: stop what started, say which port
+            await console.actions.close()
+            await hub.stop(grace=0)
+            raise OSError(
+                f"the console cannot listen on {settings.console.host}:{settings.console.port}: "
+                f"{error.strerror or error}"
+            ) from None
+        hub.console = console
+    return hub
 
 
 def _console(

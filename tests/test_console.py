@@ -348,3 +348,16 @@ def test_percentile_is_nearest_rank() -> None:
     assert 1 == percentile([1.0], 99)
     assert 2 == percentile([1.0, 2.0], 99)
     assert 1 == percentile([1.0, 2.0], 50)
+
+
+async def test_a_taken_console_port_stops_the_hub_saying_which_port(
+    hub_factory: HubFactory,
+) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(OSError, match=f"console cannot listen on 127.0.0.1:{port}"):
+            await hub_factory(console=ConsoleSettings(port))
