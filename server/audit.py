@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import sqlite3
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from server.schema import AUDIT, migrate_sqlite
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.storage import (
-    BUSY_TIMEOUT_MS,
-    connect_sqlite,
     from_micros,
     is_postgres_url,
-    set_busy_timeout,
-    sqlite_path,
     to_micros,
 )
 from txverify.v1 import verification_pb2
@@ -187,6 +179,8 @@ def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
     shared: other processes (hub workers) write the same database (a PostgreSQL
     store is always ready for that)."""
     if url.startswith("sqlite://"):
+        from server.audit_sqlite import SqliteAuditStore  # it imports this module
+
         return SqliteAuditStore(url, shared=shared)
     if is_postgres_url(url):
         from server.audit_postgres import PostgresAuditStore  # it imports this module
@@ -431,221 +425,6 @@ def entry_of(row: Sequence[Any]) -> AuditEntry:
         latency_us=row[9],
         replayed=bool(row[10]),
     )
-
-
-# -- SQLite ----------------------------------------------------------------------------
-
-# Counting is an upsert that returns the count it made (no read-then-write race):
-# under any concurrency (one writer here, workers or replicas elsewhere) every
-# use gets its own number. One statement per use, each through the primary key,
-# so the cost does not grow with the table.
-_COUNT_ALL = (
-    "INSERT INTO slip_uses VALUES (?, ?, ?, ?, 1) ON CONFLICT (sending_bank, trans_ref) "
-    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at, first_by"
-)
-_COUNT_SCOPE = (
-    "INSERT INTO slip_scope_uses VALUES (?, ?, ?, ?, ?, 1) "
-    "ON CONFLICT (sending_bank, trans_ref, member, reference) "
-    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at"
-)
-
-
-def _rows(count: int, width: int) -> str:
-    row = "(" + ", ".join("?" * width) + ")"
-    return ", ".join([row] * count)
-
-
-def _keys(count: int, width: int) -> str:
-    """`(VALUES (?, ?), ...) AS k CROSS JOIN`: look rows up by key, `k` first.
-
-    Joined this way SQLite searches the table's primary key once per key, whereas
-    `WHERE (a, b) IN (VALUES ...)` makes it scan the whole table (its query plan).
-    """
-    return f"(VALUES {_rows(count, width)}) AS k CROSS JOIN"
-
-
-def _chunks(keys: Sequence[Claim], size: int) -> list[Sequence[Claim]]:
-    # SQLite allows at most 32766 parameters a statement; stay well below.
-    return [keys[i : i + size] for i in range(0, len(keys), size)]
-
-
-class SqliteAuditStore:
-    """AuditStore in SQLite; each commit is fsynced (synchronous=FULL).
-
-    Two connections: one for the writer thread (batches), one for reads on
-    the event loop (idempotency lookups, queries); WAL lets them run at once.
-    `sqlite://` means a file in a temporary directory, removed on close: two
-    connections to one in-memory database are not possible without SQLite's
-    shared cache, whose table locks would fail readers during a write.
-
-    shared: other processes (hub workers) write the same file. The writer's
-    connection then never waits for the lock where it runs (busy_timeout 0):
-    the event loop stages batches on it, and when another process holds the
-    lock, `begin` waits for it in the writer thread instead of stalling the loop.
-    """
-
-    # Statements take µs in-process: the loop stages them, the thread only COMMITs.
-    async_batches = False
-
-    def __init__(self, url: str, *, shared: bool = False) -> None:
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if sqlite_path(url) is None:
-            if shared:
-                raise ValueError("a database shared by processes must be a file: sqlite:///path")
-            self._tmp = tempfile.TemporaryDirectory(prefix="txverify-audit-")
-            url = f"sqlite:///{self._tmp.name}/audit.sqlite"
-        self.shared = shared
-        # The reader makes the schema: it waits for the lock like any connection.
-        self._reader: sqlite3.Connection = connect_sqlite(url).conn
-        migrate_sqlite(self._reader, "audit", AUDIT)
-        self.db = connect_sqlite(
-            url, fsync_each_commit=True, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
-        )
-        self._conn: sqlite3.Connection = self.db.conn  # the writer's
-
-    def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
-        results = self.stage_batch(items)
-        self.commit()
-        return results
-
-    async def awrite_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
-        # The hub stages on the loop and commits in its writer thread instead (AuditWriter).
-        return await asyncio.to_thread(self.write_batch, items)
-
-    def begin(self) -> None:
-        if not self.shared:
-            self._conn.execute("BEGIN IMMEDIATE")
-            return
-        # SQLite's busy handler waits here, in C without the GIL, then gives the
-        # connection back its non-waiting setting.
-        set_busy_timeout(self._conn, BUSY_TIMEOUT_MS)
-        try:
-            self._conn.execute("BEGIN IMMEDIATE")
-        finally:
-            set_busy_timeout(self._conn, 0)
-
-    def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
-        conn = self._conn
-        if not conn.in_transaction:  # else begin() opened it
-            if wait:
-                self.begin()
-            else:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                        raise StoreBusy("another process holds the write lock") from None
-                    raise
-        try:
-            plan = plan_batch(items)
-            judged = judge_batch(plan, *self._claim_and_count(plan))
-            # Rows that return nothing go in one statement per batch.
-            conn.executemany(
-                f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                judged.audit_rows,
-            )
-            # OR REPLACE: a row older than the idempotency window may be taken over.
-            conn.executemany(
-                "INSERT OR REPLACE INTO remembered_answers VALUES (?, ?, ?, ?, ?, ?)",
-                judged.remembered_rows,
-            )
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return judged.results
-
-    def _claim_and_count(
-        self, plan: BatchPlan
-    ) -> tuple[dict[Key, Remembered], list[UseCounts | None]]:
-        """What BatchPlan asks. BEGIN IMMEDIATE holds the database's one write lock, so
-        reading the stored answers is the claim (the batch writes its own later);
-        then one upsert per use and counter, each returning its number.
-
-        (An earlier version upserted with executemany and read the counts back
-        with `WHERE (a, b) IN (VALUES ...)`, which SQLite runs as a full table
-        scan: its cost grew with every slip ever verified.)
-        """
-        stored = self._stored(plan.claims) if plan.claims else {}
-        out: list[UseCounts | None] = []
-        for use in plan.uses:
-            if use.claim in stored:
-                out.append(None)
-                continue
-            u, at = use.slip, use.at
-            number, first_at, first_by = self._conn.execute(
-                _COUNT_ALL, (u.sending_bank, u.trans_ref, at, u.member)
-            ).fetchone()
-            scope_number, scope_first = self._conn.execute(
-                _COUNT_SCOPE, (u.sending_bank, u.trans_ref, u.member, u.reference, at)
-            ).fetchone()
-            out.append(use_counts(number, first_at, first_by, scope_number, scope_first))
-        return stored, out
-
-    def _stored(self, claims: Sequence[Claim]) -> dict[Key, Remembered]:
-        """The answers remembered within the window for the claimed ids."""
-        stored: dict[Key, Remembered] = {}
-        fresh_from = {c.key: c.at - IDEMPOTENCY_WINDOW_US for c in claims}
-        for chunk in _chunks(claims, 400):
-            for r in self._conn.execute(
-                "SELECT r.member, r.request_id, r.at, r.sending_bank, r.trans_ref, r.response "
-                f"FROM {_keys(len(chunk), 2)} remembered_answers AS r "
-                "ON r.member = k.column1 AND r.request_id = k.column2",
-                [v for c in chunk for v in c.key],
-            ):
-                if r[2] >= fresh_from[(r[0], r[1])]:
-                    stored[(r[0], r[1])] = Remembered(r[3], r[4], bytes(r[5]))
-        return stored
-
-    def commit(self) -> None:
-        self._conn.execute("COMMIT")
-
-    def rollback(self) -> None:
-        if self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")
-
-    def remembered(
-        self, member: str, request_id: str, since: datetime
-    ) -> tuple[str, str, bytes] | None:
-        row = self._reader.execute(
-            "SELECT sending_bank, trans_ref, response FROM remembered_answers "
-            "WHERE member = ? AND request_id = ? AND at >= ?",
-            (member, request_id, to_micros(since)),
-        ).fetchone()
-        return None if row is None else (row[0], row[1], bytes(row[2]))
-
-    async def aremembered(
-        self, member: str, request_id: str, since: datetime
-    ) -> tuple[str, str, bytes] | None:
-        # A primary-key read of a local file (µs): cheaper on the loop than a thread hop.
-        return self.remembered(member, request_id, since)
-
-    def query(self, where: AuditFilter) -> list[AuditEntry]:
-        sql, args = audit_query("?", where)
-        return [entry_of(r) for r in self._reader.execute(sql, args)]
-
-    async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
-        return self.query(where)
-
-    def forget_before(self, moment: datetime) -> int:
-        self.begin()  # in the writer thread: it may wait for another process
-        try:
-            cursor = self._conn.execute(
-                "DELETE FROM remembered_answers WHERE at < ?", (to_micros(moment),)
-            )
-        except BaseException:
-            self._conn.execute("ROLLBACK")
-            raise
-        self.commit()
-        return cursor.rowcount
-
-    def close(self) -> None:
-        self._reader.close()
-        self._conn.close()
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    async def aclose(self) -> None:
-        self.close()
 
 
 class NullAuditStore:

@@ -18,8 +18,9 @@ from typing import Any
 
 import psycopg
 
-from server.audit import AuditEntry, BatchItem, SlipUse, SqliteAuditStore, UseCounts, Verified
+from server.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
 from server.audit_postgres import _LOOK_UP, _REMEMBERED, PostgresAuditStore
+from server.audit_sqlite import SqliteAuditStore
 from txverify.storage import to_micros
 from txverify.v1 import verification_pb2
 

@@ -29,11 +29,11 @@ from server.audit import (
     AuditEntry,
     BatchItem,
     SlipUse,
-    SqliteAuditStore,
     StoreBusy,
     UseCounts,
     Verified,
 )
+from server.audit_sqlite import SqliteAuditStore
 from server.registry import dump_members
 from simulators.bank import SlipVisibility
 from simulators.ledger import LedgerTransaction, TxStatus
