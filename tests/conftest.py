@@ -20,6 +20,8 @@ import redis
 from psycopg import sql
 
 from server.app import HubSettings, RunningHub, start_hub
+from server.breaker import BreakerSettings
+from server.console.web import ConsoleSettings
 from server.registry import Member, MemberKind, with_default_roles
 from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify.logs import JsonFormatter
@@ -204,6 +206,20 @@ async def hub_factory(simulator: RunningSimulator) -> AsyncIterator[HubFactory]:
 @pytest.fixture
 async def hub(hub_factory: HubFactory) -> RunningHub:
     return await hub_factory()
+
+
+CONSOLE_TOKEN = "test-operator-token"
+
+
+@pytest.fixture
+async def console_hub(hub_factory: HubFactory, simulator: RunningSimulator) -> RunningHub:
+    """A hub serving its web console (loopback, any port) with fault controls on the
+    simulator; three issuer timeouts of 0.5 s open a circuit, for 30 s."""
+    return await hub_factory(
+        console=ConsoleSettings(0, simulator=simulator.control_address, token=CONSOLE_TOKEN),
+        issuer_timeout=0.5,
+        breaker=BreakerSettings(failure_threshold=3, cooldown=30.0),
+    )
 
 
 REQUESTER = "002"  # the member the default test channel speaks for (dev mode header)

@@ -11,11 +11,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from conftest import CONSOLE_TOKEN as TOKEN
 from conftest import HubFactory, personal_data
 
 from clients.slipimage import render_slip_png
 from server.app import RunningHub
-from server.breaker import BreakerSettings
 from server.console.feed import LiveFeed, mask_reference, percentile
 from server.console.web import TOKEN_HEADER, ConsoleSettings
 from server.registry import MemberStatus
@@ -23,17 +23,7 @@ from simulators.server import RunningSimulator
 from txverify import units
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
-TOKEN = "test-operator-token"
 OPERATOR = {TOKEN_HEADER: TOKEN}
-
-
-@pytest.fixture
-async def console_hub(hub_factory: HubFactory, simulator: RunningSimulator) -> RunningHub:
-    return await hub_factory(
-        console=ConsoleSettings(0, simulator=simulator.control_address, token=TOKEN),
-        issuer_timeout=0.5,
-        breaker=BreakerSettings(failure_threshold=3, cooldown=30.0),
-    )
 
 
 @pytest.fixture

@@ -21,19 +21,17 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import HubFactory, member_channel
+from conftest import CONSOLE_TOKEN as TOKEN
+from conftest import member_channel
 
 from clients.slipimage import render_slip_png
 from server.app import RunningHub
-from server.breaker import BreakerSettings
 from server.console.feed import mask_reference
-from server.console.web import ConsoleSettings
 from simulators.server import RunningSimulator
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev extra")
 CHROMIUM = os.environ.get("TXVERIFY_CHROMIUM", "/usr/bin/chromium")
-TOKEN = "browser-test-token"
 WAIT_MS = 8000  # what "within a few seconds" means here
 
 pytestmark = pytest.mark.timeout(90)
@@ -50,15 +48,6 @@ def chromium() -> str:
             pytest.fail(why)
         pytest.skip(why)
     return CHROMIUM
-
-
-@pytest.fixture
-async def console_hub(hub_factory: HubFactory, simulator: RunningSimulator) -> RunningHub:
-    return await hub_factory(
-        console=ConsoleSettings(0, simulator=simulator.control_address, token=TOKEN),
-        issuer_timeout=0.5,
-        breaker=BreakerSettings(failure_threshold=3, cooldown=30.0),
-    )
 
 
 @pytest.fixture
