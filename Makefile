@@ -13,7 +13,7 @@ FUZZ_STAMP    := $(VENV)/.installed-fuzz
 FUZZ_SECONDS  ?= 60
 
 .PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
-	bench-faults soak fuzz browser screenshots
+	bench-faults bench-scaling soak fuzz browser screenshots
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -98,6 +98,10 @@ bench-hub: $(DEV_STAMP)
 ## bench-faults: the issuer fault matrix at full load (closed loop): healthy issuers' throughput and latency per fault
 bench-faults: $(DEV_STAMP)
 	$(PY) bench/fault_matrix.py --seconds 8 --healthy-concurrency 16 --json bench-faults-results.json
+
+## bench-scaling: hub replicas behind nginx on one PostgreSQL (1-4), and audit writes alone (1-8 writers): SCALING.md
+bench-scaling: $(DEV_STAMP)
+	$(PY) bench/scaling.py --json bench-scaling-results.json
 
 ## soak: 10 minutes at 70% of the hub's measured capacity; RSS, open descriptors, errors every 10 s -> soak-report.json
 soak: $(DEV_STAMP)

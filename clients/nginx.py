@@ -29,7 +29,10 @@ http {{
     scgi_temp_path {prefix}/scgi;
     upstream txverify_hubs {{
 {servers}
-        keepalive 64;  # HTTP/2 connections to the replicas stay open
+        # nginx sends one request per upstream connection (no multiplexing), so it
+        # needs a connection per request in flight; this many stay open between
+        # requests, per worker, instead of a connect per request above it.
+        keepalive 1024;
     }}
     server {{
         listen {listen} http2;
