@@ -140,3 +140,16 @@ def test_no_postgres_statement_of_a_batch_or_a_lookup_scans_a_growing_table(
         }
 
     assert {} == scanning
+
+
+def test_a_one_row_statement_goes_as_values_with_scalars() -> None:
+    """At light load most batches hold one verification: their statements go as
+    VALUES of scalars (psycopg dumps arrays far more slowly); two rows keep the arrays."""
+    from server.audit_postgres import _COUNT_ALL, _ONE_ROW, _Exec, _statement
+
+    for statement, single in _ONE_ROW.items():
+        assert ("unnest" in statement, "unnest" in single, "[]" in single) == (True, False, False)
+    one = _statement(_Exec(_COUNT_ALL, [["014"], ["REF1"], [1], ["002"], [1]]))
+    assert (_ONE_ROW[_COUNT_ALL], ["014", "REF1", 1, "002", 1]) == one
+    two = [["014", "014"], ["REF1", "REF2"], [1, 2], ["002", "002"], [1, 1]]
+    assert (_COUNT_ALL, two) == _statement(_Exec(_COUNT_ALL, two))
