@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import queue
 import re
 import signal
@@ -31,6 +33,7 @@ class UpNetwork:
     proc: subprocess.Popen[str]
     hub: str
     sample_qrs: list[str]
+    record: Path  # the network file it wrote
 
 
 def _cli(*args: str) -> list[str]:
@@ -45,19 +48,14 @@ def _lines(stream: object, into: queue.Queue[str]) -> None:
 MEMBERS = 6  # five banks and the e-wallet
 
 
-@pytest.fixture(autouse=True)
-def _own_network_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Each test's `txverify up` records its network in its own file (children inherit it)."""
-    monkeypatch.setenv("TXVERIFY_NETWORK", str(tmp_path / "network.json"))
-
-
-@pytest.fixture
-def network() -> Iterator[UpNetwork]:
+def _up(record: Path) -> Iterator[UpNetwork]:
+    """`txverify up`, recording its network in `record`, until the fixture ends."""
     proc = subprocess.Popen(
         _cli("up", "--port", "0", "--console", "0", "--seed", "7", "--transactions", "200"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "TXVERIFY_NETWORK": str(record)},
     )
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=_lines, args=(proc.stdout, lines), daemon=True).start()
@@ -75,9 +73,36 @@ def network() -> Iterator[UpNetwork]:
                 qrs.append(match.group(1))
         assert hub, "txverify up did not print the hub address"
         assert MEMBERS == len(qrs), "txverify up did not print a sample slip per member"
-        yield UpNetwork(proc, hub, qrs)
+        yield UpNetwork(proc, hub, qrs, record)
     finally:
         stop_process(proc, signal.SIGINT)
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpNetwork]:
+    """One `txverify up` for the module's tests (starting one takes ~4 s). Each test
+    verifies in a scope of its own (see _verify), so no test sees another's slips as
+    duplicates; tests that change the network put it back."""
+    yield from _up(tmp_path_factory.mktemp("up") / "network.json")
+
+
+@pytest.fixture
+def own_network(tmp_path: Path) -> Iterator[UpNetwork]:
+    """A `txverify up` of the test's own, for tests that stop it."""
+    yield from _up(tmp_path / "network.json")
+
+
+@pytest.fixture(autouse=True)
+def _network_file(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI finds the network the test uses; a test without one, none."""
+    for name in ("network", "own_network"):
+        if name in request.fixturenames:
+            up: UpNetwork = request.getfixturevalue(name)
+            monkeypatch.setenv("TXVERIFY_NETWORK", str(up.record))
+            return
+    monkeypatch.setenv("TXVERIFY_NETWORK", str(tmp_path / "network.json"))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -85,6 +110,11 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def _verify(*args: str) -> subprocess.CompletedProcess[str]:
+    """`txverify verify ARGS`, counted in a scope of this test's own (a reference named
+    after it) unless ARGS name one: its first check of a slip is never a duplicate."""
+    if "--reference" not in args:
+        test = os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[0]
+        args = (*args, "--reference", "t-" + hashlib.sha256(test.encode()).hexdigest()[:16])
     return _run("verify", *args)
 
 
@@ -141,7 +171,8 @@ def test_verify_without_a_slip_is_a_usage_error() -> None:
 
 
 @pytest.mark.timeout(120)
-def test_up_stops_cleanly_on_ctrl_c(network: UpNetwork) -> None:
+def test_up_stops_cleanly_on_ctrl_c(own_network: UpNetwork) -> None:
+    network = own_network
     network.proc.send_signal(signal.SIGINT)
 
     assert 0 == network.proc.wait(timeout=20)
@@ -185,8 +216,10 @@ def test_faults_refuse_makes_verify_unavailable_until_cleared(network: UpNetwork
     assert "014" == miniqr.parse(qr).sending_bank
 
     refused = _run("faults", "014", "--refuse")
-    down = _verify("--hub", network.hub, qr)
-    cleared = _run("faults", "014", "--clear")
+    try:
+        down = _verify("--hub", network.hub, qr)
+    finally:
+        cleared = _run("faults", "014", "--clear")
     deadline = time.monotonic() + 15
     up = _verify("--hub", network.hub, qr)
     while up.returncode != 0 and time.monotonic() < deadline:
@@ -231,8 +264,10 @@ def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> Non
 
     listed = _run("members", "list", "--json")
     suspended = _run("members", "suspend", "002", "--reason", "audit")
-    refused = _verify(qr)  # the CLI speaks for member 002, as `txverify up` recorded
-    resumed = _run("members", "resume", "002")
+    try:
+        refused = _verify(qr)  # the CLI speaks for member 002, as `txverify up` recorded
+    finally:
+        resumed = _run("members", "resume", "002")
     answered = _verify(qr)
     shown = _run("members", "show", "002", "--json")
 
@@ -374,8 +409,9 @@ def test_verify_reads_the_slip_qr_from_an_image(network: UpNetwork, tmp_path: Pa
 
 
 @pytest.mark.timeout(120)
-def test_up_stops_its_children_on_sigterm(network: UpNetwork, tmp_path: Path) -> None:
-    recorded = json.loads((tmp_path / "network.json").read_text())
+def test_up_stops_its_children_on_sigterm(own_network: UpNetwork) -> None:
+    network = own_network
+    recorded = json.loads(network.record.read_text())
     hub_port = int(network.hub.rsplit(":", 1)[1])
     control_port = int(recorded["control"].rsplit(":", 1)[1])
 

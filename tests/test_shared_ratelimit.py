@@ -107,7 +107,7 @@ async def test_without_redis_each_process_limits_on_its_own(
 
 async def _start_hub(members: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
     return await start_hub_process(
-        members, "--rate-limit-rps", "2", "--rate-limit-burst", "10", *args
+        members, "--rate-limit-rps", "2", "--rate-limit-burst", "10", "--drain-delay", "0", *args
     )
 
 
@@ -121,7 +121,7 @@ async def _oks_through_two_hubs(sim: RunningSimulator, tmp_path: Path, *args: st
         for s in bank.list_slips(40, None)
         if bank.visibility(s.transaction) is SlipVisibility.VISIBLE
     )
-    hubs = [await _start_hub(members, *args), await _start_hub(members, *args)]
+    hubs = list(await asyncio.gather(_start_hub(members, *args), _start_hub(members, *args)))
     outcomes: list[str] = []
     try:
         channels = [member_channel(port) for _, port in hubs]
