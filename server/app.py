@@ -370,7 +370,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             await hub.stop(grace=0)
             raise OSError(
                 f"the console cannot listen on {settings.console.host}:{settings.console.port}: "
-                f"{error.strerror or error}"
+                f"{error.strerror or error} (--console 0 picks a free port)"
             ) from None
         hub.console = console
     return hub
