@@ -351,3 +351,19 @@ async def test_a_taken_console_port_stops_the_hub_saying_which_port(
         port = taken.getsockname()[1]
         with pytest.raises(OSError, match=f"console cannot listen on 127.0.0.1:{port}"):
             await hub_factory(console=ConsoleSettings(port))
+
+
+async def test_an_unreachable_simulator_shows_no_banks_and_the_page_stays_live(
+    hub_factory: HubFactory,
+) -> None:
+    running = await hub_factory(console=ConsoleSettings(0, simulator="127.0.0.1:1", token=TOKEN))
+    assert running.console is not None
+    async with aiohttp.ClientSession(base_url=running.console.url) as web:
+        started = asyncio.get_running_loop().time()
+        shown = await state(web)
+        took = asyncio.get_running_loop().time() - started
+        async with web.post("/api/banks/014/faults", json={}, headers=OPERATOR) as response:
+            refused = response.status, await response.json()
+    assert ([], True) == (shown["banks"], shown["hub"]["simulator"])
+    assert took < 3.0
+    assert 503 == refused[0]

@@ -22,6 +22,9 @@ from txverify.errors import details_of
 from txverify.v1 import registry_pb2, registry_pb2_grpc, simulator_pb2, simulator_pb2_grpc
 
 TIMEOUT = 10.0  # seconds per call: the console waits, then says what failed
+# The simulator's faults are read for every snapshot: a simulator that does not
+# answer must not hold the page's live view for long.
+READ_TIMEOUT = 2.0
 MEMBER_HEADER = "x-member-id"
 
 
@@ -109,11 +112,11 @@ class Actions:
         """Each simulated bank with the faults in force."""
         stub = self._simulator()
         try:
-            listed = await stub.ListBanks(simulator_pb2.ListBanksRequest(), timeout=TIMEOUT)
+            listed = await stub.ListBanks(simulator_pb2.ListBanksRequest(), timeout=READ_TIMEOUT)
             out = []
             for bank in listed.banks:
                 faults = await stub.GetFaults(
-                    simulator_pb2.GetFaultsRequest(bank=bank.code), timeout=TIMEOUT
+                    simulator_pb2.GetFaultsRequest(bank=bank.code), timeout=READ_TIMEOUT
                 )
                 out.append(
                     {
