@@ -63,15 +63,21 @@ def _codes(text: str) -> list[str]:
     return codes
 
 
+# Options `up` and `cluster up` share.
+HostOption = Annotated[str, typer.Option(help="Address everything listens on.")]
+BanksOption = Annotated[str, typer.Option(help="Member codes to simulate (900 = the e-wallet).")]
+SeedOption = Annotated[int, typer.Option(help="Seed of the simulated ledgers.")]
+TransactionsOption = Annotated[int, typer.Option(help="Transactions seeded per bank.")]
+DEFAULT_BANK_LIST = ",".join(DEFAULT_BANKS)
+
+
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Hub port; 0 picks a free one.")] = 50051,
-    host: Annotated[str, typer.Option(help="Address everything listens on.")] = "127.0.0.1",
-    banks: Annotated[
-        str, typer.Option(help="Member codes to simulate (900 = the e-wallet).")
-    ] = ",".join(DEFAULT_BANKS),
-    seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
-    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 2000,
+    host: HostOption = "127.0.0.1",
+    banks: BanksOption = DEFAULT_BANK_LIST,
+    seed: SeedOption = 1,
+    transactions: TransactionsOption = 2000,
     data: Annotated[
         Path | None,
         typer.Option(help="Keep ledgers in this directory across restarts (default: temporary)."),
@@ -191,12 +197,10 @@ def cluster_up(
     ],
     replicas: Annotated[int, typer.Option(min=1, max=64, help="Hub processes.")] = 2,
     port: Annotated[int, typer.Option(help="nginx's port; 0 picks a free one.")] = 50051,
-    host: Annotated[str, typer.Option(help="Address everything listens on.")] = "127.0.0.1",
-    banks: Annotated[
-        str, typer.Option(help="Member codes to simulate (900 = the e-wallet).")
-    ] = ",".join(DEFAULT_BANKS),
-    seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
-    transactions: Annotated[int, typer.Option(help="Transactions seeded per bank.")] = 2000,
+    host: HostOption = "127.0.0.1",
+    banks: BanksOption = DEFAULT_BANK_LIST,
+    seed: SeedOption = 1,
+    transactions: TransactionsOption = 2000,
     rate_limit_store: Annotated[
         str | None,
         typer.Option(help="Redis the replicas share rate limits in (redis://host:port/db)."),

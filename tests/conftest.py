@@ -22,7 +22,7 @@ from psycopg import sql
 from server.app import HubSettings, RunningHub, start_hub
 from server.breaker import BreakerSettings
 from server.console.web import ConsoleSettings
-from server.registry import Member, MemberKind, with_default_roles
+from server.registry import Member, MemberKind, dump_members, with_default_roles
 from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify.logs import JsonFormatter
 from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
@@ -146,6 +146,13 @@ def members_of(sim: RunningSimulator) -> tuple[Member, ...]:
         )
         for code, node in sim.nodes.items()
     )
+
+
+def members_file(sim: RunningSimulator, directory: Path) -> Path:
+    """DIRECTORY/members.toml naming the simulator's banks, for hubs started as processes."""
+    path = directory / "members.toml"
+    path.write_text(dump_members(members_of(sim)), encoding="utf-8")
+    return path
 
 
 def personal_data(sim: RunningSimulator) -> set[str]:

@@ -14,9 +14,8 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import member_channel, members_of, start_hub_process
+from conftest import member_channel, members_file, start_hub_process
 
-from server.registry import dump_members
 from simulators.bank import SlipVisibility
 from simulators.server import RunningSimulator
 from txverify import miniqr
@@ -36,8 +35,7 @@ def _rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
 async def test_every_acknowledged_verification_survives_sigkill(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     db = tmp_path / "hub.sqlite"
     bank = simulator.nodes["014"].bank
     qrs = [

@@ -12,10 +12,9 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import member_channel, members_of, start_hub_process
+from conftest import member_channel, members_file, start_hub_process
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.registry import dump_members
 from simulators.server import RunningSimulator
 from txverify.errors import details_of
 from txverify.v1 import simulator_pb2, verification_pb2, verification_pb2_grpc
@@ -33,8 +32,7 @@ async def _start_hub(members: Path, *args: str) -> tuple[asyncio.subprocess.Proc
 async def test_sigterm_finishes_in_flight_verifies_reports_not_serving_and_exits_0(
     simulator: RunningSimulator, tmp_path: Path
 ) -> None:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     proc, port = await _start_hub(members)
     bank = simulator.nodes["014"].bank
     qr = bank.list_slips(1, None)[0].qr_text
@@ -75,8 +73,7 @@ async def test_sigterm_under_continuous_load_fails_no_accepted_rpc(
     SIGTERM is answered; the hub ends by refusing new RPCs UNAVAILABLE/SHUTTING_DOWN
     (or, once stopped, the connection): none of those was started (none audited) and
     none is left CANCELLED, which would not say whether it was done; exit 0."""
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     db = tmp_path / "hub.sqlite"
     proc, port = await _start_hub(members, "--db", f"sqlite:///{db}")
     bank = simulator.nodes["014"].bank

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import member_channel, members_of, start_hub_process
+from conftest import member_channel, members_file, start_hub_process
 
 from server.audit import (
     AuditEntry,
@@ -31,7 +31,6 @@ from server.audit import (
     open_audit_store,
 )
 from server.audit_postgres import PostgresAuditStore
-from server.registry import dump_members
 from simulators.bank import SlipVisibility
 from simulators.server import RunningSimulator
 from txverify.errors import Reason, ServiceError
@@ -421,8 +420,7 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
 async def two_hubs(
     simulator: RunningSimulator, postgres_url: str, tmp_path: Path
 ) -> AsyncIterator[tuple[HubProcess, HubProcess]]:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     # Started together, as replicas are: both migrate and seed the same empty schema.
     started = await asyncio.gather(
         *(_start_hub(members, postgres_url) for _ in range(2)), return_exceptions=True

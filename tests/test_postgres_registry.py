@@ -24,11 +24,11 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from conftest import HubFactory, member_channel, members_of
+from conftest import HubFactory, member_channel, members_file
 
 from server.app import HubSettings, RunningHub
 from server.membership import Membership
-from server.registry import Member, MemberStatus, dump_members
+from server.registry import Member, MemberStatus
 from server.registry_store import CHANNEL, SAVE_LOCK, Change, Replicas, open_registry_store
 from server.registry_watch import RegistryWatch
 from server.workers import prepare_database
@@ -438,8 +438,7 @@ async def _verify(stub: Any, qr: str, metadata: tuple[tuple[str, str], ...] = ()
 async def test_a_suspension_through_one_hub_process_is_refused_by_another_within_1s(
     simulator: RunningSimulator, postgres_url: str, tmp_path: Path
 ) -> None:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     qr = _slip(simulator)
     args = ("--members", str(members), "--db", postgres_url)
     async with (
@@ -471,8 +470,7 @@ async def test_a_suspension_through_one_hub_process_is_refused_by_another_within
 async def test_a_suspension_reaches_every_worker_of_a_hub_on_postgresql(
     simulator: RunningSimulator, postgres_url: str, tmp_path: Path
 ) -> None:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     qr = _slip(simulator)
     args = ("--members", str(members), "--db", postgres_url, "--workers", "2")
     async with _hub_process(tmp_path, "workers", *args) as hub:
@@ -521,8 +519,7 @@ ROUNDS = 20  # suspend, resume, ...: 10 of each
 async def test_the_verify_right_after_a_change_through_one_hub_process_sees_it_on_another(
     simulator: RunningSimulator, postgres_url: str, tmp_path: Path
 ) -> None:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     qr = _slip(simulator)
     args = ("--members", str(members), "--db", postgres_url)
     async with (

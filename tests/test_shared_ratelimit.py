@@ -16,11 +16,10 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
-from conftest import member_channel, members_of, start_hub_process
+from conftest import member_channel, members_file, start_hub_process
 
 from server.ratelimit import RateLimit
 from server.ratelimit_redis import SharedRateLimiter
-from server.registry import dump_members
 from simulators.bank import SlipVisibility
 from simulators.server import RunningSimulator
 from txverify.errors import details_of
@@ -113,8 +112,7 @@ async def _start_hub(members: Path, *args: str) -> tuple[asyncio.subprocess.Proc
 
 async def _oks_through_two_hubs(sim: RunningSimulator, tmp_path: Path, *args: str) -> int:
     """30 verifications by member 002, alternating between two hubs: how many answered OK."""
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(sim)), encoding="utf-8")
+    members = members_file(sim, tmp_path)
     bank = sim.nodes["014"].bank
     qr = next(
         s.qr_text

@@ -23,7 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import members_of
+from conftest import members_file
 
 from server.audit import (
     AuditEntry,
@@ -34,7 +34,6 @@ from server.audit import (
     Verified,
 )
 from server.audit_sqlite import SqliteAuditStore
-from server.registry import dump_members
 from simulators.bank import SlipVisibility
 from simulators.ledger import LedgerTransaction, TxStatus
 from simulators.server import RunningSimulator
@@ -106,8 +105,7 @@ class WorkersHub:
 
 @pytest.fixture
 async def workers_hub(simulator: RunningSimulator, tmp_path: Path) -> AsyncIterator[WorkersHub]:
-    members = tmp_path / "members.toml"
-    members.write_text(dump_members(members_of(simulator)), encoding="utf-8")
+    members = members_file(simulator, tmp_path)
     db, log = tmp_path / "hub.sqlite", tmp_path / "hub.log"
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
