@@ -11,8 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc_health.v1 import health_pb2
-from grpc_health.v1._async import HealthServicer
 
 from server.admission import Admission, member_rate_limit
 from server.audit import NullAuditStore, open_audit_store
@@ -24,6 +22,7 @@ from server.console.feed import LiveFeed
 from server.console.web import Console, ConsoleSettings
 from server.forwarding import CHANNEL_OPTIONS, ForwardingPolicy, IssuerGateway, insecure_channel
 from server.identity import IdentityMode
+from server.issuer_health import HubHealth, IssuerHealth
 from server.membership import Membership
 from server.metrics import Metrics
 from server.ratelimit import RateLimit, RateLimiter
@@ -35,12 +34,17 @@ from server.registry_watch import RegistryWatch
 from server.router import Router
 from server.verification import VerificationServicer
 from txverify import tls
-from txverify.grpcserver import RequestGuard, add_health_and_reflection, bind, new_server
+from txverify.grpcserver import (
+    RequestGuard,
+    add_health_and_reflection,
+    bind,
+    new_server,
+    stop_server,
+)
 from txverify.storage import MEMORY_URL, is_postgres_url, sqlite_path
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,
-    issuer_pb2,
     registry_pb2,
     registry_pb2_grpc,
     verification_pb2,
@@ -51,18 +55,7 @@ log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name
-ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
 DEFAULT_PORT = 50051
-
-
-def issuer_health_name(code: str) -> str:
-    """Health service name, on the hub, of the circuit to one issuer (NOT_SERVING = open)."""
-    return f"{ISSUER_SERVICE}/{code}"
-
-
-# Seconds between refusing new RPCs and stopping the server, on SIGTERM: long enough
-# for the RPCs queued inside gRPC to be answered SHUTTING_DOWN (each takes microseconds).
-REFUSE_WINDOW = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,12 +173,12 @@ class RunningHub:
 
     server: grpc.aio.Server
     port: int
-    health: HealthServicer
+    health: HubHealth
     membership: Membership
     gateway: IssuerGateway
     audit: AuditWriter
     metrics: Metrics
-    background: set[asyncio.Task[None]] = field(default_factory=set)
+    issuers: IssuerHealth
     stop_metrics: Callable[[], None] | None = None
     watch: RegistryWatch | None = None  # follows other processes' registry changes
     guard: RequestGuard = field(default_factory=RequestGuard)
@@ -196,16 +189,15 @@ class RunningHub:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
         then refuse new RPCs, finish in-flight ones within `grace`, close issuer channels."""
         await self.health.enter_graceful_shutdown()
+        self.issuers.close()
         if self.console is not None:
             await self.console.stop()
         if drain_delay:
             await asyncio.sleep(drain_delay)
-            # Callers that ignore health are still sending: answer what is queued
-            # SHUTTING_DOWN (nothing done, send again) rather than let gRPC's
-            # shutdown cancel it; RPCs already started finish within `grace`.
-            self.guard.refuse_new()
-            await asyncio.sleep(min(REFUSE_WINDOW, grace))
-        await self.server.stop(grace)
+        # Callers that ignore health are still sending: their new RPCs are held and
+        # then answered SHUTTING_DOWN (nothing done, send again), never left for gRPC's
+        # shutdown to cancel; RPCs already started finish within `grace` (stop_server).
+        await stop_server(self.server, self.guard, grace)
         if self.watch is not None:  # followed changes while RPCs were still served
             await self.watch.stop()
         await self.gateway.close()
@@ -252,18 +244,12 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         )
     guard = RequestGuard()
     server = _server(settings, guard)
-    health = HealthServicer()
-    background: set[asyncio.Task[None]] = set()
+    health = HubHealth()
+    issuers: IssuerHealth | None = None  # made once the membership is
 
     def circuit_changed(code: str, state: CircuitState) -> None:
-        status = (
-            health_pb2.HealthCheckResponse.NOT_SERVING
-            if state is CircuitState.OPEN
-            else health_pb2.HealthCheckResponse.SERVING
-        )
-        task = asyncio.get_running_loop().create_task(health.set(issuer_health_name(code), status))
-        background.add(task)
-        task.add_done_callback(background.discard)
+        if issuers is not None:
+            issuers.circuit_changed(code, state)
 
     metrics = Metrics()
     limiter: RateLimiter | SharedRateLimiter = (
@@ -279,12 +265,17 @@ async def start_hub(settings: HubSettings) -> RunningHub:
 
     def member_changed(member: Member) -> None:
         limiter.set_limit(member.code, member_rate_limit(member))
+        if issuers is not None:
+            issuers.changed(member.code)
 
     store = open_registry_store(settings.db)
     membership = Membership(store, on_change=member_changed, shared=settings.follows_registry)
     for member in membership.directory.all():
         member_changed(member)
     membership.bootstrap(settings.bootstrap_members())
+    issuers = IssuerHealth(
+        health, membership, gateway.circuit_state, cooldown=settings.breaker.cooldown
+    )
 
     if not settings.audit:
         log.warning("audit, duplicate detection and idempotency are OFF (benchmark mode)")
@@ -326,6 +317,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     await add_health_and_reflection(
         server, [VERIFICATION_SERVICE, REGISTRY_SERVICE, AUDIT_SERVICE], health=health
     )
+    await issuers.start()
     credentials = None
     if settings.mode is IdentityMode.TLS:
         assert settings.pki is not None
@@ -354,7 +346,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         gateway,
         audit,
         metrics,
-        background,
+        issuers,
         stop_metrics,
         watch,
         guard,

@@ -122,6 +122,75 @@ async def test_sigterm_under_continuous_load_fails_no_accepted_rpc(
     assert {"SHUTTING_DOWN", ""} >= set(reasons.values())
 
 
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize(("callers", "resend_after"), [(32, 0.0), (32, 0.02), (64, 0.005)])
+async def test_sigterm_under_hostile_load_answers_every_rpc_it_started_and_cancels_none(
+    simulator: RunningSimulator, tmp_path: Path, callers: int, resend_after: float
+) -> None:
+    """Callers that ignore health and send again `resend_after` s after any answer or
+    error (the refused connection included), over several connections, until the hub
+    has exited; SIGTERM after 1.5 s of load. Every answer is OK (or an application
+    error), UNAVAILABLE/SHUTTING_DOWN, or UNAVAILABLE without ErrorInfo (a closed
+    connection); none is CANCELLED; every answered RPC is in the audit, and no refused
+    one; exit 0."""
+    members = members_file(simulator, tmp_path)
+    db = tmp_path / "hub.sqlite"
+    proc, port = await _start_hub(members, "--db", f"sqlite:///{db}")
+    bank = simulator.nodes["014"].bank
+    qrs = [s.qr_text for s in bank.list_slips(40, None)][:10]
+    outcomes: dict[str, tuple[str, str]] = {}  # request id -> (status, reason)
+    exited = asyncio.Event()
+
+    async def caller(n: int, stub: Any) -> None:
+        for i in range(1_000_000):
+            if exited.is_set():
+                return
+            rid = f"c{n}-{i}"
+            try:
+                await stub.Verify(
+                    verification_pb2.VerifyRequest(qr_text=qrs[i % len(qrs)], request_id=rid),
+                    timeout=10,
+                )
+                outcomes[rid] = ("OK", "")
+            except grpc.aio.AioRpcError as error:
+                outcomes[rid] = (error.code().name, details_of(error).reason)
+            await asyncio.sleep(resend_after)
+
+    channels = [member_channel(port) for _ in range(4)]
+    try:
+        stubs = [verification_pb2_grpc.VerificationServiceStub(c) for c in channels]
+        tasks = [asyncio.ensure_future(caller(n, stubs[n % len(stubs)])) for n in range(callers)]
+        await asyncio.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=30)
+        await asyncio.sleep(0.2)  # the last answers and refusals come in
+        exited.set()
+        await asyncio.wait_for(asyncio.gather(*tasks), timeout=15)
+    finally:
+        for channel in channels:
+            await channel.close()
+    with sqlite3.connect(db) as conn:
+        audited = dict(conn.execute("SELECT request_id, status FROM audit").fetchall())
+
+    refused = {rid for rid, (status, _) in outcomes.items() if status == "UNAVAILABLE"}
+    answered = {rid: status for rid, (status, _) in outcomes.items() if rid not in refused}
+    cancelled = sorted(rid for rid, status in answered.items() if status == "CANCELLED")
+    print(  # the figures RELIABILITY.md quotes (pytest -s)
+        f"{callers} callers, resend after {resend_after * 1000:.0f} ms: "
+        f"{sum(1 for s in answered.values() if s == 'OK')} OK, "
+        f"{sum(1 for r in refused if outcomes[r][1] == 'SHUTTING_DOWN')} SHUTTING_DOWN, "
+        f"{sum(1 for r in refused if outcomes[r][1] == '')} closed connection, "
+        f"{len(cancelled)} CANCELLED, exit {code}"
+    )
+    assert 0 == code
+    assert [] == cancelled
+    assert {"OK"} <= set(answered.values())
+    assert {"SHUTTING_DOWN", ""} >= {outcomes[rid][1] for rid in refused}
+    assert answered == {rid: audited.get(rid) for rid in answered}  # each answer, as audited
+    assert [] == sorted(rid for rid in refused if rid in audited)  # refused: never started
+    assert len(audited) == len(answered)
+
+
 def test_hub_with_a_bad_members_file_exits_with_a_clear_message(tmp_path: Path) -> None:
     members = tmp_path / "members.toml"
     members.write_text('[[member]]\ncode = "14"\n', encoding="utf-8")

@@ -16,8 +16,9 @@ from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from server.app import HubSettings, RunningHub, issuer_health_name
+from server.app import HubSettings, RunningHub
 from server.breaker import BreakerSettings
+from server.issuer_health import issuer_health_name
 from server.ratelimit import RateLimit
 from server.registry import Member
 from simulators.bank import SlipVisibility

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -88,8 +90,9 @@ _METHOD_HANDLERS = {  # (request streaming, response streaming) -> how to build 
 }
 
 
-def _guarded(handler: Handler, method: str) -> Handler:
-    """The handler, with a deserializer that cannot raise and a check before the behaviour."""
+def _guarded(handler: Handler, method: str, guard: RequestGuard) -> Handler:
+    """The handler, with a deserializer that cannot raise and a check before the behaviour;
+    the guard counts the unary-response RPCs it runs (streams may last for ever)."""
     if handler.request_deserializer is None:
         return handler
     kind = (handler.request_streaming, handler.response_streaming)
@@ -115,7 +118,11 @@ def _guarded(handler: Handler, method: str) -> Handler:
         inner_coroutine = behavior
 
         async def coroutine(request: Any, context: Context) -> Any:
-            return await inner_coroutine(await check(request, context), context)
+            guard.started += 1
+            try:
+                return await inner_coroutine(await check(request, context), context)
+            finally:
+                guard.started -= 1
 
         wrapped = coroutine
     else:  # a synchronous behaviour (none here): gRPC runs it in a thread; leave it be
@@ -131,13 +138,15 @@ _SHUTTING_DOWN = ServiceError(
 )
 
 
-def _refusing(handler: Handler) -> Handler:
-    """A handler of the same kind that answers UNAVAILABLE/SHUTTING_DOWN and does nothing."""
+def _refusing(handler: Handler, guard: RequestGuard) -> Handler:
+    """A handler of the same kind that holds the RPC until the guard releases it, then
+    answers UNAVAILABLE/SHUTTING_DOWN, having done nothing."""
     kind = (handler.request_streaming, handler.response_streaming)
     wrapped: Callable[..., Any]
     if handler.response_streaming:
 
         async def generator(request: Any, context: Context) -> AsyncIterator[Any]:
+            await guard.hold(context)
             await abort(context, _SHUTTING_DOWN)
             yield  # pragma: no cover  # makes this an async generator
 
@@ -145,6 +154,7 @@ def _refusing(handler: Handler) -> Handler:
     else:
 
         async def coroutine(request: Any, context: Context) -> Any:
+            await guard.hold(context)
             await abort(context, _SHUTTING_DOWN)
 
         wrapped = coroutine
@@ -152,6 +162,11 @@ def _refusing(handler: Handler) -> Handler:
     return _METHOD_HANDLERS[kind](
         wrapped, deserializer and _tolerant(deserializer), handler.response_serializer
     )
+
+
+# A held RPC is answered this long before its deadline at the latest, so that its
+# caller gets SHUTTING_DOWN rather than DEADLINE_EXCEEDED.
+_HOLD_MARGIN = 0.05
 
 
 class RequestGuard(grpc.aio.ServerInterceptor):
@@ -163,11 +178,18 @@ class RequestGuard(grpc.aio.ServerInterceptor):
     string is enough. Here the deserializer hands a stand-in to the behaviour,
     which refuses it with our documented error instead.
 
-    Refusing before stopping: gRPC's own shutdown cancels (CANCELLED) the RPCs
-    that have arrived but that the server has not yet started, and a caller
-    cannot tell whether a cancelled RPC did anything. A server that first
-    refuses new RPCs for a moment empties that queue with an answer that says
-    nothing was done, so the caller can safely send again.
+    Stopping without CANCELLED: gRPC's shutdown cancels (CANCELLED) every RPC that
+    has reached gRPC's core but that the server has not yet taken up, and a caller
+    cannot tell whether a cancelled RPC did anything. Answering those RPCs at once
+    (UNAVAILABLE/SHUTTING_DOWN) does not help against callers that send again at
+    once: each answer brings the next RPC, and some are always waiting when the
+    shutdown begins. So after `refuse_new()` the guard *holds* each new RPC,
+    unanswered: each caller soon has its one RPC held, and none waiting. Then
+    `quiet()` says nothing new is arriving, the server's shutdown begins (it stops
+    listening and sends GOAWAY, with no RPC waiting to be cancelled), and
+    `release()` answers the held RPCs SHUTTING_DOWN; the callers' next RPCs meet a
+    closing connection or a closed port, both of which say that nothing was done.
+    See `stop_server`.
     """
 
     def __init__(self) -> None:
@@ -175,10 +197,55 @@ class RequestGuard(grpc.aio.ServerInterceptor):
         # server has a handler for get here, so hostile method names cannot grow it.
         self._guarded: dict[str, tuple[Handler, Handler, Handler]] = {}
         self.refusing = False
+        self.started = 0  # unary-response RPCs running their behaviour now
+        self.held = 0  # RPCs held by the refusal, unanswered
+        self._last_arrival = 0.0  # monotonic time the last RPC was held
+        self._released: asyncio.Event | None = None
 
     def refuse_new(self) -> None:
-        """From now on answer every new RPC UNAVAILABLE/SHUTTING_DOWN, doing nothing."""
+        """From now on hold every new RPC until `release()`, then answer it
+        UNAVAILABLE/SHUTTING_DOWN, doing nothing."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        self._last_arrival = time.monotonic()
         self.refusing = True
+
+    def release(self) -> None:
+        """Answer every held RPC (and any new one at once) UNAVAILABLE/SHUTTING_DOWN."""
+        if self._released is None:
+            self._released = asyncio.Event()
+        self._released.set()
+
+    async def hold(self, context: Context) -> None:
+        """Wait until released, or until just before the RPC's deadline."""
+        assert self._released is not None  # refuse_new() came first
+        self._last_arrival = time.monotonic()
+        if self._released.is_set():
+            return
+        remaining = context.time_remaining()
+        self.held += 1
+        try:
+            await asyncio.wait_for(
+                self._released.wait(),
+                None if remaining is None else max(0.0, remaining - _HOLD_MARGIN),
+            )
+        except TimeoutError:
+            pass
+        finally:
+            self.held -= 1
+
+    async def quiet(self, *, idle: float, within: float) -> bool:
+        """Once refusing: wait until no started RPC is still running and no new RPC has
+        arrived for `idle` seconds (every caller is held or gone), at most `within`
+        seconds. Whether it became quiet."""
+        give_up = time.monotonic() + within
+        while True:
+            now = time.monotonic()
+            if self.started == 0 and now - self._last_arrival >= idle:
+                return True
+            if now >= give_up:
+                return False
+            await asyncio.sleep(min(idle / 4, max(0.0, give_up - now)) or 0.001)
 
     async def intercept_service(
         self,
@@ -190,9 +257,42 @@ class RequestGuard(grpc.aio.ServerInterceptor):
             return None
         known = self._guarded.get(handler_call_details.method)
         if known is None or known[0] is not handler:
-            known = (handler, _guarded(handler, handler_call_details.method), _refusing(handler))
+            method = handler_call_details.method
+            known = (handler, _guarded(handler, method, self), _refusing(handler, self))
             self._guarded[handler_call_details.method] = known
         return known[2] if self.refusing else known[1]
+
+
+# After the last new RPC, how long the guard waits for more before stopping: the
+# next RPC of a caller that has just been answered takes well under this to arrive.
+QUIET_AFTER = 0.1
+# From the start of gRPC's shutdown (GOAWAY sent) to the answers of the held RPCs:
+# long enough for callers to read the GOAWAY, so their next RPC is not sent on it.
+GOAWAY_SETTLE = 0.1
+
+
+async def stop_server(server: grpc.aio.Server, guard: RequestGuard, grace: float) -> None:
+    """Stop `server` so that no caller is left with CANCELLED (see RequestGuard): hold new
+    RPCs until nothing new arrives and the started ones have finished (within `grace`),
+    begin gRPC's shutdown, then answer the held ones SHUTTING_DOWN. RPCs still running
+    after `grace` are cancelled by gRPC, as before."""
+    if grace <= 0:
+        guard.release()
+        await server.stop(grace)
+        return
+    began = time.monotonic()
+    guard.refuse_new()
+    became_quiet = await guard.quiet(idle=QUIET_AFTER, within=grace)
+    if not became_quiet:
+        log.warning("stopping with %d RPCs still running after %.1fs (grace)", guard.started, grace)
+    stopping = asyncio.ensure_future(
+        server.stop(max(0.0, grace - (time.monotonic() - began)) + GOAWAY_SETTLE)
+    )
+    try:
+        await asyncio.sleep(GOAWAY_SETTLE)
+    finally:
+        guard.release()
+    await stopping
 
 
 def new_server(
