@@ -13,7 +13,7 @@ FUZZ_STAMP    := $(VENV)/.installed-fuzz
 FUZZ_SECONDS  ?= 60
 
 .PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
-	bench-faults bench-scaling soak fuzz browser screenshots
+	bench-faults bench-restarts bench-scaling soak fuzz browser screenshots
 
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "txverify needs Python 3.11 or newer")'
@@ -99,6 +99,10 @@ bench-hub: $(DEV_STAMP)
 bench-faults: $(DEV_STAMP)
 	$(PY) bench/fault_matrix.py --seconds 8 --healthy-concurrency 16 --json bench-faults-results.json
 
+## bench-restarts: the banks SIGKILLed and restarted 10 times (8 s down) under load: each hub's first OK after 014 listens again
+bench-restarts: $(DEV_STAMP)
+	$(PY) bench/restart_recovery.py --restarts 10 --down 8 --json bench-restarts-results.json
+
 ## bench-scaling: hub replicas behind nginx on one PostgreSQL (1-4), and audit writes alone (1-8 writers): SCALING.md
 bench-scaling: $(DEV_STAMP)
 	$(PY) bench/scaling.py --json bench-scaling-results.json
@@ -111,6 +115,6 @@ $(FUZZ_STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fuzz]'
 	@touch $@ $(DEV_STAMP) $(RUNTIME_STAMP)
 
-## fuzz: coverage-guided fuzzing (atheris) of slip QR, Verify, identity, issuer and issuer answers, $(FUZZ_SECONDS) s each
+## fuzz: coverage-guided fuzzing (atheris) of slip QR, Verify, identity, issuer, issuer answers, MemberRegistry and AuditLog, $(FUZZ_SECONDS) s each
 fuzz: $(FUZZ_STAMP)
 	$(PY) fuzz/run.py --seconds $(FUZZ_SECONDS)

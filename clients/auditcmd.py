@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from clients.channels import explain_refusal
 from clients.client import DEFAULT_HUB, MEMBER_HEADER, hub_channel
 from clients.network import resolve_target
 from txverify import tls, units
@@ -68,7 +69,7 @@ def audit(
                 request, metadata=metadata, timeout=30
             )
         except grpc.RpcError as error:
-            d = details_of(error)
+            d = explain_refusal(details_of(error), tls.HUB_DNS)
             err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
             raise typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
     rows: list[dict[str, Any]] = [

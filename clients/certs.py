@@ -1,4 +1,5 @@
-"""`txverify certs init`: a dev CA and certificates for the hub, the operator and members."""
+"""`txverify certs init`: a dev CA and certificates for the hub, the operator, the
+simulator's control API, QA and members."""
 
 from __future__ import annotations
 
@@ -18,7 +19,10 @@ from txverify.banks import is_member_code
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-app = typer.Typer(help="Dev certificates for mutual TLS between the hub, members and operator.")
+app = typer.Typer(
+    help="Dev certificates for mutual TLS between the hub, members, the operator, QA and "
+    "the simulated banks."
+)
 
 _Stamp = tuple[int, int, int] | None
 
@@ -57,7 +61,8 @@ def init(
         )
         raise typer.Exit(1)
     pki = tls.Pki(directory)
-    certs = {"ca": pki.ca} | {n: pki.files(n).cert for n in (tls.HUB, tls.OPERATOR, *codes)}
+    names = (tls.HUB, tls.OPERATOR, tls.SIMULATOR, tls.QA, *codes)
+    certs = {"ca": pki.ca} | {n: pki.files(n).cert for n in names}
     before = {name: _stamp(path) for name, path in certs.items()}
     try:
         tls.init_dev_pki(directory, codes, days=days, overwrite=overwrite)
@@ -74,6 +79,7 @@ def init(
                 path.name,
                 "[dim]kept[/]" if before[name] == _stamp(path) else "[green]new[/]",
             )
+        stale = _loopback_members(pki, codes)
     except (ValueError, OSError) as exc:
         err.print(f"[red]certs init: {escape(str(exc))}[/]")
         raise typer.Exit(1) from None
@@ -86,8 +92,33 @@ def init(
     out.print(
         "Members and the operator authenticate with their certificates; the hub takes a "
         "caller's member code from its certificate's CN and checks each issuer's server "
-        f"certificate names it ({tls.member_dns_name('CODE')})."
+        f"certificate names it ({tls.member_dns_name('CODE')}). Clients accept only the "
+        f"hub's certificate as the hub ({tls.HUB_DNS}) and the simulator's as the simulated "
+        f"banks' control API ({tls.SIMULATOR_DNS}), which takes the operator's or QA's."
     )
+    if stale:
+        out.print(
+            f"[yellow]The certificates of {', '.join(stale)} (made by an older txverify) "
+            "also name localhost and 127.0.0.1[/]: clients pin the hub's name, but to make "
+            "them valid for their own names only, remove them (CODE.pem and CODE-key.pem) "
+            "and run this again (the CA is kept)."
+        )
+
+
+def _loopback_members(pki: tls.Pki, codes: list[str]) -> list[str]:
+    """Members whose certificate here carries a loopback name (as made before the hub's
+    name was pinned by clients): valid for 127.0.0.1, so for the hub's address too."""
+    found = []
+    for code in codes:
+        cert = x509.load_pem_x509_certificate(pki.files(code).cert.read_bytes())
+        try:
+            sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        except x509.ExtensionNotFound:
+            continue
+        names = sans.get_values_for_type(x509.DNSName)
+        if sans.get_values_for_type(x509.IPAddress) or "localhost" in names:
+            found.append(code)
+    return found
 
 
 app.command("init")(init)

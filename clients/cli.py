@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from clients import auditcmd, loadgen, members, simulator, verifycmd
 from clients import certs as certs_cli
@@ -23,7 +24,7 @@ from clients.network import (
     wait_any,
 )
 from clients.scenario import scenario_app
-from txverify import logs, units
+from txverify import logs, tls, units
 from txverify.banks import is_member_code
 
 app = typer.Typer(
@@ -63,8 +64,23 @@ def _codes(text: str) -> list[str]:
     return codes
 
 
+def _refuse_plaintext_beyond_loopback(command: str, host: str) -> None:
+    """Exit 2 before anything starts when a network without TLS is asked to listen off
+    loopback: the hub (dev mode) and the simulated banks would refuse it anyway."""
+    refused = tls.plaintext_host_error(
+        host,
+        f"without TLS `{command}` trusts a header for identity and the simulated banks "
+        "authenticate nobody",
+    )
+    if refused:
+        err.print(f"[red]{command}: {escape(refused)}[/]")
+        raise typer.Exit(EXIT_BAD_INPUT)
+
+
 # Options `up` and `cluster up` share.
-HostOption = Annotated[str, typer.Option(help="Address everything listens on.")]
+HostOption = Annotated[
+    str, typer.Option(help="Address everything listens on (loopback only without mutual TLS).")
+]
 BanksOption = Annotated[str, typer.Option(help="Member codes to simulate (900 = the e-wallet).")]
 SeedOption = Annotated[int, typer.Option(help="Seed of the simulated ledgers.")]
 TransactionsOption = Annotated[int, typer.Option(help="Transactions seeded per bank.")]
@@ -104,6 +120,8 @@ def up(
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
     if console < -1 or console > 65535:
         raise typer.BadParameter("the console port is 0-65535, or -1 for no console")
+    if not use_tls:
+        _refuse_plaintext_beyond_loopback("up", host)
     _serve_network(
         banks=_codes(banks),
         hub_host=host,
@@ -217,6 +235,7 @@ def cluster_up(
     if not db.startswith(("postgresql://", "postgres://")):
         err.print("[red]replicas share one database: --db must be a postgresql:// URL[/]")
         raise typer.Exit(2)
+    _refuse_plaintext_beyond_loopback("cluster up", host)  # it runs without TLS
     extra = [*(hub_arg or [])]
     if rate_limit_store:
         extra += ["--rate-limit-store", rate_limit_store]
@@ -377,14 +396,20 @@ def hub(
 @app.command()
 def banks(
     codes: Annotated[str, typer.Option(help="Member codes to simulate.")] = ",".join(DEFAULT_BANKS),
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Address to listen on (loopback only without --certs).")
+    ] = "127.0.0.1",
     control_port: Annotated[int, typer.Option(help="Control (BankSimulator) port.")] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
     transactions: Annotated[int, typer.Option(help="Transactions seeded per new bank.")] = 2000,
     data: Annotated[Path | None, typer.Option(help="Keep ledgers in this directory.")] = None,
     retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
     certs: Annotated[
-        Path | None, typer.Option(help="Certificate directory: issuer ports require mTLS.")
+        Path | None,
+        typer.Option(
+            help="Certificate directory: the issuer ports (the hub's certificate) and the "
+            "control API (the operator's or QA's) require mTLS."
+        ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
     issuer_port: Annotated[
@@ -445,9 +470,13 @@ def banks(
             retention_days=retention_days,
             pki=certs,
         )
+    except ValueError as exc:  # the options do not make valid settings: a usage error
+        err.print(f"[red]banks: {escape(str(exc))}[/]")
+        raise typer.Exit(EXIT_BAD_INPUT) from None
+    try:
         asyncio.run(serve_simulator(settings, report))
     except (ValueError, OSError) as exc:
-        err.print(f"[red]banks: {exc}[/]")
+        err.print(f"[red]banks: {escape(str(exc))}[/]")
         raise typer.Exit(1) from None
 
 

@@ -13,6 +13,7 @@ from typing import Self
 
 import grpc
 
+from clients.channels import explain_refusal, hub_aio_channel, hub_channel
 from clients.errors import VerifyFailed, error_from_details
 from txverify import tls
 from txverify.errors import details_of
@@ -54,27 +55,6 @@ class SlipQuery:
             slip_ref=common_pb2.SlipRef(sending_bank=self.sending_bank, trans_ref=self.trans_ref),
             request_id=request_id,
         )
-
-
-def _credentials(certs: Path, identity: str) -> grpc.ChannelCredentials:
-    if not identity:
-        raise ValueError("mTLS needs the identity whose certificate to present")
-    return tls.channel_credentials(tls.Pki(certs), identity)
-
-
-def hub_channel(hub: str, *, certs: Path | None = None, identity: str = "") -> grpc.Channel:
-    """A channel to the hub: mTLS with `identity`'s certificate from `certs`, else plaintext
-    (dev mode, where the hub trusts loopback callers to name themselves)."""
-    if certs is None:
-        return grpc.insecure_channel(hub)
-    return grpc.secure_channel(hub, _credentials(certs, identity))
-
-
-def hub_aio_channel(hub: str, *, certs: Path | None = None, identity: str = "") -> grpc.aio.Channel:
-    """hub_channel for asyncio; create it inside the event loop that will use it."""
-    if certs is None:
-        return grpc.aio.insecure_channel(hub)
-    return grpc.aio.secure_channel(hub, _credentials(certs, identity))
 
 
 def retry_delay(retried: int, backoff: float, retry_after: float | None = None) -> float:
@@ -139,7 +119,10 @@ class TxVerifyClient(_Client):
 
     `member` is the caller's member code: sent in the dev-mode header, and
     with `certs` (a `txverify certs init` directory) its certificate is
-    presented over mTLS. `timeout` bounds each attempt. With `retries` > 0 a
+    presented over mTLS, and the hub's is accepted only if it names
+    hub.txverify (tls.HUB_DNS), whatever address `hub` is: a member's
+    certificate never passes for the hub's (HubUnavailable, nothing sent).
+    `timeout` bounds each attempt. With `retries` > 0 a
     retryable failure (`VerifyFailed.retryable`) is sent again, with the same
     request_id, up to `retries` more times after an exponential wait starting at
     `backoff` seconds (see retry_delay). `channel` replaces the channel the
@@ -190,7 +173,7 @@ class TxVerifyClient(_Client):
                 )
                 return response
             except grpc.RpcError as rpc_error:
-                error = error_from_details(details_of(rpc_error))
+                error = error_from_details(explain_refusal(details_of(rpc_error), tls.HUB_DNS))
             delay = self._wait_before_retry(error, retried, request)
             if delay is None:
                 raise error
@@ -250,7 +233,7 @@ class AsyncTxVerifyClient(_Client):
                 )
                 return response
             except grpc.RpcError as rpc_error:
-                error = error_from_details(details_of(rpc_error))
+                error = error_from_details(explain_refusal(details_of(rpc_error), tls.HUB_DNS))
             delay = self._wait_before_retry(error, retried, request)
             if delay is None:
                 raise error

@@ -41,6 +41,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+from clients.channels import control_channel, explain_refusal, hub_aio_channel
 from clients.client import DEFAULT_HUB, MEMBER_HEADER
 from clients.loadreport import (
     MAX_EXAMPLES,
@@ -52,7 +53,7 @@ from clients.loadreport import (
     to_json,
 )
 from clients.network import resolve_target
-from clients.simulator import ControlOpt
+from clients.simulator import ControlOpt, control_target
 from txverify import miniqr, tls
 from txverify.errors import details_of
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
@@ -103,8 +104,11 @@ def read_slips(path: Path) -> dict[str, list[str]]:
     return pools
 
 
-def fetch_slips(control: str, generated: int = 1000) -> dict[str, list[str]]:
-    """Slips of every kind from the simulated banks (BankSimulator at `control`)."""
+def fetch_slips(
+    control: str, generated: int = 1000, *, certs: Path | None = None
+) -> dict[str, list[str]]:
+    """Slips of every kind from the simulated banks (BankSimulator at `control`; over
+    mTLS with the operator's or QA's certificate from `certs`)."""
     from clients.simulator import _break, _not_found, _round_robin, _unknown, iter_slips
     from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
@@ -112,7 +116,7 @@ def fetch_slips(control: str, generated: int = 1000) -> dict[str, list[str]]:
     valid: dict[str, list[str]] = {}
     old: dict[str, list[str]] = {}
     try:
-        with grpc.insecure_channel(control) as channel:
+        with control_channel(control, certs=certs) as channel:
             stub: Any = simulator_pb2_grpc.BankSimulatorStub(channel)
             banks = [
                 b.code for b in stub.ListBanks(simulator_pb2.ListBanksRequest(), timeout=10).banks
@@ -125,8 +129,11 @@ def fetch_slips(control: str, generated: int = 1000) -> dict[str, list[str]]:
                     elif s.state == expired:
                         old.setdefault(bank, []).append(s.qr_text)
     except grpc.RpcError as error:
-        d = details_of(error)
-        raise LoadError(f"simulator at {control}: {d.status.name} {d.message}") from None
+        d = explain_refusal(details_of(error), tls.SIMULATOR_DNS)
+        said = " ".join(part for part in (d.status.name, d.reason, d.message) if part)
+        raise LoadError(f"simulator at {control}: {said}") from None
+    except OSError as exc:  # a certificate or key file missing or unreadable
+        raise LoadError(f"certificates in {certs}: {exc}") from None
     ok = _round_robin(valid, sum(map(len, valid.values())))
     return {
         "valid": ok,
@@ -315,14 +322,12 @@ def expected_of(kind: str) -> str:
 
 
 def aio_hub_channel(hub: str, *, certs: Path | None, identity: str) -> grpc.aio.Channel:
-    """clients.client.hub_channel for asyncio: mTLS as `identity` with `certs`, else plaintext."""
+    """clients.channels.hub_aio_channel (mTLS as `identity` with `certs`, accepting only the
+    hub's certificate; else plaintext), each channel with a TCP connection of its own."""
     # A local subchannel pool: channels to one target would otherwise share one
     # subchannel, i.e. one TCP connection, and --connections would mean nothing.
     options = (("grpc.use_local_subchannel_pool", 1),)
-    if certs is None:
-        return grpc.aio.insecure_channel(hub, options=options)
-    credentials = tls.channel_credentials(tls.Pki(certs), identity)
-    return grpc.aio.secure_channel(hub, credentials, options=options)
+    return hub_aio_channel(hub, certs=certs, identity=identity, options=options)
 
 
 class Runner:
@@ -633,14 +638,14 @@ def load(
     (4 when some requests got no answer)."""
     if rate is not None and concurrency is not None:
         raise typer.BadParameter("give --rate (open loop) or --concurrency (closed loop), not both")
+    given_certs = certs
     hub, member, certs = resolve_target(hub_address, member, certs, default_hub=DEFAULT_HUB)
     try:
         if slips is not None:
             pools = read_slips(slips)
         else:
-            from clients.simulator import control_address
-
-            pools = fetch_slips(control_address(control))
+            address, control_certs = control_target(control, given_certs)
+            pools = fetch_slips(address, certs=control_certs)
         weights = mix or (
             ",".join(f"{k}={len(v)}" for k, v in pools.items()) if slips else DEFAULT_MIX
         )

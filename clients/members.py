@@ -13,6 +13,7 @@ from google.protobuf import field_mask_pb2
 from rich.console import Console
 from rich.table import Table
 
+from clients.channels import explain_refusal
 from clients.client import DEFAULT_HUB, MEMBER_HEADER, hub_channel
 from clients.network import NetworkError, load_network
 from txverify import tls, units
@@ -65,7 +66,7 @@ def _call(hub: str | None, certs: Path | None, rpc: Callable[[Any, Any], Any]) -
         try:
             return rpc(stub, metadata)
         except grpc.RpcError as error:
-            d = details_of(error)
+            d = explain_refusal(details_of(error), tls.HUB_DNS)
             err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
             raise typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
 

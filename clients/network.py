@@ -19,6 +19,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from clients import nginx
+from clients.channels import hub_channel
+from txverify import tls
 
 DEFAULT_BANKS = ("002", "004", "006", "014", "025", "900")
 READY_PREFIX = "TXVERIFY-READY "
@@ -109,10 +111,11 @@ def read_ready(stream: IO[str], proc: subprocess.Popen[str], what: str) -> dict[
     raise NetworkError(f"{what} exited with code {code} before it was ready (see its log above)")
 
 
-def wait_serving(address: str, timeout: float) -> None:
-    """Poll grpc.health.v1 until the server at `address` says SERVING."""
+def wait_serving(address: str, timeout: float, *, certs: Path | None = None) -> None:
+    """Poll grpc.health.v1 until the hub at `address` says SERVING (over mTLS as the
+    operator when `certs` is given, accepting only the hub's certificate)."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with hub_channel(address, certs=certs, identity=tls.OPERATOR) as channel:
         stub: Any = health_pb2_grpc.HealthStub(channel)  # its stubs omit the methods
         while True:
             try:
@@ -170,8 +173,6 @@ def running_network(
         workdir.mkdir(parents=True, exist_ok=True)
         record = network_file()
         if use_tls:
-            from txverify import tls
-
             certs = certs or workdir / "certs"
             try:
                 tls.init_dev_pki(certs, banks)  # keeps an existing CA, adds what is missing
@@ -250,8 +251,8 @@ def running_network(
                 console.get("console", ""),
                 console.get("console_token", ""),
             )
-            if not use_tls:  # under mTLS the ready line is the sign (health needs a certificate)
-                wait_serving(hub_address, timeout=STARTUP_TIMEOUT)
+            # Under mTLS as the operator, and only if the hub's certificate is the hub's.
+            wait_serving(hub_address, STARTUP_TIMEOUT, certs=certs if use_tls else None)
             record.parent.mkdir(parents=True, exist_ok=True)
             record.write_text(network.to_json(), encoding="utf-8")
             yield network

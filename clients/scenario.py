@@ -3,7 +3,8 @@
 A scenario file (YAML) describes a network and steps; every step is checked
 against its `expect` (without one it must simply succeed). Each file runs on a
 fresh in-process network (simulated banks and a hub on loopback port 0) unless
-`--hub HOST:PORT --control HOST:PORT` name a running one (dev mode); after a
+`--hub HOST:PORT --control HOST:PORT` name a running one (dev mode, or mTLS with
+`--certs DIR`: each caller presents its own certificate); after a
 failed step the rest of that scenario is skipped. Files are checked whole
 before anything runs: an unknown key or step type, a bad value or a slip
 used before it is saved stops the run (exit 2) naming the file, step and line.
@@ -87,6 +88,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from clients.channels import control_aio_channel, hub_aio_channel
 from clients.scenario_steps import (
     STEP_TYPES,
     Args,
@@ -514,10 +516,33 @@ def scenario_files(paths: Sequence[Path]) -> list[Path]:
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """A network to run against: the hub and the simulator's control port (host:port)."""
+    """A network to run against: the hub and the simulator's control port (host:port),
+    and under mTLS the certificate directory every caller presents its certificate from
+    (members theirs, the operator and the control API's clients the operator's)."""
 
     hub: str
     control: str
+    certs: Path | None = None
+
+
+class HubChannels:
+    """Channels to the hub by identity: under mTLS one per member or operator, presenting
+    its certificate; in dev mode one for all (the header names the caller)."""
+
+    def __init__(self, hub: str, certs: Path | None) -> None:
+        self.hub, self.certs = hub, certs
+        self._open: dict[str, grpc.aio.Channel] = {}
+
+    def __call__(self, identity: str) -> grpc.aio.Channel:
+        key = identity if self.certs is not None else ""
+        if key not in self._open:
+            self._open[key] = hub_aio_channel(self.hub, certs=self.certs, identity=identity)
+        return self._open[key]
+
+    async def close(self) -> None:
+        for channel in self._open.values():
+            await channel.close()
+        self._open.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -599,9 +624,17 @@ async def run_scenario(scenario: Scenario, target: Target | None = None) -> Scen
         async with contextlib.AsyncExitStack() as stack:
             if target is None:
                 target = await stack.enter_async_context(fresh_network(scenario.network))
-            hub = await stack.enter_async_context(grpc.aio.insecure_channel(target.hub))
-            control = await stack.enter_async_context(grpc.aio.insecure_channel(target.control))
-            ctx = Context(hub, control, default_member=scenario.network.banks[0])
+            hub = HubChannels(target.hub, target.certs)
+            stack.push_async_callback(hub.close)
+            control = await stack.enter_async_context(
+                control_aio_channel(target.control, certs=target.certs)
+            )
+            ctx = Context(
+                hub,
+                control,
+                default_member=scenario.network.banks[0],
+                mtls=target.certs is not None,
+            )
             for number, step in enumerate(scenario.steps, 1):
                 if any(r.status != "passed" for r in results):
                     results.append(StepResult(number, step.label, "skipped"))
@@ -757,6 +790,13 @@ def run(
     control: Annotated[
         str | None, typer.Option(help="The simulator control host:port that goes with --hub.")
     ] = None,
+    certs: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --hub and --control: call over mTLS with the certificates here "
+            "(each member its own, the operator's for member and control steps)."
+        ),
+    ] = None,
     junit: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report here.")] = None,
     log_level: Annotated[
         str, typer.Option(help="Log level of the in-process hub and banks.")
@@ -768,6 +808,9 @@ def run(
     (nothing is run then)."""
     if (hub is None) != (control is None):
         err.print("[red]--hub and --control go together[/] (or give neither: a fresh network)")
+        raise typer.Exit(EXIT_INVALID)
+    if certs is not None and hub is None:
+        err.print("[red]--certs goes with --hub and --control[/] (a fresh network is dev mode)")
         raise typer.Exit(EXIT_INVALID)
     loaded, problems = [], []
     for path in scenario_files(files):
@@ -781,7 +824,7 @@ def run(
         raise typer.Exit(EXIT_INVALID)
     if not logging.getLogger().handlers:  # leave a host's logging (e.g. pytest's) alone
         logs.configure(log_level)
-    target = Target(hub, control) if hub and control else None
+    target = Target(hub, control, certs) if hub and control else None
     results = asyncio.run(_run_all(loaded, target, lambda r: print_result(r, out)))
     out.print(summary_line(results))
     if junit is not None:

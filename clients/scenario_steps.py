@@ -259,21 +259,29 @@ class SavedSlip:
 
 @dataclass(slots=True)
 class Context:
-    """Where steps run: a hub, the simulator's control port, and the slips saved so far."""
+    """Where steps run: the hub, the simulator's control port, and the slips saved so far.
 
-    hub: grpc.aio.Channel
+    `hub(identity)` is the channel that speaks for a member code or the operator: under
+    mTLS (`mtls`) one per identity, presenting its certificate; in dev mode one for all,
+    each call naming its caller in the header (`caller`)."""
+
+    hub: Callable[[str], grpc.aio.Channel]
     control: grpc.aio.Channel
     default_member: str
+    mtls: bool = False
     slips: dict[str, SavedSlip] = field(default_factory=dict)
     banks: dict[str, S.SimulatedBank] = field(default_factory=dict)
 
-    @property
-    def verifier(self) -> verification_pb2_grpc.VerificationServiceAsyncStub:
-        return verification_pb2_grpc.VerificationServiceStub(self.hub)
+    def verifier(self, member: str) -> verification_pb2_grpc.VerificationServiceAsyncStub:
+        return verification_pb2_grpc.VerificationServiceStub(self.hub(member))
 
     @property
     def registry(self) -> registry_pb2_grpc.MemberRegistryAsyncStub:
-        return registry_pb2_grpc.MemberRegistryStub(self.hub)
+        return registry_pb2_grpc.MemberRegistryStub(self.hub(tls.OPERATOR))
+
+    def caller(self, identity: str) -> tuple[tuple[str, str], ...]:
+        """The metadata that names the caller: none under mTLS (its certificate does)."""
+        return () if self.mtls else as_member(identity)
 
     @property
     def simulator(self) -> simulator_pb2_grpc.BankSimulatorAsyncStub:
@@ -413,9 +421,10 @@ async def _verify(ctx: Context, a: Args) -> Outcome:
     for key, stamp in (("since", expect.not_before), ("until", expect.not_after)):
         if key in wanted:
             stamp.CopyFrom(units.to_timestamp(wanted[key](now)))
-    meta = as_member(a.get("as", ctx.default_member))
-    timeout = a.get("timeout", 5.0)
-    return await call(lambda: ctx.verifier.Verify(request, timeout=timeout, metadata=meta))
+    member = a.get("as", ctx.default_member)
+    meta, timeout = ctx.caller(member), a.get("timeout", 5.0)
+    verifier = ctx.verifier(member)
+    return await call(lambda: verifier.Verify(request, timeout=timeout, metadata=meta))
 
 
 async def _pick(ctx: Context, a: Args) -> Outcome:
@@ -462,8 +471,8 @@ async def _member(ctx: Context, a: Args) -> Outcome:
     else:
         method = action.capitalize()  # Subscribe, Unsubscribe
         request = getattr(R, f"{method}Request")(**a[action])
-    rpc = getattr(ctx.registry, method)
-    return await call(lambda: rpc(request, metadata=as_member(tls.OPERATOR), timeout=RPC_TIMEOUT))
+    rpc, meta = getattr(ctx.registry, method), ctx.caller(tls.OPERATOR)
+    return await call(lambda: rpc(request, metadata=meta, timeout=RPC_TIMEOUT))
 
 
 async def _registration(ctx: Context, a: Args) -> R.RegisterMemberRequest:

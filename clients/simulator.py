@@ -13,9 +13,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from clients.channels import control_channel, explain_refusal
 from clients.network import NetworkError, load_network
 from clients.render import transaction_dict, transaction_table
-from txverify import units
+from txverify import tls, units
 from txverify.errors import details_of
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
 
@@ -29,6 +30,14 @@ ControlOpt = Annotated[
         help="Simulator control host:port (default: the network `txverify up` recorded).",
     ),
 ]
+CertsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        envvar="TXVERIFY_CERTS",
+        help="Certificate directory: call the control API over mTLS as the operator "
+        "(or QA) (default: the one `txverify up --tls` recorded).",
+    ),
+]
 _PROXY_TYPES = {
     "MSISDN": common_pb2.PROXY_TYPE_MSISDN,
     "NATID": common_pb2.PROXY_TYPE_NATID,
@@ -38,24 +47,34 @@ _PROXY_TYPES = {
 }
 
 
-def control_address(given: str | None) -> str:
-    if given:
-        return given
+def control_target(given: str | None, certs: Path | None) -> tuple[str, Path | None]:
+    """The control address and certificate directory: as given, else as `txverify up`
+    recorded (its certificates only for the control address it recorded)."""
     try:
-        address: str = load_network()["control"]
+        network = load_network()
     except NetworkError as exc:
+        if given:
+            return given, certs
         err.print(f"[red]{exc}[/] (or pass --control HOST:PORT)")
         raise typer.Exit(1) from None
-    return address
+    if given and given != network.get("control"):
+        return given, certs
+    recorded = network.get("certs")
+    return given or str(network["control"]), certs or (Path(recorded) if recorded else None)
 
 
-def _stub(address: str) -> tuple[grpc.Channel, Any]:
-    channel = grpc.insecure_channel(address)
+def _stub(control: str | None, certs: Path | None) -> tuple[grpc.Channel, Any]:
+    address, certs = control_target(control, certs)
+    try:
+        channel = control_channel(address, certs=certs)
+    except OSError as exc:  # a certificate or key file missing or unreadable
+        err.print(f"[red]certificates in {certs}: {exc}[/]")
+        raise typer.Exit(1) from None
     return channel, simulator_pb2_grpc.BankSimulatorStub(channel)
 
 
 def _fail(error: grpc.RpcError) -> typer.Exit:
-    d = details_of(error)
+    d = explain_refusal(details_of(error), tls.SIMULATOR_DNS)
     err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
     return typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1)
 
@@ -99,6 +118,7 @@ def slip(
     png: Annotated[Path | None, typer.Option(help="Write the slip as a PNG image here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     control: ControlOpt = None,
+    certs: CertsOpt = None,
 ) -> None:
     """Transfer money at a simulated bank and print the slip it issues."""
     if (to is None) == (to_account is None):
@@ -126,7 +146,7 @@ def slip(
         request.to_proxy.CopyFrom(common_pb2.Proxy(type=kind, value=to or ""))
     else:
         request.to_proxy.CopyFrom(_guess_proxy(to or ""))
-    channel, stub = _stub(control_address(control))
+    channel, stub = _stub(control, certs)
     with channel:
         try:
             response: simulator_pb2.TransferResponse = stub.Transfer(request, timeout=10)
@@ -161,9 +181,10 @@ def reverse(
     bank: Annotated[str, typer.Argument(help="Sending member code.")],
     trans_ref: Annotated[str, typer.Argument(help="transRef of the transfer.")],
     control: ControlOpt = None,
+    certs: CertsOpt = None,
 ) -> None:
     """Reverse a transfer: the sender is refunded and the slip verifies as REVERSED."""
-    channel, stub = _stub(control_address(control))
+    channel, stub = _stub(control, certs)
     with channel:
         try:
             response = stub.Reverse(
@@ -196,9 +217,10 @@ def faults(
     ] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove every fault first.")] = False,
     control: ControlOpt = None,
+    certs: CertsOpt = None,
 ) -> None:
     """Show a simulated bank's faults, or change them (only the options given change)."""
-    channel, stub = _stub(control_address(control))
+    channel, stub = _stub(control, certs)
     with channel:
         try:
             current = stub.GetFaults(simulator_pb2.GetFaultsRequest(bank=bank), timeout=10)
@@ -278,6 +300,7 @@ def export(
         bool, typer.Option("--kinds", help="Prefix each line with its kind and a tab.")
     ] = False,
     control: ControlOpt = None,
+    certs: CertsOpt = None,
 ) -> None:
     """Write QR texts, one per line, to stdout; banks take turns so every issuer is used."""
     wanted = {
@@ -289,7 +312,7 @@ def export(
     }
     if any(n < 0 for n in wanted.values()):
         raise typer.BadParameter("counts must not be negative")
-    channel, stub = _stub(control_address(control))
+    channel, stub = _stub(control, certs)
     with channel:
         try:
             banks = [

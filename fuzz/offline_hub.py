@@ -1,4 +1,4 @@
-"""The real hub servicer and simulated banks wired together in-process, without sockets.
+"""The real hub servicers and simulated banks wired together in-process, without sockets.
 
 Fuzz targets need the code under test in their own process (atheris follows
 coverage there), so the parts gRPC would connect are joined by stand-ins: a
@@ -7,7 +7,11 @@ that hands the hub's inquiry, serialized, to a simulated bank's IssuerServicer
 in the same event loop. Everything else is the production code: identity,
 admission, routing, slip decoding, expectation checks, the forwarding gateway
 (bulkhead, circuit breaker, error mapping), the audit writer on SQLite, and the
-banks' inquiry handling and masking.
+banks' inquiry handling and masking. The MemberRegistry and AuditLog servicers
+are the production ones too: AuditLog reads the audit the Verify calls wrote;
+MemberRegistry changes a registry of its own (the same members, on its own SQLite),
+so that what the registry target does never changes what Verify sees, and which
+`reset_registry` puts back as it was whenever a call changed it.
 """
 
 from __future__ import annotations
@@ -27,8 +31,9 @@ from typing import Any, cast
 
 import grpc
 
-from server.admission import Admission
+from server.admission import Admission, member_rate_limit
 from server.audit import open_audit_store
+from server.audit_service import AuditLogServicer
 from server.auditlog import AuditWriter
 from server.forwarding import ForwardingPolicy, IssuerGateway
 from server.identity import IdentityMode
@@ -36,6 +41,7 @@ from server.membership import Membership
 from server.metrics import Metrics
 from server.ratelimit import RateLimiter
 from server.registry import Member, MemberKind, MemberStatus, with_default_roles
+from server.registry_service import MemberRegistryServicer
 from server.registry_store import open_registry_store
 from server.router import Router
 from server.verification import VerificationServicer
@@ -45,7 +51,7 @@ from simulators.issuer import IssuerServicer
 from simulators.ledger import StoredSlip, open_ledger
 from simulators.profiles import profile
 from simulators.seed import seed_ledger
-from txverify.v1 import issuer_pb2, verification_pb2
+from txverify.v1 import audit_pb2, issuer_pb2, verification_pb2
 
 # The banks' clock is fixed, so a seeded ledger (and so the seed corpus, and any
 # crash found) is the same on every run; a week back from it some slips are expired.
@@ -61,6 +67,9 @@ SIMULATED = ("014", "004", "900")
 REQUESTER_ONLY = "002"
 SUSPENDED = "006"
 DOWN = "025"
+OPERATOR = "operator"  # the hub's operator identity (txverify.tls.OPERATOR)
+# The loggers of the servicers that answer INTERNAL on a bug (after logging it).
+SERVICER_LOGGERS = ("server.verification", "server.registry_service", "server.audit_service")
 # What a Verify may end with: anything but INTERNAL and UNKNOWN (tests/test_fuzz_hub.py).
 ALLOWED = frozenset(
     {
@@ -282,7 +291,17 @@ class OfflineNetwork:
         )
         self.loop.run_until_complete(self._start())
         self.failures = _Failures()
-        logging.getLogger("server.verification").addHandler(self.failures)
+        for name in SERVICER_LOGGERS:
+            logging.getLogger(name).addHandler(self.failures)
+        self.registry_membership = self._registry_membership()
+        self.registry_pristine = self.registry_membership.version  # after the bootstrap
+        self.registry_servicers = self._registry_servicers()
+        self.audit_servicers = {
+            mode: AuditLogServicer(
+                self.audit.store, self.membership, mode=mode, operators=(OPERATOR,)
+            )
+            for mode in IdentityMode
+        }
 
     async def _start(self) -> None:
         # The audit writer makes its asyncio objects on the running loop.
@@ -291,6 +310,94 @@ class OfflineNetwork:
         self.servicers = {
             mode: VerificationServicer(router, mode, self.audit, Metrics()) for mode in IdentityMode
         }
+
+    def _registry_membership(self) -> Membership:
+        # Changes reach a rate limiter as in the hub (server/app.py's member_changed).
+        limiter = RateLimiter(None)
+        membership = Membership(  # ~1 ms
+            open_registry_store("sqlite://"),
+            on_change=lambda m: limiter.set_limit(m.code, member_rate_limit(m)),
+        )
+        membership.bootstrap(_members())
+        return membership
+
+    def _registry_servicers(self) -> dict[IdentityMode, MemberRegistryServicer]:
+        return {
+            mode: MemberRegistryServicer(
+                self.registry_membership,
+                mode=mode,
+                operators=(OPERATOR,),
+                circuit=self.gateway.circuit_state,
+            )
+            for mode in IdentityMode
+        }
+
+    def reset_registry(self) -> None:
+        """The registry target's members as they were at the start, if a call changed them
+        (so that every input starts from the same registry, and a crash replays)."""
+        if self.registry_membership.version == self.registry_pristine:
+            return
+        self.registry_membership.store.close()
+        self.registry_membership = self._registry_membership()
+        self.registry_servicers = self._registry_servicers()
+
+    def _call(
+        self,
+        call: Callable[[grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]],
+        *,
+        metadata: Iterable[tuple[str, str | bytes]],
+        peer: str,
+        common_names: Sequence[bytes],
+        remaining: float | None = None,
+    ) -> Outcome:
+        """One RPC through a real servicer; an unexpected error the hub logged (and
+        answered INTERNAL) is raised here, with its own traceback."""
+        context = FakeContext(
+            metadata=tuple(metadata), peer=peer, common_names=common_names, remaining=remaining
+        )
+        self.failures.caught = None
+        outcome = self.loop.run_until_complete(_run(lambda: call(context.as_grpc()), context))
+        if self.failures.caught is not None:
+            caught, self.failures.caught = self.failures.caught, None
+            raise caught
+        return outcome
+
+    def registry(
+        self,
+        rpc: str,
+        request: Any,
+        *,
+        metadata: Iterable[tuple[str, str | bytes]] = (),
+        mode: IdentityMode = IdentityMode.DEV,
+        peer: str = LOOPBACK_PEER,
+        common_names: Sequence[bytes] = (),
+    ) -> Outcome:
+        """One MemberRegistry call (`rpc`, e.g. "RegisterMember") through the real servicer."""
+        method = getattr(self.registry_servicers[mode], rpc)
+        return self._call(
+            lambda context: method(request, context),
+            metadata=metadata,
+            peer=peer,
+            common_names=common_names,
+        )
+
+    def query_audit(
+        self,
+        request: audit_pb2.QueryAuditRequest,
+        *,
+        metadata: Iterable[tuple[str, str | bytes]] = (),
+        mode: IdentityMode = IdentityMode.DEV,
+        peer: str = LOOPBACK_PEER,
+        common_names: Sequence[bytes] = (),
+    ) -> Outcome:
+        """One AuditLog.QueryAudit through the real servicer, over the Verify calls' audit."""
+        servicer = self.audit_servicers[mode]
+        return self._call(
+            lambda context: servicer.QueryAudit(request, context),
+            metadata=metadata,
+            peer=peer,
+            common_names=common_names,
+        )
 
     def slips(self) -> list[StoredSlip]:
         """Every slip the simulated banks issued, newest first per bank."""
@@ -308,18 +415,14 @@ class OfflineNetwork:
     ) -> Outcome:
         """One Verify through the real servicer; an unexpected error the hub logged (and
         answered INTERNAL) is raised here, with its own traceback."""
-        context = FakeContext(
-            metadata=tuple(metadata), peer=peer, common_names=common_names, remaining=remaining
-        )
         servicer = self.servicers[mode]
-        self.failures.caught = None
-        outcome = self.loop.run_until_complete(
-            _run(lambda: servicer.Verify(request, context.as_grpc()), context)
+        return self._call(
+            lambda context: servicer.Verify(request, context),
+            metadata=metadata,
+            peer=peer,
+            common_names=common_names,
+            remaining=remaining,
         )
-        if self.failures.caught is not None:
-            caught, self.failures.caught = self.failures.caught, None
-            raise caught
-        return outcome
 
     def inquire(
         self,
@@ -337,12 +440,14 @@ class OfflineNetwork:
         )
 
     def close(self) -> None:
-        logging.getLogger("server.verification").removeHandler(self.failures)
+        for name in SERVICER_LOGGERS:
+            logging.getLogger(name).removeHandler(self.failures)
         self.loop.run_until_complete(self._stop())
         self.loop.close()
         for bank in self.banks.values():
             bank.ledger.close()
         self.membership.store.close()
+        self.registry_membership.store.close()
 
     async def _stop(self) -> None:
         await self.gateway.close()

@@ -1,6 +1,7 @@
 """Coverage-guided fuzzing of txverify with atheris: every target in turn, a summary at the end.
 
     python fuzz/run.py --seconds 60            # each target for 60 s (make fuzz)
+    python fuzz/run.py --seconds 60 registry audit   # only these targets
     python fuzz/run.py --runs 20000 verify     # one target, a fixed number of inputs
     python fuzz/run.py --replay verify FILE    # re-run saved inputs without atheris
 
@@ -8,9 +9,10 @@ Each target runs in its own process (libFuzzer takes the process over) with a
 memory ceiling (-rss_limit_mb: exceeding it is a crash, "out-of-memory"). Seeds
 are generated afresh (seed_corpus.py); the inputs the fuzzer finds go to a
 temporary corpus unless --corpus names a directory to keep them. Per target it
-prints the inputs tried, the time, the peak RSS and the crashes; a crash leaves
-the input that caused it (and libFuzzer's log) in the artifacts directory, and
-the exit status is 1.
+prints the inputs tried, the time, the peak RSS and the crashes, and for the
+targets that count them (registry, audit: rpc_checks.RpcCounts) the RPCs tried
+by method and status; a crash leaves the input that caused it (and libFuzzer's
+log) in the artifacts directory, and the exit status is 1.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from rpc_checks import COUNTS_ENV, read_counts
 from seed_corpus import TARGETS, write_seeds
 
 HERE = Path(__file__).resolve().parent
@@ -53,6 +56,7 @@ class Result:
     crashes: list[Path]
     returncode: int
     log: Path
+    rpcs: dict[str, dict[str, int]]  # RPCs tried by method, then status (some targets)
 
     @property
     def failed(self) -> bool:
@@ -102,6 +106,8 @@ def fuzz(
         "-print_final_stats=1",
     ]
     log = artifacts / f"{target}.log"
+    counts = artifacts / f"{target}.counts.json"
+    counts.unlink(missing_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=f"txverify-fuzz-{target}-", dir=_scratch_base()))
     started = time.monotonic()
     try:
@@ -110,7 +116,7 @@ def fuzz(
                 command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "TXVERIFY_FUZZ_DIR": str(scratch)},
+                env={**os.environ, "TXVERIFY_FUZZ_DIR": str(scratch), COUNTS_ENV: str(counts)},
                 check=False,
             ).returncode
     finally:
@@ -133,6 +139,7 @@ def fuzz(
         crashes=crashes,
         returncode=returncode,
         log=log,
+        rpcs=read_counts(counts),
     )
 
 
@@ -169,6 +176,10 @@ def _report(results: list[Result]) -> None:
               f"{r.coverage:>6} {r.corpus:>7} {len(r.crashes):>8}")  # fmt: skip
     total = sum(r.executions for r in results)
     print(f"{'total':<10} {total:>10}")
+    for r in results:
+        for rpc, by_status in sorted(r.rpcs.items()):
+            statuses = ", ".join(f"{n} {status}" for status, n in sorted(by_status.items()))
+            print(f"  {r.target} {rpc}: {sum(by_status.values())} RPCs ({statuses})")
     for r in results:
         if r.failed:
             print(f"\n{r.target}: FAILED (exit {r.returncode}); log {r.log}")

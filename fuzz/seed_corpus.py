@@ -8,18 +8,21 @@ fuzzer starts from requests that get all the way to an issuer's answer.
 from __future__ import annotations
 
 import hashlib
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from google.protobuf import field_mask_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
 from offline_hub import DOWN, REQUESTER_ONLY, SUSPENDED, network
 
 from simulators.issuer import masked_transaction
 from simulators.ledger import LedgerTransaction
 from txverify import miniqr
 from txverify.units import to_timestamp
-from txverify.v1 import common_pb2, issuer_pb2, verification_pb2
+from txverify.v1 import audit_pb2, common_pb2, issuer_pb2, registry_pb2, verification_pb2
 
-TARGETS = ("qr", "verify", "issuer", "identity", "answer")
+TARGETS = ("qr", "verify", "issuer", "identity", "answer", "registry", "audit")
 _V = verification_pb2
 _TLS = 64  # verify_target control bits
 _ODD = 128
@@ -143,6 +146,91 @@ def answers() -> list[bytes]:
     return [*out, b"\x00"]
 
 
+def registry_calls() -> list[bytes]:
+    """Every MemberRegistry RPC as the operator, a member's try, and a new member's life."""
+    from registry_target import control, record  # imports offline_hub, as this module does
+
+    r = registry_pb2
+
+    def op(rpc: str, request: Any, caller: str = "operator") -> bytes:
+        return record(control(rpc, caller), request)
+
+    new = r.Member(
+        code="101",
+        name="New Bank",
+        kind=common_pb2.MEMBER_KIND_BANK,
+        issuer_endpoint="127.0.0.1:50101",
+        cert_identity="new-bank",
+        rate_limit_rps=0.001,
+        rate_limit_burst=3,
+    )
+    mask = field_mask_pb2.FieldMask(paths=["name", "rate_limit_rps", "rate_limit_burst"])
+    life = [
+        op("RegisterMember", r.RegisterMemberRequest(member=new, roles=[r.ROLE_REQUESTER])),
+        op("Subscribe", r.SubscribeRequest(code="101", role=r.ROLE_ISSUER)),
+        op(
+            "UpdateMember",
+            r.UpdateMemberRequest(
+                code="101",
+                member=r.Member(name="Renamed", rate_limit_rps=1e6, rate_limit_burst=1_000_000),
+                update_mask=mask,
+            ),
+        ),
+        op(
+            "SetMemberStatus",
+            r.SetMemberStatusRequest(code="101", status=r.MEMBER_STATUS_TERMINATED, reason="left"),
+        ),
+    ]
+    return [
+        *life,
+        b"".join(life),
+        op("RegisterMember", r.RegisterMemberRequest(member=r.Member(code="102"))),
+        op("RegisterMember", r.RegisterMemberRequest(member=new), "operator-tls"),
+        op("GetMember", r.GetMemberRequest(code="014", include_history=True)),
+        op("GetMember", r.GetMemberRequest(code="777")),
+        op("ListMembers", r.ListMembersRequest()),
+        op("UpdateMember", r.UpdateMemberRequest(code="014", member=r.Member(name="x"))),
+        op(
+            "SetMemberStatus",
+            r.SetMemberStatusRequest(code=SUSPENDED, status=r.MEMBER_STATUS_ACTIVE),
+        ),
+        op(
+            "SetMemberStatus",
+            r.SetMemberStatusRequest(code="014", status=r.MEMBER_STATUS_SUSPENDED, reason="audit"),
+        ),
+        op("Unsubscribe", r.UnsubscribeRequest(code="014", role=r.ROLE_ISSUER)),
+        op(
+            "Subscribe", r.SubscribeRequest(code=REQUESTER_ONLY, service="x", role=r.ROLE_REQUESTER)
+        ),
+        op("ListMembers", r.ListMembersRequest(), "014"),
+        op("GetMember", r.GetMemberRequest(code="014"), "nobody"),
+        op("GetMember", r.GetMemberRequest(code="014"), "remote"),
+        b"",
+    ]
+
+
+def audit_queries() -> list[bytes]:
+    """Queries that find records (the verify seeds'), and ones that must be refused."""
+    slip = network().slips()[0].transaction
+    # The audit's times are the real clock's: a window around any day this runs, fixed
+    # (seeds must be the same bytes on every call).
+    since = to_timestamp(datetime(2020, 1, 1, tzinfo=UTC))
+    until = to_timestamp(datetime(2100, 1, 1, tzinfo=UTC))
+    queries = [
+        audit_pb2.QueryAuditRequest(),
+        audit_pb2.QueryAuditRequest(member="014", limit=5),
+        audit_pb2.QueryAuditRequest(trans_ref=slip.trans_ref),
+        audit_pb2.QueryAuditRequest(request_id="req-0"),
+        audit_pb2.QueryAuditRequest(since=since, until=until),
+        audit_pb2.QueryAuditRequest(since=until),
+        audit_pb2.QueryAuditRequest(until=Timestamp(seconds=253_402_300_799, nanos=999_999_999)),
+        audit_pb2.QueryAuditRequest(since=Timestamp(seconds=-62_135_596_801)),
+        audit_pb2.QueryAuditRequest(since=Timestamp(nanos=-1), limit=-1),
+        audit_pb2.QueryAuditRequest(member="900", limit=10_000),
+    ]
+    return [bytes([who]) + q.SerializeToString() for q in queries for who in range(8)]
+
+
 def seeds(target: str) -> list[bytes]:
     """The seed inputs of one target."""
     if target == "qr":
@@ -155,6 +243,10 @@ def seeds(target: str) -> list[bytes]:
         return identities()
     if target == "answer":
         return answers()
+    if target == "registry":
+        return registry_calls()
+    if target == "audit":
+        return audit_queries()
     raise ValueError(f"unknown fuzz target {target!r}; one of {', '.join(TARGETS)}")
 
 

@@ -122,6 +122,18 @@ class CircuitBreaker:
         if self.state is CircuitState.HALF_OPEN:
             self._probe_out = False
 
+    def probe_now(self) -> None:
+        """End the cooldown early: the issuer is known to be back, let one probe through now.
+
+        OPEN becomes HALF_OPEN at once. While HALF_OPEN the probe slot is freed again:
+        the caller replaced the connection the probe out went on, so that probe's
+        result must not count (the caller drops it) and a new one is needed. A CLOSED
+        circuit stays as it is. The caller decides when the issuer is back; this only
+        moves the state, so the breaker needs no clock of its own for it.
+        """
+        if self.state is not CircuitState.CLOSED:
+            self._move_to(CircuitState.HALF_OPEN)
+
     def _open(self) -> None:
         self._opened_at = self._clock()
         self._move_to(CircuitState.OPEN)

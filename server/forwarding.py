@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
     # (gRPC's defaults start at 1 s and back off to 120 s).
     ("grpc.initial_reconnect_backoff_ms", 200),
     ("grpc.max_reconnect_backoff_ms", 5_000),
+    # Each channel its own connections: by default gRPC shares a subchannel between
+    # channels with the same target and options, and the fresh channel a watcher
+    # makes when an issuer listens again (WATCH_EVERY) would inherit the old one's
+    # reconnect backoff instead of connecting at once.
+    ("grpc.use_local_subchannel_pool", 1),
     # Keepalive: a ping after 30 s without traffic notices a silently dead
     # peer (a pulled cable, a NAT that forgot us) long before a TCP timeout;
     # 10 s without the ping's answer closes the connection. No pings while
@@ -40,6 +46,23 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # A retried inquiry (first attempt never reached the issuer) may wait this long
 # for the connection to come up, within the caller's budget.
 RETRY_CONNECT_WAIT = 0.5
+# While an issuer's circuit is open because the issuer could not be reached, its
+# channel sits in gRPC's reconnect backoff (up to max_reconnect_backoff_ms, with
+# jitter), which gRPC Python offers no way to cut short: a probe after the cooldown
+# would wait for that channel and fail, and the circuit would stay open for another
+# cooldown after the issuer is back. So a watcher tries a bare TCP connect to the
+# issuer's endpoint this often (one attempt at a time, none while the circuit is
+# closed); once the port has refused and then accepted, a fresh channel, which
+# connects at once, replaces the old one and the probe goes through without waiting
+# out the cooldown. The connect sends no byte: under mTLS too it only says the port
+# listens.
+WATCH_EVERY = 0.15
+# An issuer down for longer than this is tried less often: ~2 connects a second
+# instead of ~7, and still back within a second of listening.
+WATCH_FAST_FOR, WATCH_EVERY_LATER = 30.0, 0.5
+# A connect attempt that neither succeeds nor is refused (a host that drops SYNs)
+# is given up after this long, and counts as "not listening".
+WATCH_CONNECT_TIMEOUT = 1.0
 _ISSUER_NOT_FOUND_REASONS = {Reason.SLIP_NOT_FOUND.value, Reason.SLIP_EXPIRED.value}
 # Outcomes that say the issuer is unwell; the others (found, not found, bad
 # request) prove it answers and close its circuit.
@@ -82,6 +105,8 @@ class IssuerLink:
     stub: IssuerServiceAsyncStub
     breaker: CircuitBreaker
     bulkhead: Bulkhead
+    # Waits for the issuer to listen again while its circuit is open (WATCH_EVERY).
+    watcher: asyncio.Task[None] | None = None
 
 
 class IssuerGateway:
@@ -99,6 +124,7 @@ class IssuerGateway:
         self._on_circuit_change = on_circuit_change
         self._links: dict[str, IssuerLink] = {}
         self._closing: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def _link(self, issuer: Member) -> IssuerLink:
         link = self._links.get(issuer.code)
@@ -108,6 +134,7 @@ class IssuerGateway:
         ):
             return link
         if link is not None:  # the registry moved the issuer: new channel, fresh circuit
+            self._stop_watching(link)
             self._close_later(link.channel)
         channel = self._channel_factory(issuer)
         link = IssuerLink(
@@ -129,9 +156,81 @@ class IssuerGateway:
             self._on_circuit_change(name, new)
 
     def _close_later(self, channel: grpc.aio.Channel) -> None:
-        task = asyncio.get_running_loop().create_task(channel.close(grace=1.0))
+        # Calls still on the channel end by their own deadline (at most the issuer
+        # timeout); one cancelled by the close would reach its caller as a cancellation.
+        grace = self.policy.issuer_timeout + 1.0
+        task = asyncio.get_running_loop().create_task(channel.close(grace=grace))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
+
+    def _renew_channel(self, link: IssuerLink, issuer: Member) -> None:
+        """A fresh channel for the link (it connects at once, with no backoff to wait)."""
+        old = link.channel
+        link.channel = self._channel_factory(issuer)
+        link.stub = issuer_pb2_grpc.IssuerServiceStub(link.channel)
+        self._close_later(old)
+
+    def _settle(
+        self, link: IssuerLink, channel: grpc.aio.Channel, issuer: Member, failed: bool
+    ) -> None:
+        """Count a finished inquiry against the circuit; watch the issuer if it is unreachable."""
+        if link.channel is not channel:
+            # Sent on a channel replaced since: it says nothing about the new one, and
+            # the replacement let a probe of its own through (_watch).
+            return
+        if not failed:
+            link.breaker.record_success()
+            return
+        link.breaker.record_failure()
+        unreachable = channel.get_state() is not grpc.ChannelConnectivity.READY
+        if unreachable and link.breaker.state is CircuitState.OPEN:
+            self._start_watching(link, issuer)
+
+    def _start_watching(self, link: IssuerLink, issuer: Member) -> None:
+        if self._closed or (link.watcher is not None and not link.watcher.done()):
+            return
+        address = _host_port(link.endpoint)
+        if address is not None:
+            link.watcher = asyncio.get_running_loop().create_task(
+                self._watch(link, issuer, *address)
+            )
+
+    def _stop_watching(self, link: IssuerLink) -> asyncio.Task[None] | None:
+        watcher, link.watcher = link.watcher, None
+        if watcher is not None:
+            watcher.cancel()
+        return watcher
+
+    async def _watch(self, link: IssuerLink, issuer: Member, host: str, port: int) -> None:
+        """While the circuit is not closed: once the issuer's port has refused and then
+        accepts a connection, a fresh channel and the probe at once (WATCH_EVERY).
+
+        Only a refusal seen first arms it, so an issuer that accepts connections but
+        fails or hangs gets no early probe and its circuit keeps the cooldown. One
+        watch lets at most one probe through early; a probe that fails unreachable
+        starts the next watch (_settle).
+        """
+        refused = False
+        began = asyncio.get_running_loop().time()
+        while True:
+            listening = await _accepts(host, port)
+            if (
+                self._closed
+                or self._links.get(issuer.code) is not link
+                or link.breaker.state is CircuitState.CLOSED  # it answered on the old channel
+            ):
+                return
+            if not listening:
+                refused = True
+            elif not refused:
+                return  # it listened all along: up, but failing; the cooldown decides
+            else:
+                log.info("issuer %s listens again: new channel, probe now", issuer.code)
+                self._renew_channel(link, issuer)
+                link.breaker.probe_now()
+                return
+            late = asyncio.get_running_loop().time() - began > WATCH_FAST_FOR
+            await asyncio.sleep(WATCH_EVERY_LATER if late else WATCH_EVERY)
 
     def circuit_state(self, code: str) -> CircuitState | None:
         link = self._links.get(code)
@@ -173,21 +272,21 @@ class IssuerGateway:
             request = issuer_pb2.IssuerInquiryRequest(
                 slip_ref=slip, requester=requester, request_id=request_id
             )
+            channel = link.channel  # the one this inquiry goes out on
             try:
                 response = await self._send(link, issuer, request, budget)
             except ServiceError as error:
-                if error.reason in _FAILURES:
-                    link.breaker.record_failure()
-                else:
-                    link.breaker.record_success()
+                self._settle(link, channel, issuer, failed=error.reason in _FAILURES)
                 raise
             except BaseException:  # cancelled by the caller: says nothing about the issuer
-                link.breaker.record_ignored()
+                if link.channel is channel:
+                    link.breaker.record_ignored()
                 raise
-            link.breaker.record_success()
+            self._settle(link, channel, issuer, failed=False)
         tx = response.transaction
         if tx.trans_ref != slip.trans_ref or tx.sending_bank != slip.sending_bank:
-            link.breaker.record_failure()
+            if link.channel is channel:
+                link.breaker.record_failure()
             raise ServiceError(
                 Reason.ISSUER_ERROR,
                 f"issuer {issuer.code} answered about another slip",
@@ -206,8 +305,9 @@ class IssuerGateway:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget
         connected = link.channel.get_state() is grpc.ChannelConnectivity.READY
+        stub = link.stub
         try:
-            response: issuer_pb2.IssuerInquiryResponse = await link.stub.IssuerInquiry(
+            response: issuer_pb2.IssuerInquiryResponse = await stub.IssuerInquiry(
                 request, timeout=budget
             )
             return response
@@ -217,16 +317,20 @@ class IssuerGateway:
             if not never_sent or remaining <= 0:
                 raise issuer_error(issuer, error) from None
         # The channel was not connected, so the request never left the hub:
-        # sending it again cannot make the issuer answer twice.
+        # sending it again cannot make the issuer answer twice. On the link's channel
+        # now: a watcher may have replaced the first one meanwhile (closing it).
+        channel, stub = link.channel, link.stub
         try:
-            retried: issuer_pb2.IssuerInquiryResponse = await link.stub.IssuerInquiry(
+            retried: issuer_pb2.IssuerInquiryResponse = await stub.IssuerInquiry(
                 request, timeout=min(remaining, RETRY_CONNECT_WAIT), wait_for_ready=True
             )
             return retried
         except grpc.aio.AioRpcError as error:
+            # The retry's own channel: the link's may be a fresh one by now, READY
+            # while this one still waits out its backoff.
             waited_for_connection = (
                 remaining > RETRY_CONNECT_WAIT
-                or link.channel.get_state() is not grpc.ChannelConnectivity.READY
+                or channel.get_state() is not grpc.ChannelConnectivity.READY
             )
             if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED and waited_for_connection:
                 # The time ran out waiting for a connection (the issuer refuses or
@@ -239,11 +343,36 @@ class IssuerGateway:
             raise issuer_error(issuer, error) from None
 
     async def close(self) -> None:
+        self._closed = True
+        watchers = [w for link in self._links.values() if (w := self._stop_watching(link))]
+        await asyncio.gather(*watchers, return_exceptions=True)
         for link in self._links.values():
             await link.channel.close()
         self._links.clear()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+def _host_port(endpoint: str) -> tuple[str, int] | None:
+    """host:port or [v6]:port (registry.py checks the form) as a host and a port."""
+    host, _, port = endpoint.rpartition(":")
+    if not host or not port.isdigit():
+        return None
+    return host.strip("[]"), int(port)
+
+
+async def _accepts(host: str, port: int) -> bool:
+    """Whether a TCP connection to host:port is accepted (closed again at once, nothing sent)."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port), WATCH_CONNECT_TIMEOUT
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
 
 
 def issuer_error(issuer: Member, error: grpc.aio.AioRpcError) -> ServiceError:
@@ -271,7 +400,9 @@ def issuer_error(issuer: Member, error: grpc.aio.AioRpcError) -> ServiceError:
         return ServiceError(
             Reason.ISSUER_TIMEOUT, f"issuer {issuer.code} did not answer in time", metadata=meta
         )
-    if status == grpc.StatusCode.UNAVAILABLE:
+    if status in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED):
+        # CANCELLED from an issuer: its server cancelled the call, i.e. it is stopping
+        # (our own caller's cancellation never gets here: it cancels the await).
         return ServiceError(
             Reason.ISSUER_UNAVAILABLE, f"issuer {issuer.code} is unreachable", metadata=meta
         )

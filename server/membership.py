@@ -14,12 +14,14 @@ from typing import Any
 
 from server.registry import (
     SERVICES,
+    InvalidMember,
     Member,
     MemberDirectory,
     MemberStatus,
     Role,
     Subscription,
     default_roles,
+    shown,
     with_changes,
 )
 from server.registry_store import Change, RegistryStore, Snapshot
@@ -40,6 +42,11 @@ _ALLOWED = {
 # that slow is logged by name.
 APPLIED_TIMEOUT = 1.0
 APPLIED_POLL = 0.01
+
+
+def invalid_member(error: InvalidMember) -> ServiceError:
+    """INVALID_REQUEST naming the bad field as a request does: `member.rate_limit_rps`."""
+    return invalid_field(f"member.{error.field}", error.problem)
 
 
 def replica_name() -> str:
@@ -171,7 +178,7 @@ class Membership:
         member = self.directory.get(code)
         if member is None:
             raise ServiceError(
-                Reason.MEMBER_NOT_FOUND, f"no member {code!r}", metadata={"field": "code"}
+                Reason.MEMBER_NOT_FOUND, f"no member {shown(code)}", metadata={"field": "code"}
             )
         return member
 
@@ -257,11 +264,16 @@ class Membership:
             )
         unknown = set(changes) - set(UPDATABLE)
         if unknown:
-            raise invalid_field("update_mask", f"cannot update {sorted(unknown)}; only {UPDATABLE}")
+            raise invalid_field(
+                "update_mask",
+                f"cannot update {shown(sorted(unknown))}; only {', '.join(UPDATABLE)}",
+            )
         try:
             updated = with_changes(member, **changes, updated_at=self.clock())
+        except InvalidMember as exc:
+            raise invalid_member(exc) from None
         except (ValueError, TypeError) as exc:
-            raise invalid_field("member", str(exc)) from None
+            raise invalid_field("member", shown(str(exc))) from None
         if member.subscribed(Role.ISSUER) and not updated.issuer_endpoint:
             raise invalid_field("member.issuer_endpoint", "an issuer needs an issuer_endpoint")
         clash = self.directory.by_identity(updated.identity)
@@ -275,6 +287,8 @@ class Membership:
         member = self.get(code)
         if len(reason) > 200:
             raise invalid_field("reason", "at most 200 characters")
+        if "\x00" in reason:  # PostgreSQL cannot store it in the history
+            raise invalid_field("reason", "must not contain NUL characters")
         if status is member.status:
             return member
         if status not in _ALLOWED[member.status]:

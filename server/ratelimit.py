@@ -16,6 +16,35 @@ from dataclasses import dataclass
 _EPSILON = 1e-9
 
 
+# The one range of every rate limit: the hub's own (--rate-limit) and each member's
+# (MemberRegistry, the members file; there 0 means the hub's default). The wait an
+# empty bucket says is at most 1 / MIN_RATE = 1,000 s, which a RetryInfo holds (a
+# rate of 1e-300/s said 1e300 s: no Duration can, and Verify answered UNKNOWN), and
+# the shared limiter's numbers stay exact (server/ratelimit_redis.py). An infinite
+# rate would make refills NaN (0 s * inf): "no limit" is None, not a rate.
+MIN_RATE = 0.001  # requests per second: one every 1,000 s
+MAX_RATE = 1_000_000.0
+MAX_BURST = 1_000_000
+RATE_RANGE = "0.001-1,000,000 requests per second"
+BURST_RANGE = "1,000,000"
+
+
+def rate_problem(rate: object) -> str | None:
+    """Why `rate` is not a rate limit (requests per second), or None when it is one."""
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        return f"must be a number, {RATE_RANGE}, got {rate!r}"[:120]
+    if not MIN_RATE <= rate <= MAX_RATE:  # NaN compares false: refused too
+        return f"must be {RATE_RANGE}, got {rate!r}"
+    return None
+
+
+def burst_problem(burst: object, *, least: int = 1) -> str | None:
+    """Why `burst` is not a burst (least-MAX_BURST calls at once), or None when it is one."""
+    if isinstance(burst, bool) or not isinstance(burst, int) or not least <= burst <= MAX_BURST:
+        return f"must be a whole number {least}-{BURST_RANGE}, got {burst!r}"[:120]
+    return None
+
+
 @dataclass(frozen=True, slots=True)
 class RateLimit:
     """`rate` tokens per second, up to `burst` saved up; each call takes one."""
@@ -24,11 +53,12 @@ class RateLimit:
     burst: int
 
     def __post_init__(self) -> None:
-        # Finite: an infinite rate makes refills NaN (0 s * inf); say "no limit" with None.
-        if not (self.rate > 0 and math.isfinite(self.rate)):
-            raise ValueError(f"rate must be a positive number per second, got {self.rate}")
-        if self.burst < 1:
-            raise ValueError(f"burst must be >= 1, got {self.burst}")
+        problem = rate_problem(self.rate)
+        if problem is not None:
+            raise ValueError(f"rate {problem}")
+        problem = burst_problem(self.burst)
+        if problem is not None:
+            raise ValueError(f"burst {problem}")
 
 
 class TokenBucket:

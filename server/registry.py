@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -11,14 +10,39 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
+from server.ratelimit import burst_problem, rate_problem
+from txverify import tls
 from txverify.banks import is_member_code
 
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")  # fullmatch
 _IDENTITY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # fullmatch
 SLIP_VERIFICATION = "slip-verification"
+_RESERVED_IDENTITIES = frozenset({tls.HUB, tls.OPERATOR, tls.SIMULATOR, tls.QA})
 SERVICES = frozenset({SLIP_VERIFICATION})
+MAX_NAME = 200
+SHOWN = 40  # characters of a bad value quoted back: a message must stay small
+
+
+def shown(value: object) -> str:
+    """`value` as an error message quotes it: repr, cut short (a caller may send 1 MiB,
+    and a status message over 16 KB cannot be sent back at all)."""
+    text = repr(value)
+    if len(text) <= SHOWN:
+        return text
+    size = f" ({len(value):,} characters)" if isinstance(value, str) else ""
+    return f"{text[:SHOWN]}...{size}"
+
+
+class InvalidMember(ValueError):
+    """A member field with a value the hub refuses; `field` is its name in a Member."""
+
+    def __init__(self, code: str, field: str, problem: str) -> None:
+        where = f"member {code}: " if code else "member "
+        super().__init__(f"{where}{field} {problem}")
+        self.field = field
+        self.problem = problem
 
 
 class MemberKind(StrEnum):
@@ -70,25 +94,44 @@ class Member:
 
     def __post_init__(self) -> None:
         if not is_member_code(self.code):
-            raise ValueError(f"member code must be 3 digits, got {self.code!r}")
+            self._invalid("code", f"must be 3 digits, got {shown(self.code)}")
         if self.issuer_endpoint and not _ENDPOINT.fullmatch(self.issuer_endpoint):
-            raise ValueError(
-                f"member {self.code}: issuer_endpoint must be host:port, "
-                f"got {self.issuer_endpoint!r}"
+            self._invalid(
+                "issuer_endpoint", f"must be host:port, got {shown(self.issuer_endpoint)}"
             )
         if self.cert_identity and not _IDENTITY.fullmatch(self.cert_identity):
-            raise ValueError(f"member {self.code}: cert_identity {self.cert_identity!r} is invalid")
-        if len(self.name) > 200:
-            raise ValueError(f"member {self.code}: name is longer than 200 characters")
-        if (
-            not math.isfinite(self.rate_limit_rps)
-            or self.rate_limit_rps < 0
-            or self.rate_limit_burst < 0
-        ):
-            raise ValueError(f"member {self.code}: rate limits must not be negative")
+            self._invalid(
+                "cert_identity",
+                "must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or "
+                f"digit, got {shown(self.cert_identity)}",
+            )
+        if self.cert_identity.lower() in _RESERVED_IDENTITIES:
+            # The hub's own parties: a member taking the operator's name would be
+            # admitted as that member when the operator's certificate calls Verify.
+            self._invalid(
+                "cert_identity",
+                f"{shown(self.cert_identity)} names one of the hub's own certificates "
+                f"({', '.join(sorted(_RESERVED_IDENTITIES))}), not a member's",
+            )
+        if len(self.name) > MAX_NAME:
+            self._invalid("name", f"is longer than {MAX_NAME} characters")
+        if "\x00" in self.name:
+            self._invalid("name", "must not contain NUL characters")
+        # 0: the hub's default; else the range every rate limit has (server/ratelimit.py).
+        rate = self.rate_limit_rps
+        default_rate = rate == 0 and not isinstance(rate, bool)
+        rate_issue = None if default_rate else rate_problem(rate)
+        if rate_issue is not None:
+            self._invalid("rate_limit_rps", f"{rate_issue} (or 0: the hub's default)")
+        burst_issue = burst_problem(self.rate_limit_burst, least=0)
+        if burst_issue is not None:
+            self._invalid("rate_limit_burst", f"{burst_issue} (0: the hub's default)")
         for sub in self.subscriptions:
             if sub.service not in SERVICES:
-                raise ValueError(f"member {self.code}: unknown service {sub.service!r}")
+                self._invalid("subscriptions", f"unknown service {shown(sub.service)}")
+
+    def _invalid(self, field: str, problem: str) -> NoReturn:
+        raise InvalidMember(self.code if field != "code" else "", field, problem)
 
     @property
     def identity(self) -> str:
@@ -156,13 +199,20 @@ def _member_from_toml(entry: Mapping[str, Any]) -> Member:
         issuer_endpoint=str(entry.get("issuer_endpoint", "")),
         status=MemberStatus(entry.get("status", "ACTIVE")),
         cert_identity=str(entry.get("cert_identity", "")),
-        rate_limit_rps=float(entry.get("rate_limit_rps", 0.0)),
-        rate_limit_burst=int(entry.get("rate_limit_burst", 0)),
+        # As written: Member says what is wrong with a value (2.5 or true is no burst).
+        rate_limit_rps=_number(entry.get("rate_limit_rps", 0.0)),
+        rate_limit_burst=entry.get("rate_limit_burst", 0),
     )
     roles = entry.get("roles")
     chosen = default_roles(member) if roles is None else tuple(Role(r) for r in roles)
     subs = tuple(Subscription(SLIP_VERIFICATION, r) for r in dict.fromkeys(chosen))
     return Member(**{**_fields(member), "subscriptions": subs})
+
+
+def _number(value: Any) -> Any:
+    """A TOML integer as a float (rate_limit_rps = 5); anything else as it is, for Member
+    to refuse by name."""
+    return float(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
 
 def _fields(member: Member) -> dict[str, Any]:

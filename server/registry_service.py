@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Collection
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
 from server.breaker import CircuitState
 from server.identity import IdentityMode, identify
-from server.membership import UPDATABLE, Membership
-from server.registry import SLIP_VERIFICATION, Member, MemberKind, MemberStatus, Role
+from server.membership import UPDATABLE, Membership, invalid_member
+from server.registry import (
+    SLIP_VERIFICATION,
+    InvalidMember,
+    Member,
+    MemberKind,
+    MemberStatus,
+    Role,
+    shown,
+)
 from server.registry_store import Change
 from txverify.errors import Reason, ServiceError, abort, invalid_field
 from txverify.units import to_timestamp
 from txverify.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 
+log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]
 CircuitLookup = Callable[[str], CircuitState | None]
 _KIND_TO_PB = {
@@ -68,7 +79,14 @@ def member_to_pb(member: Member, circuit: CircuitState | None = None) -> registr
 
 
 def member_from_pb(pb: registry_pb2.Member) -> Member:
-    kind = _KIND_FROM_PB.get(pb.kind, MemberKind.BANK)
+    """The member a request describes, or INVALID_REQUEST naming its bad field.
+    Output-only fields (status, subscriptions, times, circuit) are not read."""
+    if pb.kind == common_pb2.MEMBER_KIND_UNSPECIFIED:
+        kind = MemberKind.BANK
+    elif pb.kind in _KIND_FROM_PB:
+        kind = _KIND_FROM_PB[pb.kind]
+    else:  # proto3 enums are open: any number arrives
+        raise invalid_field("member.kind", "MEMBER_KIND_BANK or MEMBER_KIND_NON_BANK")
     try:
         return Member(
             code=pb.code,
@@ -79,8 +97,8 @@ def member_from_pb(pb: registry_pb2.Member) -> Member:
             rate_limit_rps=pb.rate_limit_rps,
             rate_limit_burst=pb.rate_limit_burst,
         )
-    except ValueError as exc:
-        raise invalid_field("member", str(exc)) from None
+    except InvalidMember as exc:
+        raise invalid_member(exc) from None
 
 
 def change_to_pb(change: Change) -> registry_pb2.MemberChange:
@@ -89,11 +107,36 @@ def change_to_pb(change: Change) -> registry_pb2.MemberChange:
     )
 
 
-def _role(value: int) -> Role:
+def _role(value: int, field: str = "role") -> Role:
     role: Role | None = _ROLE_FROM_PB.get(value)  # type: ignore[call-overload]
     if role is None:
-        raise invalid_field("role", "REQUESTER or ISSUER")
+        raise invalid_field(field, "ROLE_REQUESTER or ROLE_ISSUER")
     return role
+
+
+_INTERNAL = ServiceError(Reason.INTERNAL, "internal error in the hub")
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
+
+
+def answers_internal_on_bugs(
+    method: Callable[[_Servicer, _Request, Context], Awaitable[_Response]],
+) -> Callable[[_Servicer, _Request, Context], Awaitable[_Response]]:
+    """An RPC method that answers an unexpected exception INTERNAL/INTERNAL (logged with
+    its traceback), as Verify does: gRPC would answer UNKNOWN with the exception's text."""
+
+    @functools.wraps(method)
+    async def guarded(self: _Servicer, request: _Request, context: Context) -> _Response:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:  # abort(): the answer is already decided
+            raise
+        except Exception:
+            log.exception("%s failed unexpectedly", method.__name__)
+            await abort(context, _INTERNAL)
+
+    return guarded
 
 
 class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
@@ -130,18 +173,20 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
         changed nothing waits for what its fresh read saw, for the same reason."""
         await self.membership.wait_applied(self.membership.last_change)
 
+    @answers_internal_on_bugs
     async def RegisterMember(
         self, request: registry_pb2.RegisterMemberRequest, context: Context
     ) -> registry_pb2.RegisterMemberResponse:
         try:
             actor = self._operator(context)
-            roles = [_role(r) for r in request.roles] or None  # none given: the defaults
+            roles = [_role(r, "roles") for r in request.roles] or None  # none: the defaults
             member = self.membership.register(member_from_pb(request.member), roles, actor)
         except ServiceError as error:
             await abort(context, error)
         await self._everywhere()
         return registry_pb2.RegisterMemberResponse(member=self._pb(member))
 
+    @answers_internal_on_bugs
     async def GetMember(
         self, request: registry_pb2.GetMemberRequest, context: Context
     ) -> registry_pb2.GetMemberResponse:
@@ -155,6 +200,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             member=self._pb(member), history=[change_to_pb(c) for c in history]
         )
 
+    @answers_internal_on_bugs
     async def ListMembers(
         self, request: registry_pb2.ListMembersRequest, context: Context
     ) -> registry_pb2.ListMembersResponse:
@@ -166,6 +212,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             members=[self._pb(m) for m in self.membership.directory.all()]
         )
 
+    @answers_internal_on_bugs
     async def UpdateMember(
         self, request: registry_pb2.UpdateMemberRequest, context: Context
     ) -> registry_pb2.UpdateMemberResponse:
@@ -179,7 +226,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
             unknown = [p for p in paths if p not in UPDATABLE]
             if unknown:
                 raise invalid_field(
-                    "update_mask", f"cannot update {unknown}; only {', '.join(UPDATABLE)}"
+                    "update_mask", f"cannot update {shown(unknown)}; only {', '.join(UPDATABLE)}"
                 )
             changes = {p: getattr(request.member, p) for p in paths}
             member = self.membership.update(request.code, changes, actor)
@@ -188,6 +235,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
         await self._everywhere()
         return registry_pb2.UpdateMemberResponse(member=self._pb(member))
 
+    @answers_internal_on_bugs
     async def SetMemberStatus(
         self, request: registry_pb2.SetMemberStatusRequest, context: Context
     ) -> registry_pb2.SetMemberStatusResponse:
@@ -202,6 +250,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
         await self._everywhere()
         return registry_pb2.SetMemberStatusResponse(member=self._pb(member))
 
+    @answers_internal_on_bugs
     async def Subscribe(
         self, request: registry_pb2.SubscribeRequest, context: Context
     ) -> registry_pb2.SubscribeResponse:
@@ -215,6 +264,7 @@ class MemberRegistryServicer(registry_pb2_grpc.MemberRegistryServicer):
         await self._everywhere()
         return registry_pb2.SubscribeResponse(member=self._pb(member))
 
+    @answers_internal_on_bugs
     async def Unsubscribe(
         self, request: registry_pb2.UnsubscribeRequest, context: Context
     ) -> registry_pb2.UnsubscribeResponse:

@@ -16,6 +16,7 @@ from simulators.ledger import AccountRecord, ProxyKind, ProxyRecord, StoredSlip
 from simulators.profiles import Kind
 from txverify.errors import FieldViolation, Reason, ServiceError, abort
 from txverify.storage import to_micros
+from txverify.tls import peer_identity
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
 
 if TYPE_CHECKING:
@@ -79,11 +80,33 @@ def decode_page_token(token: str) -> tuple[int, str] | None:
 
 
 class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
-    """Thin adapter: finds the bank named in the request and calls its Bank."""
+    """Thin adapter: finds the bank named in the request and calls its Bank.
 
-    def __init__(self, nodes: dict[str, BankNode]) -> None:
+    `callers`: under mTLS, the certificate names (CN) that may use the API; every
+    other certificate of the CA (a member's, the hub's) is refused NOT_OPERATOR.
+    None: no TLS, loopback only (SimulatorSettings), anyone there may call.
+    """
+
+    def __init__(
+        self, nodes: dict[str, BankNode], *, callers: frozenset[str] | None = None
+    ) -> None:
         self.nodes = nodes
+        self.callers = callers
         self.background: set[asyncio.Task[None]] = set()
+
+    def _admit(self, context: Context) -> None:
+        # The API moves money and lists every slip with its QR: only the operator
+        # (or QA) may, not a member holding a certificate of the same CA.
+        if self.callers is None:
+            return
+        caller = peer_identity(context)
+        if caller not in self.callers:
+            log.warning("control API refused caller %r", caller)
+            raise ServiceError(
+                Reason.NOT_OPERATOR,
+                f"the simulator's control API takes the certificate of "
+                f"{' or '.join(sorted(self.callers))}, not {caller!r}",
+            )
 
     def _node(self, code: str) -> BankNode:
         node = self.nodes.get(code)
@@ -101,6 +124,10 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
     async def ListBanks(
         self, request: simulator_pb2.ListBanksRequest, context: Context
     ) -> simulator_pb2.ListBanksResponse:
+        try:
+            self._admit(context)
+        except ServiceError as error:
+            await abort(context, error)
         banks = [
             simulator_pb2.SimulatedBank(
                 code=code,
@@ -119,6 +146,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
         self, request: simulator_pb2.OpenAccountRequest, context: Context
     ) -> simulator_pb2.OpenAccountResponse:
         try:
+            self._admit(context)
             bank = self._bank(request.bank)
             account = bank.open_account(
                 name_th=request.name_th,
@@ -138,6 +166,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
         self, request: simulator_pb2.TransferRequest, context: Context
     ) -> simulator_pb2.TransferResponse:
         try:
+            self._admit(context)
             bank = self._bank(request.bank)
             proxy = None
             if request.HasField("to_proxy"):
@@ -178,6 +207,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
         self, request: simulator_pb2.ReverseRequest, context: Context
     ) -> simulator_pb2.ReverseResponse:
         try:
+            self._admit(context)
             tx = self._bank(request.bank).reverse(request.trans_ref)
         except ServiceError as error:
             await abort(context, error)
@@ -187,6 +217,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
         self, request: simulator_pb2.ListTransactionsRequest, context: Context
     ) -> simulator_pb2.ListTransactionsResponse:
         try:
+            self._admit(context)
             bank = self._bank(request.bank)
             if not 0 <= request.page_size <= MAX_PAGE:
                 raise ServiceError(
@@ -215,6 +246,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
         self, request: simulator_pb2.SetFaultsRequest, context: Context
     ) -> simulator_pb2.SetFaultsResponse:
         try:
+            self._admit(context)
             node = self._node(request.bank)
             await node.apply(FaultSpec.from_proto(request.faults))
         except ServiceError as error:
@@ -227,6 +259,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
         self, request: simulator_pb2.GetFaultsRequest, context: Context
     ) -> simulator_pb2.GetFaultsResponse:
         try:
+            self._admit(context)
             node = self._node(request.bank)
         except ServiceError as error:
             await abort(context, error)

@@ -31,6 +31,15 @@ ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_na
 SIMULATOR_SERVICE = simulator_pb2.DESCRIPTOR.services_by_name["BankSimulator"].full_name
 
 
+# Without TLS nobody is authenticated: any caller could transfer money, read every
+# slip through the control API, or query an issuer directly.
+_PLAINTEXT = (
+    "without TLS the simulator authenticates nobody on its issuer ports and control API "
+    "(BankSimulator: transfers, every slip)",
+    "--tls (txverify up) or --certs DIR (txverify banks)",
+)
+
+
 def issuer_health_name(code: str) -> str:
     """Health service name, on the control port, of one bank's issuer (NOT_SERVING = refusing)."""
     return f"{ISSUER_SERVICE}/{code}"
@@ -41,13 +50,15 @@ class SimulatorSettings:
     """How to run a set of simulated banks."""
 
     codes: tuple[str, ...]
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # without pki: loopback only
     control_port: int = 0
     data_dir: Path | None = None  # None: in-memory ledgers, gone at exit
     seed: int = 1
     transactions: int = 2000  # seeded per bank, only into an empty ledger
     retention_days: int = 7
-    pki: Path | None = None  # certificate directory: issuer ports then require mTLS
+    # Certificate directory (txverify certs init): the issuer ports then require
+    # mTLS (the hub's certificate), the control port too (the operator's or QA's).
+    pki: Path | None = None
     # Fixed issuer ports by bank code (others: any free port). A bank restarted on
     # its port is found again by a hub that registered that address.
     issuer_ports: dict[str, int] = field(default_factory=dict)
@@ -67,6 +78,8 @@ class SimulatorSettings:
             raise ValueError("transactions must not be negative")
         if self.retention_days < 1:
             raise ValueError("retention_days must be at least 1")
+        if self.pki is None and (refused := tls.plaintext_host_error(self.host, *_PLAINTEXT)):
+            raise ValueError(refused)
 
     def ledger_url(self, code: str) -> str:
         if self.data_dir is None:
@@ -196,15 +209,31 @@ def build_bank(settings: SimulatorSettings, code: str, *, clock: Clock | None = 
     return Bank(member, ledger, retention_days=settings.retention_days, clock=clock)
 
 
+def _control_credentials(pki: Path | None) -> grpc.ServerCredentials | None:
+    """The control port's TLS: the simulator's certificate, client certificates required."""
+    if pki is None:
+        return None
+    files = tls.Pki(pki).files(tls.SIMULATOR)
+    if missing := [p for p in (files.cert, files.key) if not p.exists()]:
+        raise ValueError(
+            f"{missing[0]} is missing: the control API serves with the simulator's "
+            f"certificate; `txverify certs init {pki}` adds it (keeping the CA and the rest)"
+        )
+    return tls.server_credentials(tls.Pki(pki), tls.SIMULATOR)
+
+
 async def start_simulator(
     settings: SimulatorSettings, *, clock: Clock | None = None
 ) -> RunningSimulator:
     """Start every bank's issuer server and the control server; returns once all listen."""
     from simulators.control import BankSimulatorServicer
 
+    control_credentials = _control_credentials(settings.pki)
     control = new_server()
     nodes: dict[str, BankNode] = {}
-    servicer = BankSimulatorServicer(nodes)
+    servicer = BankSimulatorServicer(
+        nodes, callers=tls.CONTROL_CALLERS if settings.pki is not None else None
+    )
     simulator_pb2_grpc.add_BankSimulatorServicer_to_server(servicer, control)
     health = await add_health_and_reflection(control, [SIMULATOR_SERVICE])
 
@@ -239,7 +268,7 @@ async def start_simulator(
                 node.address,
                 bank.ledger.count_transactions(),
             )
-        port = bind(control, settings.host, settings.control_port)
+        port = bind(control, settings.host, settings.control_port, control_credentials)
         await control.start()
     except BaseException:
         await asyncio.gather(*(n.stop() for n in nodes.values()))

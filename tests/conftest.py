@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +23,10 @@ import grpc
 import psycopg
 import pytest
 import redis
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg import sql
 
 from server.app import HubSettings, RunningHub, start_hub
@@ -24,8 +34,9 @@ from server.breaker import BreakerSettings
 from server.console.web import ConsoleSettings
 from server.registry import Member, MemberKind, dump_members, with_default_roles
 from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
+from txverify import tls
 from txverify.logs import JsonFormatter
-from txverify.v1 import simulator_pb2_grpc, verification_pb2_grpc
+from txverify.v1 import common_pb2, simulator_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 BANK_CODES = ("002", "014", "900")
 
@@ -277,3 +288,87 @@ async def control(
 ) -> AsyncIterator[simulator_pb2_grpc.BankSimulatorAsyncStub]:
     async with grpc.aio.insecure_channel(simulator.control_address) as channel:
         yield simulator_pb2_grpc.BankSimulatorStub(channel)
+
+
+# --- impostors (mTLS) ---------------------------------------------------------------
+
+
+def loopback_member_pki(pki: tls.Pki, code: str, directory: Path) -> tls.Pki:
+    """DIRECTORY with the CA of `pki` and a certificate for member `code` from that CA
+    carrying localhost, 127.0.0.1 and ::1 beside CODE.members.txverify, as `txverify
+    certs init` issued member certificates before M10 (directories made then keep them)."""
+    directory.mkdir(mode=0o700, parents=True)
+    shutil.copyfile(pki.ca, directory / "ca.pem")
+    ca = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+    ca_key = serialization.load_pem_private_key(pki.ca_key.read_bytes(), password=None)
+    assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.now(UTC)
+    names = [
+        x509.DNSName(tls.member_dns_name(code)),
+        x509.DNSName("localhost"),
+        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        x509.IPAddress(ipaddress.ip_address("::1")),
+    ]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, code)]))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = tls.Pki(directory).files(code)
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    files.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    files.key.chmod(0o600)
+    return tls.Pki(directory)
+
+
+@dataclass
+class ImpostorHub(verification_pb2_grpc.VerificationServiceServicer):
+    """A VerificationService that answers every Verify VALID: what a fake hub would say."""
+
+    port: int = 0
+    calls: list[str] = field(default_factory=list)  # the requests it was sent (their ids)
+
+    def Verify(
+        self, request: verification_pb2.VerifyRequest, context: grpc.ServicerContext
+    ) -> verification_pb2.VerifyResponse:
+        self.calls.append(request.request_id)
+        return verification_pb2.VerifyResponse(
+            transaction=common_pb2.Transaction(trans_ref="FAKE", sending_bank="014"),
+            request_id=request.request_id,
+            verdict=verification_pb2.VERDICT_VALID,
+        )
+
+
+@contextlib.contextmanager
+def impostor_hub(pki: tls.Pki, name: str) -> Iterator[ImpostorHub]:
+    """An ImpostorHub on 127.0.0.1 (any port) presenting `name`'s certificate from `pki`,
+    which requires client certificates from the same CA, as the hub does."""
+    impostor = ImpostorHub()
+    server = grpc.server(ThreadPoolExecutor(max_workers=2))
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(impostor, server)
+    impostor.port = server.add_secure_port("127.0.0.1:0", tls.server_credentials(pki, name))
+    server.start()
+    try:
+        yield impostor
+    finally:
+        server.stop(grace=None)

@@ -6,10 +6,18 @@ with SIGKILL (no shutdown, no flush), the hub answers UNAVAILABLE and then fails
 fast (circuit open), the banks are started again on the same data and port, and
 within a few seconds both the slip made just before the kill and a seeded one
 verify again.
+
+Then how soon: bench/restart_recovery.py kills and restarts the banks 3 times while
+014's slips go through two hubs (default settings, the fault matrix's) at 20/s, and
+each hub's first OK must come within 1 s of 014 listening again, while the open
+circuit answers in milliseconds during the outage. And an issuer that comes back
+accepting connections but never answering gets one early probe, not one every few
+hundred milliseconds (the gateway in-process, against a silent TCP listener).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import socket
@@ -22,8 +30,12 @@ from pathlib import Path
 import grpc
 import pytest
 from conftest import stop_process
+from restart_recovery import HUBS, Restart, measure
 
-from txverify.errors import details_of
+from server.breaker import BreakerSettings, CircuitState
+from server.forwarding import ForwardingPolicy, IssuerGateway
+from server.registry import Member
+from txverify.errors import ServiceError, details_of
 from txverify.v1 import (
     common_pb2,
     simulator_pb2,
@@ -158,3 +170,108 @@ def test_killed_bank_comes_back_its_circuit_closes_and_no_slip_is_lost(network: 
         time.sleep(0.2)
 
     assert grpc.StatusCode.OK == network.verify(network.sample)[0]
+
+
+# --- restart to first OK (bench/restart_recovery.py) ------------------------------------------
+
+RESTARTS = 3  # `python bench/restart_recovery.py` runs 10, 8 s down each
+DOWN = 2.0  # seconds from the kill to the restart: the circuits open and gRPC backs off
+FIRST_OK_WITHIN = 1.0
+_UNAVAILABLE = "UNAVAILABLE/ISSUER_UNAVAILABLE"
+
+
+@pytest.fixture(scope="module")
+def restarts(tmp_path_factory: pytest.TempPathFactory) -> list[Restart]:
+    work = tmp_path_factory.mktemp("restarts")
+    results = asyncio.run(measure(work, restarts=RESTARTS, down=DOWN))
+    print()
+    for r in results:
+        print(r)
+    return results
+
+
+@pytest.mark.timeout(120)
+def test_a_restarted_bank_verifies_within_a_second_of_listening_again(
+    restarts: list[Restart],
+) -> None:
+    late = [
+        f"{name} restart {r.n}: {r.to_first_ok_s[name]} s"
+        for r in restarts
+        for name in HUBS
+        if (s := r.to_first_ok_s[name]) is None or s >= FIRST_OK_WITHIN
+    ]
+
+    assert RESTARTS == len(restarts)
+    assert [] == late
+
+
+@pytest.mark.timeout(120)
+def test_while_the_bank_is_down_the_open_circuit_answers_at_once(restarts: list[Restart]) -> None:
+    allowed = {"OK", _UNAVAILABLE, f"{_UNAVAILABLE}/circuit_open"}
+    for r in restarts:
+        for name in HUBS:
+            assert set(r.answers[name]) <= allowed, (name, r)
+            assert r.answers[name].get(f"{_UNAVAILABLE}/circuit_open", 0) > 0, (name, r)
+            p50 = r.fail_fast_p50_ms[name]
+            assert p50 is not None, (name, r)
+            assert p50 < 50, (name, r)
+
+
+# --- back on its port, but silent ---------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+async def test_an_issuer_back_but_not_answering_gets_one_early_probe_then_the_cooldown() -> None:
+    cooldown, timeout, watched = 1.5, 0.3, 3.0
+    port = _free_port()
+    gateway = IssuerGateway(
+        ForwardingPolicy(issuer_timeout=timeout, breaker=BreakerSettings(2, cooldown))
+    )
+    issuer = Member(code="014", issuer_endpoint=f"127.0.0.1:{port}")
+    slip = common_pb2.SlipRef(trans_ref="014A0000000001", sending_bank="014")
+    loop = asyncio.get_running_loop()
+    sent: list[float] = []  # when each inquiry that went to the issuer started
+
+    async def inquire() -> None:
+        started = loop.time()
+        try:
+            await gateway.inquire(issuer, slip, requester="002", request_id="r", budget=1.0)
+        except ServiceError as error:
+            if error.metadata.get("cause") != "circuit_open":
+                sent.append(started)
+
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def hold(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # accepted, never a byte back: not gRPC, not closed
+
+    calls: list[asyncio.Task[None]] = []
+
+    async def drive(seconds: float) -> None:
+        for _ in range(int(seconds * 20)):
+            calls.append(loop.create_task(inquire()))
+            await asyncio.sleep(0.05)
+
+    listener = None
+    try:
+        await drive(1.0)  # refused: the circuit opens, the watcher sees the refusals
+        assert CircuitState.OPEN == gateway.circuit_state("014")
+        listener = await asyncio.start_server(hold, "127.0.0.1", port)
+        listening = loop.time()
+        await drive(watched)
+        await asyncio.gather(*calls)
+    finally:
+        await gateway.close()
+        for writer in accepted:
+            writer.close()
+        if listener is not None:
+            listener.close()
+            await listener.wait_closed()
+
+    probes = [t - listening for t in sent if t >= listening]
+    # One probe at once (the port refused, then accepted), then one per cooldown + timeout;
+    # a watcher probing whenever the port accepts would send one every ~0.5 s.
+    assert probes, "no probe after the issuer listened again"
+    assert probes[0] < 0.5, probes
+    assert len(probes) <= 1 + watched / cooldown, probes
+    assert len(accepted) <= 10  # the watcher's connects: a few, not one every 0.15 s

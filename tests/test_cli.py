@@ -20,10 +20,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
-from conftest import stop_process
+from conftest import impostor_hub, loopback_member_pki, stop_process
 
-from txverify import miniqr
+from txverify import miniqr, tls
+from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
 STARTUP_SECONDS = 30
 
@@ -163,11 +165,65 @@ def test_verify_against_no_hub_is_unavailable() -> None:
     assert "UNAVAILABLE" in result.stderr
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("verify", "--member", "002", miniqr.build("014", "20261127014ABCDEFGHIJ")),
+        ("members", "list"),
+        ("audit",),
+    ],
+)
+def test_commands_refuse_a_hub_presenting_a_member_certificate(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    # Member 014's certificate as `certs init` issued it before M10 (valid for 127.0.0.1):
+    # only the hub's name, which no member certificate carries, may pass.
+    pki = tls.init_dev_pki(tmp_path / "certs", ["002", "014"])
+    with impostor_hub(loopback_member_pki(pki, "014", tmp_path / "old"), "014") as fake:
+        target = ("--hub", f"127.0.0.1:{fake.port}", "--certs", str(pki.directory))
+        result = _run(*command, *target)
+
+    assert [] == fake.calls
+    assert result.returncode in (1, 4), result.stderr  # 4: verify's UNAVAILABLE
+    assert "UNAVAILABLE" in result.stderr
+    assert tls.HUB_DNS in result.stderr
+    assert "VALID" not in result.stdout
+
+
 def test_verify_without_a_slip_is_a_usage_error() -> None:
     result = _verify()
 
     assert 2 == result.returncode
     assert "--bank" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "remedy"),
+    [
+        (
+            ("banks", "--codes", "014", "--transactions", "5"),
+            "use --tls (txverify up) or --certs DIR (txverify banks) to serve other hosts",
+        ),
+        (
+            ("up", "--port", "0", "--console", "-1", "--banks", "014", "--transactions", "5"),
+            "use --tls to serve other hosts",
+        ),
+    ],
+)
+def test_banks_without_tls_refuse_a_non_loopback_host(
+    command: tuple[str, ...], remedy: str
+) -> None:
+    # Nothing may listen: the refusal comes before any port is bound (a bound port
+    # would keep these commands running until the timeout).
+    result = subprocess.run(
+        _cli(*command, "--host", "0.0.0.0"), capture_output=True, text=True, timeout=20
+    )
+
+    said = " ".join(result.stderr.split())
+    assert 2 == result.returncode, result.stderr
+    assert f"loopback only, not '0.0.0.0': {remedy}" in said
+    assert "Traceback" not in result.stderr
+    assert "TXVERIFY-READY" not in result.stdout
 
 
 @pytest.mark.timeout(120)
@@ -290,7 +346,9 @@ def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> Non
 @pytest.mark.timeout(120)
 def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> None:
     """Under mTLS the CLI and the console both call with certificates: the console acts
-    with the operator's (suspend) and the member's (verify) from the hub's directory."""
+    with the operator's (suspend, faults) and the member's (verify) from the hub's
+    directory; `slip` and `faults` reach the simulator's control API as the operator,
+    which refuses a plaintext caller."""
     proc = subprocess.Popen(
         _cli("up", "--port", "0", "--console", "0", "--transactions", "50", "--tls",
              "--banks", "002,014"),
@@ -317,7 +375,15 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
 
         verified = _verify("--json", qrs[1])
         members = _run("members", "list", "--json")
+        # The simulator's control API, over mTLS too, as the operator.
+        slip = _run("slip", "--from-bank", "014", "--to", "0812345678", "--amount", "15.00",
+                    "--json")  # fmt: skip
+        made = json.loads(slip.stdout) if 0 == slip.returncode else {"qrText": "(no slip)"}
+        slip_verified = _verify("--json", made["qrText"])
+        faults = _run("faults", "002", "--latency-ms", "1")
+        plaintext = _plaintext_list_banks(_recorded()["control"])
         by_console = _console_post(console, "/api/verify", {"member": "014", "qr_text": qrs[0]})
+        console_faults = _console_post(console, "/api/banks/014/faults", {"latency_ms": 2})
         suspended = _console_post(console, "/api/members/002/status", {"status": "SUSPENDED"})
     finally:
         proc.send_signal(signal.SIGINT)
@@ -328,11 +394,35 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
     assert 0 == verified.returncode, verified.stderr
     assert miniqr.parse(qrs[1]).trans_ref == json.loads(verified.stdout)["transaction"]["transRef"]
     assert 0 == members.returncode, members.stderr
+    assert 0 == slip.returncode, slip.stderr
+    assert 0 == slip_verified.returncode, slip_verified.stderr
+    assert 0 == faults.returncode, faults.stderr
+    assert "1 ms" in faults.stdout
+    assert "UNAVAILABLE" == plaintext
     assert (True, "VALID") == (by_console["ok"], by_console["verdict"])
+    assert (2, True) == (console_faults["faults"]["latency_ms"], console_faults["issuer_listening"])
     assert "SUSPENDED" == suspended["member"]["status"]
 
 
-def _console_post(console: dict[str, str], path: str, body: dict[str, str]) -> Any:
+def _plaintext_list_banks(control: str) -> str:
+    """The status of a plaintext ListBanks call to the simulator's control API."""
+    with grpc.insecure_channel(control) as channel:
+        try:
+            simulator_pb2_grpc.BankSimulatorStub(channel).ListBanks(
+                simulator_pb2.ListBanksRequest(), timeout=5
+            )
+        except grpc.RpcError as error:
+            return str(error.code().name)
+    return "OK"
+
+
+def _recorded() -> dict[str, Any]:
+    """The network `txverify up` recorded (TXVERIFY_NETWORK, set for each test)."""
+    recorded: dict[str, Any] = json.loads(Path(os.environ["TXVERIFY_NETWORK"]).read_text())
+    return recorded
+
+
+def _console_post(console: dict[str, str], path: str, body: dict[str, Any]) -> Any:
     """POST to the console as the operator: a form for /api/verify, JSON otherwise."""
     if path == "/api/verify":
         data, kind = urllib.parse.urlencode(body).encode(), "application/x-www-form-urlencoded"

@@ -8,11 +8,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 import grpc_testing
 import pytest
+from conftest import impostor_hub, loopback_member_pki
 
 from clients.client import (
     MAX_BACKOFF,
@@ -39,7 +41,7 @@ from server.app import RunningHub
 from simulators.bank import SlipVisibility
 from simulators.ledger import LedgerTransaction, TxStatus
 from simulators.server import RunningSimulator
-from txverify import miniqr
+from txverify import miniqr, tls
 from txverify.errors import REASONS, ErrorDetails, Reason, ServiceError
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc, verification_pb2
 
@@ -412,3 +414,47 @@ async def test_sync_client_verifies_through_a_real_hub(
     response = await asyncio.to_thread(verify)  # the hub runs on this test's event loop
 
     assert raw.trans_ref == response.transaction.trans_ref
+
+
+# --- whom the client talks to under mTLS -------------------------------------------------
+#
+# Every member certificate is valid for its holder's name; the client must accept only
+# the hub's (hub.txverify), whatever address it dials. Member certificates issued before
+# M10 also carry localhost and 127.0.0.1, so a member's server on loopback passed as a hub.
+
+
+@pytest.fixture
+def member_pki(tmp_path: Path) -> tls.Pki:
+    return tls.init_dev_pki(tmp_path / "certs", ["002", "014"])
+
+
+def _impostor_pki(kind: str, pki: tls.Pki, tmp_path: Path) -> tls.Pki:
+    return loopback_member_pki(pki, "014", tmp_path / "old") if kind == "loopback names" else pki
+
+
+@pytest.mark.parametrize("kind", ["as issued now", "loopback names"])
+def test_client_refuses_a_hub_presenting_a_member_certificate(
+    member_pki: tls.Pki, tmp_path: Path, kind: str
+) -> None:
+    with impostor_hub(_impostor_pki(kind, member_pki, tmp_path), "014") as fake:
+        hub = f"127.0.0.1:{fake.port}"
+        client = TxVerifyClient(hub, member="002", certs=member_pki.directory, timeout=WAIT)
+        with client, pytest.raises(HubUnavailable) as caught:
+            client.verify(QUERY)
+
+    assert [] == fake.calls  # no request ever reached it, so no answer could be taken
+    assert tls.HUB_DNS in caught.value.message
+
+
+async def test_async_client_refuses_a_hub_presenting_a_member_certificate(
+    member_pki: tls.Pki, tmp_path: Path
+) -> None:
+    with impostor_hub(_impostor_pki("loopback names", member_pki, tmp_path), "014") as fake:
+        async with AsyncTxVerifyClient(
+            f"localhost:{fake.port}", member="002", certs=member_pki.directory, timeout=WAIT
+        ) as client:
+            with pytest.raises(HubUnavailable) as caught:
+                await client.verify(QUERY)
+
+    assert [] == fake.calls
+    assert tls.HUB_DNS in caught.value.message

@@ -22,7 +22,7 @@ from server.checks import validate_expectations
 from txverify.v1 import verification_pb2
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"
-TARGETS = ("qr", "verify", "issuer", "identity", "answer")
+TARGETS = ("qr", "verify", "issuer", "identity", "answer", "registry", "audit")
 EXAMPLES = 200
 
 
@@ -106,6 +106,31 @@ def test_verify_seeds_reach_the_issuers_answer() -> None:
 
     # Not only refusals: the seeds get answers, so mutations start deep in the hub.
     assert {grpc.StatusCode.OK, grpc.StatusCode.NOT_FOUND} <= codes
+
+
+@pytest.mark.parametrize(("name", "rpcs"), [("registry", 7), ("audit", 1)])
+def test_registry_and_audit_seeds_get_answers_of_every_rpc(name: str, rpcs: int) -> None:
+    counts = fuzz_module(f"{name}_target").COUNTS.counts
+    counts.clear()
+
+    for data in seeds(name):
+        target(name)(data)
+
+    # Each RPC is answered OK by some seed, so mutations start past the refusals.
+    assert rpcs == len(counts)
+    assert all(by_status.get("OK") for by_status in counts.values()), counts
+
+
+def test_a_counting_target_writes_its_counts_for_the_runner(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    checks = fuzz_module("rpc_checks")
+    monkeypatch.setenv(checks.COUNTS_ENV, str(tmp_path / "counts.json"))
+    counts = checks.RpcCounts()
+
+    counts.add("GetMember", grpc.StatusCode.OK)
+
+    assert {"GetMember": {"OK": 1}} == checks.read_counts(tmp_path / "counts.json")
 
 
 def test_answer_target_expectations_are_all_valid() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 import pytest
 from conftest import logged, member_channel, personal_data
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.app import RunningHub
 from simulators.bank import SlipVisibility
@@ -282,6 +283,61 @@ async def test_a_member_reads_only_its_own_audit(
 
     assert {"900"} == {r.requester for r in own.records}
     assert (grpc.StatusCode.PERMISSION_DENIED, "NOT_OPERATOR") == (error.status, error.reason)
+
+
+_BAD_QUERIES = [
+    # Timestamps a Timestamp can carry but no time is: seconds outside years 1-9999,
+    # nanos outside 0-999,999,999 (the hub answered UNKNOWN "Timestamp is not valid").
+    (audit_pb2.QueryAuditRequest(since=Timestamp(seconds=-62_135_596_801)), "since"),
+    (audit_pb2.QueryAuditRequest(since=Timestamp(seconds=253_402_300_800)), "since"),
+    (audit_pb2.QueryAuditRequest(until=Timestamp(seconds=-(2**63))), "until"),
+    (audit_pb2.QueryAuditRequest(since=Timestamp(nanos=-1)), "since"),
+    (audit_pb2.QueryAuditRequest(until=Timestamp(nanos=1_000_000_000)), "until"),
+    # What no audit record holds, NUL included (PostgreSQL answered AUDIT_UNAVAILABLE).
+    (audit_pb2.QueryAuditRequest(member="0\x0002"), "member"),
+    (audit_pb2.QueryAuditRequest(member="12"), "member"),
+    (audit_pb2.QueryAuditRequest(trans_ref="abc\x00"), "trans_ref"),
+    (audit_pb2.QueryAuditRequest(trans_ref="x" * 33), "trans_ref"),
+    (audit_pb2.QueryAuditRequest(request_id="id\x00"), "request_id"),
+    (audit_pb2.QueryAuditRequest(request_id="r" * 100_000), "request_id"),
+    (audit_pb2.QueryAuditRequest(limit=-1), "limit"),
+    (audit_pb2.QueryAuditRequest(limit=10_001), "limit"),
+]
+
+
+async def test_audit_query_fields_out_of_range_are_invalid_request_naming_the_field(
+    operator_audit: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    answers = [
+        await _fail(operator_audit.QueryAudit(request, timeout=5)) for request, _ in _BAD_QUERIES
+    ]
+
+    assert [
+        (grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST", (field,)) for _, field in _BAD_QUERIES
+    ] == [(a.status, a.reason, tuple(v.field for v in a.violations)) for a in answers]
+    assert all(len(a.message) < 200 for a in answers)  # no echo of what was sent
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_audit_query_names_every_bad_field_at_once(operator_audit: Any) -> None:
+    request = audit_pb2.QueryAuditRequest(
+        since=Timestamp(nanos=-5), until=Timestamp(seconds=2**40), limit=-3
+    )
+
+    error = await _fail(operator_audit.QueryAudit(request, timeout=5))
+
+    assert ["since", "until", "limit"] == [v.field for v in error.violations]
+
+
+async def test_audit_query_takes_the_first_and_last_valid_instants(operator_audit: Any) -> None:
+    first = Timestamp(seconds=-62_135_596_800)
+    last = Timestamp(seconds=253_402_300_799, nanos=999_999_999)
+
+    reply = await operator_audit.QueryAudit(
+        audit_pb2.QueryAuditRequest(since=first, until=last, limit=10_000), timeout=5
+    )
+
+    assert [] == list(reply.records)
 
 
 async def test_no_personal_data_reaches_the_logs_or_the_audit(

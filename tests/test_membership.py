@@ -663,6 +663,52 @@ def test_update_with_an_invalid_value_is_invalid_request(
     assert registered == membership.get("002")
 
 
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"rate_limit_rps": 1e-300}, "member.rate_limit_rps"),
+        ({"rate_limit_rps": float("nan")}, "member.rate_limit_rps"),
+        ({"rate_limit_rps": float("inf")}, "member.rate_limit_rps"),
+        ({"rate_limit_rps": 1e300}, "member.rate_limit_rps"),
+        ({"rate_limit_burst": 4_294_967_295}, "member.rate_limit_burst"),
+        ({"name": "Bank\x00"}, "member.name"),
+        ({"issuer_endpoint": "x" * 100_000}, "member.issuer_endpoint"),
+    ],
+    ids=["tiny-rate", "nan-rate", "infinite-rate", "huge-rate", "huge-burst", "nul", "huge"],
+)
+def test_update_with_a_value_out_of_range_names_the_field(
+    membership: Membership, changes: dict[str, Any], field: str
+) -> None:
+    registered = membership.register(bank(), None, "ops")
+
+    error = failure(lambda: membership.update("002", changes, "ops"))
+
+    assert (Reason.INVALID_REQUEST, field) == (error.reason, error.metadata["field"])
+    assert [field] == [v.field for v in error.violations]
+    assert len(error.message) < 300  # never the whole of what was sent
+    assert registered == membership.get("002")
+
+
+def test_set_status_with_a_nul_in_the_reason_is_invalid_request(membership: Membership) -> None:
+    # PostgreSQL cannot store a NUL in text: it must be refused, not fail in the store.
+    registered = membership.register(bank(), None, "ops")
+
+    error = failure(lambda: membership.set_status("002", MemberStatus.SUSPENDED, "a\x00", "ops"))
+
+    assert (Reason.INVALID_REQUEST, ("reason",)) == (
+        error.reason,
+        tuple(v.field for v in error.violations),
+    )
+    assert registered == membership.get("002")
+
+
+def test_get_of_a_huge_code_says_not_found_without_echoing_it(membership: Membership) -> None:
+    error = failure(lambda: membership.get("7" * 100_000))
+
+    assert Reason.MEMBER_NOT_FOUND == error.reason
+    assert len(error.message) < 100
+
+
 def test_update_removing_the_endpoint_of_an_issuer_is_invalid_request(
     membership: Membership,
 ) -> None:

@@ -14,18 +14,25 @@ import pytest
 from conftest import logged, members_of, personal_data, secrets_of
 from google.protobuf import field_mask_pb2
 
+from clients.channels import control_aio_channel
+from clients.client import AsyncTxVerifyClient, SlipQuery
+from clients.scenario import Target, load_scenario, run_scenario
 from server.app import HubSettings, RunningHub, start_hub
 from server.identity import IdentityMode
 from simulators.bank import SlipVisibility
+from simulators.control import BankSimulatorServicer
 from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify import miniqr, tls
 from txverify.errors import ErrorDetails, details_of
+from txverify.grpcserver import bind, new_server
 from txverify.v1 import (
     common_pb2,
     issuer_pb2,
     issuer_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    simulator_pb2,
+    simulator_pb2_grpc,
     verification_pb2,
     verification_pb2_grpc,
 )
@@ -223,6 +230,191 @@ async def test_a_member_cannot_query_another_issuer_directly(
         )
 
     assert (grpc.StatusCode.PERMISSION_DENIED, "NOT_SUBSCRIBED") == (error.status, error.reason)
+
+
+async def test_client_library_verifies_through_the_hub_it_pins(
+    secure_hub: RunningHub, secure_sim: RunningSimulator, pki: tls.Pki
+) -> None:
+    qr = _qr(secure_sim, "014")
+
+    async with AsyncTxVerifyClient(
+        f"127.0.0.1:{secure_hub.port}", member="002", certs=pki.directory, timeout=5
+    ) as client:
+        response = await client.verify(SlipQuery(qr_text=qr))
+
+    assert miniqr.parse(qr).trans_ref == response.transaction.trans_ref
+
+
+SCENARIOS = Path(__file__).parents[1] / "scenarios"
+TRANSFER_AND_FAULTS = """
+name: Transfer, faults and verify under mTLS
+network: {banks: ["002", "014"]}
+steps:
+  - transfer: {save: s1, bank: "014", to: "0812345678", amount: "150.00"}
+  - verify: {slip: s1, as: "002"}
+    expect: {verdict: VALID}
+  - faults: {bank: "014", refuse: true}
+    expect: {fields: {issuer_listening: false}}
+  - verify: {slip: s1, as: "002", reference: during}
+    expect: {status: UNAVAILABLE, reason: ISSUER_UNAVAILABLE}
+  - faults: {bank: "014", clear: true}
+  - reverse: {slip: s1}
+"""
+
+
+@pytest.mark.parametrize("scenario", ["suspended_requester.yaml", "transfer_and_faults.yaml"])
+async def test_scenarios_run_over_mtls_with_each_callers_certificate(
+    secure_hub: RunningHub,
+    secure_sim: RunningSimulator,
+    pki: tls.Pki,
+    tmp_path: Path,
+    scenario: str,
+) -> None:
+    path = SCENARIOS / scenario
+    if not path.exists():
+        path = tmp_path / scenario
+        path.write_text(TRANSFER_AND_FAULTS, encoding="utf-8")
+    target = Target(f"127.0.0.1:{secure_hub.port}", secure_sim.control_address, pki.directory)
+
+    result = await run_scenario(load_scenario(path), target)
+
+    assert ([], "") == ([(s.label, s.problems) for s in result.steps if s.problems], result.error)
+    assert result.passed
+
+
+# --- the simulator's control API (BankSimulator): moves money, lists every slip ------
+
+
+def _control(
+    address: str, pki: tls.Pki, name: str, *, server_name: str = tls.SIMULATOR_DNS
+) -> grpc.aio.Channel:
+    return grpc.aio.secure_channel(
+        address, tls.channel_credentials(pki, name), options=tls.channel_options(server_name)
+    )
+
+
+def _transfer(channel: grpc.aio.Channel) -> Any:
+    return simulator_pb2_grpc.BankSimulatorStub(channel).Transfer(
+        simulator_pb2.TransferRequest(
+            bank="014",
+            amount_satang=15_000,
+            to_proxy=common_pb2.Proxy(type=common_pb2.PROXY_TYPE_MSISDN, value="0812345678"),
+        ),
+        timeout=5,
+    )
+
+
+@pytest.mark.parametrize("name", [tls.OPERATOR, tls.QA])
+async def test_control_api_serves_the_operator_and_qa_certificates(
+    secure_sim: RunningSimulator, pki: tls.Pki, name: str
+) -> None:
+    async with _control(secure_sim.control_address, pki, name) as channel:
+        listed = await simulator_pb2_grpc.BankSimulatorStub(channel).ListBanks(
+            simulator_pb2.ListBanksRequest(), timeout=5
+        )
+        moved = await _transfer(channel)
+
+    assert list(CODES) == [b.code for b in listed.banks]
+    assert 15_000 == moved.transaction.amount.satang
+
+
+async def test_control_api_refuses_a_plaintext_caller(secure_sim: RunningSimulator) -> None:
+    async with grpc.aio.insecure_channel(secure_sim.control_address) as channel:
+        error = await _fail(_transfer(channel))
+
+    assert grpc.StatusCode.UNAVAILABLE == error.status
+
+
+async def test_control_api_refuses_a_caller_without_a_certificate(
+    secure_sim: RunningSimulator, pki: tls.Pki
+) -> None:
+    credentials = grpc.ssl_channel_credentials(root_certificates=pki.ca.read_bytes())
+    options = tls.channel_options(tls.SIMULATOR_DNS)
+
+    async with grpc.aio.secure_channel(secure_sim.control_address, credentials, options) as ch:
+        error = await _fail(_transfer(ch))
+
+    assert grpc.StatusCode.UNAVAILABLE == error.status
+
+
+async def test_control_api_refuses_a_certificate_from_another_ca(
+    secure_sim: RunningSimulator, pki: tls.Pki, tmp_path: Path
+) -> None:
+    other = tls.init_dev_pki(tmp_path / "other-ca", CODES).files(tls.OPERATOR)
+    # Trusts the simulator's CA, so only the client certificate can be what fails.
+    foreign = grpc.ssl_channel_credentials(
+        root_certificates=pki.ca.read_bytes(),
+        private_key=other.key.read_bytes(),
+        certificate_chain=other.cert.read_bytes(),
+    )
+    options = tls.channel_options(tls.SIMULATOR_DNS)
+
+    async with grpc.aio.secure_channel(secure_sim.control_address, foreign, options) as channel:
+        error = await _fail(_transfer(channel))
+
+    assert grpc.StatusCode.UNAVAILABLE == error.status
+
+
+@pytest.mark.parametrize("name", ["002", "014", tls.HUB])
+async def test_control_api_refuses_members_and_the_hub_on_every_rpc(
+    secure_sim: RunningSimulator, pki: tls.Pki, name: str
+) -> None:
+    # Certificates of the network's own CA, but not for driving the banks; every RPC
+    # of the service (taken from its descriptor, so a new one cannot be forgotten).
+    service = simulator_pb2.DESCRIPTOR.services_by_name["BankSimulator"]
+    refused = {}
+    async with _control(secure_sim.control_address, pki, name) as channel:
+        for method in service.methods:
+            kind = getattr(simulator_pb2, method.input_type.name)
+            request = kind(bank="014") if "bank" in kind.DESCRIPTOR.fields_by_name else kind()
+            call = channel.unary_unary(
+                f"/{service.full_name}/{method.name}",
+                request_serializer=type(request).SerializeToString,
+                response_deserializer=getattr(simulator_pb2, method.output_type.name).FromString,
+            )
+            error = await _fail(call(request, timeout=5))
+            refused[method.name] = (error.status, error.reason)
+
+    denied = (grpc.StatusCode.PERMISSION_DENIED, "NOT_OPERATOR")
+    assert {m.name: denied for m in service.methods} == refused
+    assert 30 == secure_sim.nodes["014"].bank.ledger.count_transactions()  # nothing moved
+
+
+async def test_control_api_presents_a_certificate_only_the_simulator_holds(
+    secure_sim: RunningSimulator, pki: tls.Pki
+) -> None:
+    # Not the hub's name, nor a member's: the simulator cannot pose as either.
+    async with _control(
+        secure_sim.control_address, pki, tls.OPERATOR, server_name=tls.HUB_DNS
+    ) as channel:
+        error = await _fail(_transfer(channel))
+
+    assert grpc.StatusCode.UNAVAILABLE == error.status
+
+
+async def test_control_clients_refuse_a_server_not_named_simulator(pki: tls.Pki) -> None:
+    # A control API on loopback presenting the hub's certificate (valid for 127.0.0.1):
+    # the CLI's, console's and load generator's channel to it must not connect.
+    impostor = new_server()
+    simulator_pb2_grpc.add_BankSimulatorServicer_to_server(BankSimulatorServicer({}), impostor)
+    address = f"127.0.0.1:{bind(impostor, '127.0.0.1', 0, tls.server_credentials(pki, tls.HUB))}"
+    await impostor.start()
+    list_banks = simulator_pb2.ListBanksRequest()
+    try:
+        async with control_aio_channel(address, certs=pki.directory) as channel:
+            error = await _fail(
+                simulator_pb2_grpc.BankSimulatorStub(channel).ListBanks(list_banks, timeout=5)
+            )
+        # The same certificates without the pinned name: the address alone would pass it.
+        async with _channel(int(address.rsplit(":", 1)[1]), pki, tls.OPERATOR) as unpinned:
+            answered = await simulator_pb2_grpc.BankSimulatorStub(unpinned).ListBanks(
+                list_banks, timeout=5
+            )
+    finally:
+        await impostor.stop(None)
+
+    assert grpc.StatusCode.UNAVAILABLE == error.status
+    assert [] == list(answered.banks)
 
 
 async def test_no_secret_or_personal_data_in_logs_audit_or_error_messages(

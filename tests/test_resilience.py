@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from server.breaker import BreakerSettings, CircuitBreaker, CircuitState
 from server.bulkhead import Bulkhead
+from server.forwarding import issuer_error
 from server.ratelimit import RateLimit, RateLimiter, TokenBucket
+from server.registry import Member
 
 
 class FakeClock:
@@ -195,6 +198,76 @@ def test_breaker_reports_nothing_when_the_state_does_not_change(
     breaker.record_success()
 
     assert [] == changes
+
+
+def test_breaker_probe_now_ends_the_cooldown_and_lets_one_probe_through(
+    breaker: CircuitBreaker, clock: FakeClock, changes: list[Change]
+) -> None:
+    fail(breaker, 3)
+    clock.advance(1.0)
+
+    breaker.probe_now()
+
+    assert ("014", CircuitState.OPEN, CircuitState.HALF_OPEN) == changes[-1]
+    assert [True, False] == [breaker.allow(), breaker.allow()]
+
+
+def test_breaker_probe_now_while_half_open_frees_the_probe_slot_for_a_new_probe(
+    breaker: CircuitBreaker, clock: FakeClock, changes: list[Change]
+) -> None:
+    open_then_cool(breaker, clock)
+    breaker.allow()
+    reported = len(changes)
+
+    breaker.probe_now()
+
+    assert (CircuitState.HALF_OPEN, True, False) == (
+        breaker.state,
+        breaker.allow(),
+        breaker.allow(),
+    )
+    assert reported == len(changes)
+
+
+def test_breaker_probe_now_leaves_a_closed_circuit_alone(
+    breaker: CircuitBreaker, changes: list[Change]
+) -> None:
+    fail(breaker, 2)
+
+    breaker.probe_now()
+    fail(breaker, 1)
+
+    assert CircuitState.OPEN == breaker.state  # the failure count was kept
+    assert [("014", CircuitState.CLOSED, CircuitState.OPEN)] == changes
+
+
+def test_breaker_early_probe_that_fails_reopens_for_a_full_cooldown(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    fail(breaker, 3)
+    clock.advance(1.0)
+    breaker.probe_now()
+    breaker.allow()
+
+    breaker.record_failure()
+
+    assert (CircuitState.OPEN, 5.0, False) == (
+        breaker.state,
+        breaker.retry_after,
+        breaker.allow(),
+    )
+
+
+def test_breaker_early_probe_that_succeeds_closes_the_circuit(
+    breaker: CircuitBreaker, clock: FakeClock
+) -> None:
+    fail(breaker, 3)
+    breaker.probe_now()
+    breaker.allow()
+
+    breaker.record_success()
+
+    assert (CircuitState.CLOSED, 0.0) == (breaker.state, breaker.retry_after)
 
 
 @pytest.mark.parametrize(
@@ -457,3 +530,22 @@ def test_rate_limiter_forgotten_bucket_behaves_like_a_full_one(clock: FakeClock)
 def test_rate_limiter_refuses_a_sweep_period_that_makes_no_sense(clock: FakeClock) -> None:
     with pytest.raises(ValueError, match="sweep_every"):
         RateLimiter(None, clock=clock, sweep_every=0.0)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        (grpc.StatusCode.UNAVAILABLE, "ISSUER_UNAVAILABLE"),
+        (grpc.StatusCode.CANCELLED, "ISSUER_UNAVAILABLE"),  # the issuer's server stopping
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "ISSUER_TIMEOUT"),
+        (grpc.StatusCode.INTERNAL, "ISSUER_ERROR"),
+    ],
+)
+def test_an_issuers_failure_maps_to_what_the_requester_is_told(
+    code: grpc.StatusCode, reason: str
+) -> None:
+    error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), "")
+
+    mapped = issuer_error(Member("014", issuer_endpoint="127.0.0.1:1"), error)
+
+    assert reason == mapped.reason.value

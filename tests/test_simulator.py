@@ -414,3 +414,25 @@ async def test_ledgers_in_a_data_dir_survive_a_restart(tmp_path: Path) -> None:
     assert 15_000 == kept.amount
     assert 31 == count  # seeded once, not again, plus the transfer
     assert (tmp_path / "bank-014.sqlite").exists()
+
+
+# --- where the banks may listen -----------------------------------------------
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.10", "banks.example"])
+def test_banks_without_tls_refuse_to_listen_beyond_loopback(host: str) -> None:
+    # Without TLS the issuer ports and the control API (transfers, every slip) have
+    # no authentication at all: as the hub in dev mode, loopback only.
+    with pytest.raises(ValueError, match="loopback only") as caught:
+        SimulatorSettings(codes=("014",), host=host)
+
+    assert "--tls" in str(caught.value)
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost", "::1"])
+def test_banks_without_tls_may_listen_on_loopback(host: str) -> None:
+    assert host == SimulatorSettings(codes=("014",), host=host).host
+
+
+def test_banks_with_tls_may_listen_beyond_loopback(tmp_path: Path) -> None:
+    assert "0.0.0.0" == SimulatorSettings(codes=("014",), host="0.0.0.0", pki=tmp_path).host

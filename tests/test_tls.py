@@ -224,6 +224,27 @@ async def test_issuer_certificate_naming_the_member_meant_is_accepted(
     assert tls.HUB == seen["identity"]
 
 
+# --- the hub the member meant -------------------------------------------------------
+
+
+async def test_member_certificate_does_not_pass_for_the_hub(serve: Serve, pki: tls.Pki) -> None:
+    port = await serve(tls.server_credentials(pki, "014"))
+    expecting_hub = tls.channel_options(tls.HUB_DNS)
+
+    refusal = await _refusal(port, tls.channel_credentials(pki, "002"), expecting_hub)
+
+    assert grpc.StatusCode.UNAVAILABLE == refusal
+
+
+async def test_hub_certificate_passes_for_the_hub(serve: Serve, pki: tls.Pki) -> None:
+    port = await serve(tls.server_credentials(pki, tls.HUB))
+    expecting_hub = tls.channel_options(tls.HUB_DNS)
+
+    seen = await _ask(port, tls.channel_credentials(pki, "002"), expecting_hub)
+
+    assert "002" == seen["identity"]
+
+
 # --- replacing certificates under a running server -------------------------------
 
 
@@ -323,7 +344,7 @@ def test_key_files_are_readable_by_owner_only(tmp_path: Path) -> None:
 
     modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.glob("*-key.pem")}
 
-    names = ["ca", tls.HUB, tls.OPERATOR, "014", "900"]
+    names = ["ca", tls.HUB, tls.OPERATOR, tls.SIMULATOR, tls.QA, "014", "900"]
     assert {f"{name}-key.pem": 0o600 for name in names} == modes
 
 
@@ -332,6 +353,8 @@ def test_key_files_are_readable_by_owner_only(tmp_path: Path) -> None:
     [
         (tls.HUB, tls.HUB_DNS),
         (tls.OPERATOR, "operator.txverify"),
+        (tls.SIMULATOR, "simulator.txverify"),
+        (tls.QA, "qa.txverify"),
         ("900", tls.member_dns_name("900")),
     ],
 )
@@ -345,13 +368,39 @@ def test_certificate_names_its_holder(tmp_path: Path, name: str, dns_name: str) 
     assert (name, True) == (common_name, dns_name in sans.get_values_for_type(x509.DNSName))
 
 
-def test_operator_certificate_is_for_clients_only(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "usage"),
+    [
+        (tls.OPERATOR, ExtendedKeyUsageOID.CLIENT_AUTH),
+        (tls.QA, ExtendedKeyUsageOID.CLIENT_AUTH),
+        (tls.SIMULATOR, ExtendedKeyUsageOID.SERVER_AUTH),
+    ],
+)
+def test_operator_and_qa_only_call_and_the_simulator_only_serves(
+    tmp_path: Path, name: str, usage: x509.ObjectIdentifier
+) -> None:
     pki = tls.init_dev_pki(tmp_path, [])
 
-    cert = x509.load_pem_x509_certificate(pki.files(tls.OPERATOR).cert.read_bytes())
+    cert = x509.load_pem_x509_certificate(pki.files(name).cert.read_bytes())
 
     usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
-    assert [ExtendedKeyUsageOID.CLIENT_AUTH] == list(usages)
+    assert [usage] == list(usages)
+
+
+@pytest.mark.parametrize("name", [tls.OPERATOR, tls.SIMULATOR, tls.QA, "002", "900"])
+def test_only_the_hub_certificate_names_the_hub_or_loopback(tmp_path: Path, name: str) -> None:
+    # Clients pin hub.txverify; a certificate valid for 127.0.0.1 could still pass with a
+    # client that dials the address without pinning (grpcurl), so only the hub's may be.
+    pki = tls.init_dev_pki(tmp_path, ["002", "900"])
+
+    cert = x509.load_pem_x509_certificate(pki.files(name).cert.read_bytes())
+
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert (1, [], False) == (
+        len(sans.get_values_for_type(x509.DNSName)),
+        sans.get_values_for_type(x509.IPAddress),
+        tls.HUB_DNS in sans.get_values_for_type(x509.DNSName),
+    )
 
 
 @pytest.mark.parametrize("code", ["14", "0140", "๐๑๔", "01a", "../x", ""])

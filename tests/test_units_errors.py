@@ -82,3 +82,24 @@ def test_garbage_status_details_fall_back_to_the_plain_status() -> None:
         details.message,
         details.reason,
     )
+
+
+def _retry_after(wait: float) -> float | None:
+    error = ServiceError(Reason.RATE_LIMITED, "slow down", retry_after=wait)
+    return details_from_metadata(error.status_code, "", error.trailing_metadata()).retry_after
+
+
+def test_retry_info_carries_the_wait_to_the_nanosecond() -> None:
+    assert 0.25 == _retry_after(0.25)
+    assert 1000.000000001 == _retry_after(1000.000000001)
+
+
+@pytest.mark.parametrize("wait", [86_400.0, 86_400.5, 1e12, 1e300, float("inf")])
+def test_retry_info_is_capped_at_a_day_so_no_wait_can_overflow_it(wait: float) -> None:
+    # 1e300 s is what a member limited to 1e-300 requests/s was told: OverflowError, so UNKNOWN.
+    assert 86_400.0 == _retry_after(wait)
+
+
+@pytest.mark.parametrize("wait", [0.0, -0.0, -1.0, float("-inf"), float("nan")])
+def test_retry_info_is_never_negative_nor_nan(wait: float) -> None:
+    assert 0.0 == _retry_after(wait)

@@ -130,6 +130,9 @@ function loadVerificationService() {
   return grpc.loadPackageDefinition(definition).txverify.v1.VerificationService;
 }
 
+// The DNS name of the hub's certificate (txverify certs init).
+const HUB_NAME = 'hub.txverify';
+
 function channelCredentials(certs, member) {
   if (!certs) {
     // Dev mode (`make run` / `txverify up`): plaintext, loopback only.
@@ -203,7 +206,14 @@ function decodeError(err) {
 function main() {
   const options = parseCommandLine(process.argv.slice(2));
   const VerificationService = loadVerificationService();
-  const client = new VerificationService(options.hub, channelCredentials(options.certs, options.member));
+  // Under mTLS, check that the server is the hub by the name only the hub's certificate
+  // carries (a member's certificate from the same CA must not pass for it).
+  const channelOptions = options.certs ? { 'grpc.ssl_target_name_override': HUB_NAME } : {};
+  const client = new VerificationService(
+    options.hub,
+    channelCredentials(options.certs, options.member),
+    channelOptions,
+  );
   const metadata = new grpc.Metadata();
   metadata.set(MEMBER_HEADER, options.member);
   const deadline = new Date(Date.now() + options.timeoutMs);

@@ -14,6 +14,9 @@ from google.rpc import error_details_pb2, status_pb2
 DOMAIN = "txverify"
 # The trailing-metadata key that carries a serialized google.rpc.Status.
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
+# The longest wait a RetryInfo says (seconds). A longer one, or one that is not a
+# number, would say nothing useful, and past about 1e10 s a Duration cannot hold it.
+MAX_RETRY_DELAY = 86_400.0
 
 
 class Reason(StrEnum):
@@ -145,8 +148,7 @@ class ServiceError(Exception):
             )
             details.append(_pack(bad))
         if self.retry_after is not None:
-            delay = duration_pb2.Duration()
-            delay.FromNanoseconds(max(0, round(self.retry_after * 1e9)))
+            delay = retry_delay(self.retry_after)
             details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
         return status_pb2.Status(
             code=_rpc_code(self.status_code), message=self.message, details=details
@@ -155,6 +157,14 @@ class ServiceError(Exception):
     def trailing_metadata(self) -> tuple[tuple[str, bytes], ...]:
         """Trailing metadata that carries the rich status to the client."""
         return ((STATUS_DETAILS_KEY, self.to_status().SerializeToString()),)
+
+
+def retry_delay(seconds: float) -> duration_pb2.Duration:
+    """A RetryInfo delay for any float: 0 to MAX_RETRY_DELAY (negative and NaN as 0)."""
+    capped = min(seconds, MAX_RETRY_DELAY) if seconds > 0 else 0.0  # NaN > 0 is False
+    delay = duration_pb2.Duration()
+    delay.FromNanoseconds(round(capped * 1e9))
+    return delay
 
 
 def invalid_field(field: str, problem: str) -> ServiceError:

@@ -29,9 +29,19 @@ log = logging.getLogger(__name__)
 
 HUB = "hub"
 OPERATOR = "operator"
+# The simulated banks' control API (BankSimulator) serves with this certificate,
+# and accepts callers presenting the operator's or QA's (CONTROL_CALLERS).
+SIMULATOR = "simulator"
+QA = "qa"  # a client certificate for QA tools: drives the simulator, not the registry
+CONTROL_CALLERS = frozenset({OPERATOR, QA})
+# Names only one certificate carries; clients pin them (channel_options), so no other
+# certificate of the CA (a member's, valid for its own name only) passes for the server.
 HUB_DNS = "hub.txverify"
+SIMULATOR_DNS = "simulator.txverify"
 OPERATOR_DNS = "operator.txverify"
+QA_DNS = "qa.txverify"
 CA_COMMON_NAME = "txverify dev CA"
+_NAMES = (HUB, OPERATOR, SIMULATOR, QA)  # the leaves init_dev_pki issues besides members
 
 # The CA outlives the leaves issued with it (at least this long), so that a
 # leaf added years later (init_dev_pki keeps an existing CA) still chains to it.
@@ -71,16 +81,16 @@ class Pki:
         return self.directory / "ca-key.pem"
 
     def files(self, name: str) -> CertFiles:
-        """The files of "hub", "operator" or a member code."""
+        """The files of "hub", "operator", "simulator", "qa" or a member code."""
         _check_name(name)
         return CertFiles(self.directory / f"{name}.pem", self.directory / f"{name}-key.pem")
 
 
 def _check_name(name: str) -> None:
     # Names become file names: only the known ones, so nothing like "../x" gets through.
-    if name not in (HUB, OPERATOR) and not is_member_code(name):
+    if name not in _NAMES and not is_member_code(name):
         raise ValueError(
-            f"certificate names are {HUB!r}, {OPERATOR!r} or a member code "
+            f"certificate names are {', '.join(map(repr, _NAMES))} or a member code "
             f"(3 ASCII digits), got {name!r}"
         )
 
@@ -96,7 +106,8 @@ def init_dev_pki(
     overwrite: bool = False,
     not_after: datetime | None = None,
 ) -> Pki:
-    """Make (or complete) a dev PKI in `directory`: a CA, then hub, operator and member leaves.
+    """Make (or complete) a dev PKI in `directory`: a CA, then hub, operator, simulator,
+    QA and member leaves.
 
     Without `overwrite`, an existing CA is kept and only leaves whose certificate
     or key file is missing are issued; a kept leaf that the CA did not sign is an
@@ -134,7 +145,7 @@ def init_dev_pki(
 
     # A leaf that outlived its CA would fail verification from the CA's end on.
     end = min(end, ca_cert.not_valid_after_utc)
-    for name in (HUB, OPERATOR, *codes):
+    for name in (*_NAMES, *codes):
         files = pki.files(name)
         if not overwrite and files.cert.exists() and files.key.exists():
             _check_issued_by(files.cert, ca_cert)
@@ -187,19 +198,26 @@ def _new_ca(now: datetime, days: int) -> tuple[x509.Certificate, ec.EllipticCurv
 
 def _leaf_profile(name: str) -> tuple[list[x509.GeneralName], list[x509.ObjectIdentifier]]:
     """Subject alternative names and extended key usages of a leaf."""
-    loopback: list[x509.GeneralName] = [
-        x509.DNSName("localhost"),
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        x509.IPAddress(ipaddress.ip_address("::1")),
-    ]
-    both = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    server, client = ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH
     if name == HUB:
-        return [x509.DNSName(HUB_DNS), *loopback], both
-    if name == OPERATOR:
-        # The operator only ever calls; it must not be able to pose as a server.
-        return [x509.DNSName(OPERATOR_DNS)], [ExtendedKeyUsageOID.CLIENT_AUTH]
+        # The loopback names serve clients that dial 127.0.0.1 without pinning HUB_DNS
+        # (grpcurl, a quick script): only the hub's certificate carries them.
+        loopback: list[x509.GeneralName] = [
+            x509.DNSName("localhost"),
+            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+            x509.IPAddress(ipaddress.ip_address("::1")),
+        ]
+        return [x509.DNSName(HUB_DNS), *loopback], [server, client]
+    if name == SIMULATOR:
+        # It only ever serves (the control API); it must not be able to call the hub.
+        return [x509.DNSName(SIMULATOR_DNS)], [server]
+    if name in (OPERATOR, QA):
+        # They only ever call; they must not be able to pose as a server.
+        return [x509.DNSName(OPERATOR_DNS if name == OPERATOR else QA_DNS)], [client]
     # A member calls the hub (client) and answers the hub's inquiries as issuer (server).
-    return [x509.DNSName(member_dns_name(name)), *loopback], both
+    # Its own name only, no loopback names: the hub dials an issuer pinning that name,
+    # and a member's certificate must never pass for the hub's on 127.0.0.1.
+    return [x509.DNSName(member_dns_name(name))], [server, client]
 
 
 def _new_leaf(
@@ -376,7 +394,8 @@ class _ReloadingFetcher:
 def server_credentials(
     pki: Pki, name: str, *, require_client_auth: bool = True
 ) -> grpc.ServerCredentials:
-    """Server TLS as `name` ("hub" or a member code), re-reading the files when they change.
+    """Server TLS as `name` ("hub", "simulator" or a member code), re-reading the files
+    when they change.
 
     The CA, certificate and key are checked before each new TLS handshake (a stat
     of three files) and re-read when one changed; connections already made keep
@@ -404,11 +423,24 @@ def channel_credentials(pki: Pki, name: str) -> grpc.ChannelCredentials:
 
 def channel_options(server_name: str) -> tuple[tuple[str, str], ...]:
     """Channel options that make the client check the server's certificate names `server_name`."""
-    # The hub connects to an issuer by its address (an IP, often) but must
-    # check that the certificate names the issuer it meant,
-    # member_dns_name(code): any member's certificate is valid for 127.0.0.1,
-    # and only the name tells bank 002 from bank 014.
+    # Every party connects by address (an IP, often) but must check that the
+    # certificate names the server it meant: the hub an issuer's
+    # member_dns_name(code), so bank 002 cannot answer for 014; members and the
+    # operator HUB_DNS, and the simulator's clients SIMULATOR_DNS, so no other
+    # certificate of the CA passes for the hub or the simulator. The address
+    # never decides which certificate is accepted; the name does.
     return (("grpc.ssl_target_name_override", server_name),)
+
+
+def plaintext_host_error(host: str, why: str, remedy: str = "--tls") -> str | None:
+    """Why a plaintext server may not listen on `host` (None: loopback, it may).
+
+    `why` says what a plaintext port would expose, e.g. "dev mode trusts a header
+    for identity"; `remedy` is the option that turns TLS on.
+    """
+    if is_loopback_host(host):
+        return None
+    return f"{why}, so it listens on loopback only, not {host!r}: use {remedy} to serve other hosts"
 
 
 def peer_identity(context: grpc.aio.ServicerContext[Any, Any]) -> str | None:

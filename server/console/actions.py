@@ -13,6 +13,7 @@ from typing import Any
 
 import grpc
 
+from clients.channels import control_aio_channel, explain_refusal
 from clients.client import AsyncTxVerifyClient, SlipQuery, hub_aio_channel
 from clients.errors import VerifyFailed
 from clients.render import transaction_dict
@@ -49,8 +50,8 @@ def _http_status(code: grpc.StatusCode) -> int:
     }.get(code, 502)
 
 
-def _refused(error: grpc.aio.AioRpcError) -> ActionError:
-    details = details_of(error)
+def _refused(error: grpc.aio.AioRpcError, server_name: str = tls.HUB_DNS) -> ActionError:
+    details = explain_refusal(details_of(error), server_name)
     return ActionError(
         details.message or error.code().name,
         status=_http_status(error.code()),
@@ -105,7 +106,13 @@ class Actions:
         if self.simulator is None:
             raise ActionError("no simulated banks are attached to this hub", status=409)
         if "sim" not in self._channels:
-            self._channels["sim"] = grpc.aio.insecure_channel(self.simulator)
+            # Under mTLS as the operator (from the hub's directory), accepting only the
+            # simulator's certificate (simulator.txverify), as `txverify faults` does.
+            try:
+                channel = control_aio_channel(self.simulator, certs=self.pki)
+            except OSError as exc:  # the operator's certificate or key is missing
+                raise ActionError(str(exc), status=409, reason="NO_CERTIFICATE") from None
+            self._channels["sim"] = channel
         return simulator_pb2_grpc.BankSimulatorStub(self._channels["sim"])
 
     async def banks(self) -> list[dict[str, Any]]:
@@ -127,7 +134,7 @@ class Actions:
                     }
                 )
         except grpc.aio.AioRpcError as error:
-            raise _refused(error) from None
+            raise _refused(error, tls.SIMULATOR_DNS) from None
         return out
 
     async def set_faults(self, bank: str, wanted: dict[str, Any]) -> dict[str, Any]:
@@ -137,7 +144,7 @@ class Actions:
                 simulator_pb2.SetFaultsRequest(bank=bank, faults=faults), timeout=TIMEOUT
             )
         except grpc.aio.AioRpcError as error:
-            raise _refused(error) from None
+            raise _refused(error, tls.SIMULATOR_DNS) from None
         return {"faults": faults_dict(answer.faults), "issuer_listening": answer.issuer_listening}
 
     async def verify(self, member: str, qr_text: str) -> dict[str, Any]:

@@ -97,20 +97,24 @@ class QueryAuditRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     LIMIT_FIELD_NUMBER: _builtins.int
     member: _builtins.str
-    """Only this requester member (members can only ask for themselves)."""
+    """Only this requester member, a 3-digit code (members can only ask for
+    themselves).
+    """
     trans_ref: _builtins.str
-    """Only this transRef."""
+    """Only this transRef (1-32 letters and digits)."""
     request_id: _builtins.str
-    """Only this request id."""
+    """Only this request id (1-64 printable ASCII characters, no spaces)."""
     limit: _builtins.int
     """At most this many records, 1-10000; 100 when 0."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp:
-        """Records at or after this instant."""
+        """Records at or after this instant (a valid Timestamp: years 1-9999, nanos
+        0-999,999,999; else INVALID_REQUEST naming the field).
+        """
 
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp:
-        """Records before this instant."""
+        """Records before this instant (valid as `since` must be)."""
 
     def __init__(
         self,

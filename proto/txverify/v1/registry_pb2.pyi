@@ -170,12 +170,15 @@ class Member(_message.Message):
     """Lifecycle status (output only; change it with SetMemberStatus)."""
     cert_identity: _builtins.str
     """The common name its client certificate carries under mTLS; empty
-    means the member code.
+    means the member code. Not one of the hub's own certificates' names
+    (hub, operator, qa, simulator).
     """
     rate_limit_rps: _builtins.float
-    """Verify requests per second allowed to it; 0 = the hub's default."""
+    """Verify requests per second allowed to it: 0.001-1,000,000, or 0 = the
+    hub's default; anything else (NaN, infinity, negative) is INVALID_REQUEST.
+    """
     rate_limit_burst: _builtins.int
-    """Burst allowed above that rate; 0 = the hub's default."""
+    """Burst allowed above that rate: 0-1,000,000 (with a rate of its own, 0 = 1)."""
     issuer_circuit: Global___CircuitState.ValueType
     """The hub's circuit to its IssuerService right now (output only)."""
     @_builtins.property
