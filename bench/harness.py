@@ -380,9 +380,12 @@ class Bench:
             raise SystemExit("--profile needs py-spy: make bench installs it (the bench extra)")
         hub = self.servers["hub"].popen.pid
         seconds = max(1, round(self.args.seconds))
+        # An .svg is a flame graph; any other name gets py-spy's collapsed stacks
+        # (one line a stack, with its sample count), for summing by function.
+        fmt = "flamegraph" if out.suffix == ".svg" else "raw"
         with subprocess.Popen(
             [spy, "record", "--pid", str(hub), "--duration", str(seconds), "--rate", "250",
-             "--nonblocking", "--format", "flamegraph", "--output", str(out)],
+             "--nonblocking", "--format", fmt, "--output", str(out)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         ) as recorder:  # fmt: skip
             self.loadgen("hub", "max", 0)
@@ -538,7 +541,9 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, default=Path("bench-results.json"))
     parser.add_argument(
-        "--profile", type=Path, help="also write a py-spy flame graph (SVG) of the hub under load"
+        "--profile",
+        type=Path,
+        help="also profile the hub under load (py-spy): .svg a flame graph, else collapsed stacks",
     )
     args = parser.parse_args()
     if args.h2load and shutil.which("h2load") is None:
