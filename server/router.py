@@ -29,6 +29,10 @@ from txverify.v1 import common_pb2, verification_pb2
 
 MAX_REQUEST_ID = 64
 MAX_REFERENCE = 64
+# Answers this process gave to named requests, kept for replay without a database
+# read: the most recent ones (a retry comes seconds after its first try). Each is
+# its serialized response, ~0.5 KB: 10,000 of them cost ~6 MB.
+RECENT_ANSWERS = 10_000
 
 
 _PRINTABLE = re.compile(r"[!-~]*")  # printable ASCII, no spaces
@@ -52,6 +56,42 @@ def checked_request_id(request_id: str) -> str:
     return _printable(request_id, "request_id", MAX_REQUEST_ID)
 
 
+class RecentAnswers:
+    """The latest answers to named requests that this process gave, by (member, request id).
+
+    A hint, never the authority: what is not here (evicted, answered by another
+    process, or before a restart) is found by the batch's claim of the request id
+    (a replay, not counted again) or, when the issuer cannot answer, by a read of
+    the remembered answers (Router._answer)."""
+
+    def __init__(self, capacity: int = RECENT_ANSWERS) -> None:
+        self.capacity = capacity
+        # (member, request id) -> (sending bank, transRef, response bytes, answered at)
+        self._answers: dict[tuple[str, str], tuple[str, str, bytes, float]] = {}
+
+    def get(self, key: tuple[str, str]) -> tuple[str, str, bytes] | None:
+        found = self._answers.get(key)
+        if found is None:
+            return None
+        if time.time() - found[3] > IDEMPOTENCY_WINDOW_S:
+            del self._answers[key]
+            return None
+        return found[0], found[1], found[2]
+
+    def put(self, key: tuple[str, str], slip: common_pb2.SlipRef, raw: bytes) -> None:
+        answers = self._answers
+        answers.pop(key, None)
+        answers[key] = (slip.sending_bank, slip.trans_ref, raw, time.time())
+        if len(answers) > self.capacity:  # dicts keep insertion order: drop the oldest
+            del answers[next(iter(answers))]
+
+    def __len__(self) -> int:
+        return len(self._answers)
+
+
+IDEMPOTENCY_WINDOW_S = IDEMPOTENCY_WINDOW.total_seconds()
+
+
 class Router:
     """Answers Verify requests; knows nothing of gRPC servers."""
 
@@ -70,6 +110,7 @@ class Router:
         # process; across processes (hub workers) the audit store's claim of the
         # id, inside the batch transaction, makes the second one a replay.
         self._keys: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+        self.recent = RecentAnswers()
 
     async def verify(
         self,
@@ -120,23 +161,27 @@ class Router:
         started: float,
         announcement: Announcement | None,
     ) -> verification_pb2.VerifyResponse:
+        key = (member, request_id)
         if explicit_id:
-            replay = await self._replay(member, request_id, slip)
-            if replay is not None:
-                outcome["replayed"] = "true"
-                await self.audit.write(
-                    BatchItem(self._entry(outcome, started, replay.verdict, replayed=True)),
-                    announcement,
-                )
-                return replay
-        issuer = self.admission.issuer(slip.sending_bank)
-        tx = await self.gateway.inquire(
-            issuer,
-            slip,
-            requester=member,
-            request_id=request_id,
-            budget=self.gateway.policy.timeout(caller_remaining),
-        )
+            found = self.recent.get(key)
+            if found is not None:
+                return await self._replayed(_replay_of(found, slip), outcome, started, announcement)
+        try:
+            issuer = self.admission.issuer(slip.sending_bank)
+            tx = await self.gateway.inquire(
+                issuer,
+                slip,
+                requester=member,
+                request_id=request_id,
+                budget=self.gateway.policy.timeout(caller_remaining),
+            )
+        except ServiceError:
+            # The issuer cannot answer now; if this request was answered before (by
+            # another process, or before a restart), its first answer stands.
+            replay = await self._replay(member, request_id, slip) if explicit_id else None
+            if replay is None:
+                raise
+            return await self._replayed(replay, outcome, started, announcement)
         checks = evaluate(request.expect, tx)
         base = verification_pb2.VerifyResponse(transaction=tx, request_id=request_id, checks=checks)
         use = SlipUse(slip.sending_bank, slip.trans_ref, member, reference)
@@ -150,7 +195,24 @@ class Router:
         assert final is not None  # a Verified item always gets its final response
         if final.replayed:  # another process answered this request id first
             outcome["replayed"] = "true"
+        if explicit_id:
+            self.recent.put(key, slip, final.SerializeToString())
         return final
+
+    async def _replayed(
+        self,
+        replay: verification_pb2.VerifyResponse,
+        outcome: dict[str, str],
+        started: float,
+        announcement: Announcement | None,
+    ) -> verification_pb2.VerifyResponse:
+        """Audit a replay (no use counted), then give it back."""
+        outcome["replayed"] = "true"
+        await self.audit.write(
+            BatchItem(self._entry(outcome, started, replay.verdict, replayed=True)),
+            announcement,
+        )
+        return replay
 
     @staticmethod
     def _entry(
@@ -161,21 +223,25 @@ class Router:
     async def _replay(
         self, member: str, request_id: str, slip: common_pb2.SlipRef
     ) -> verification_pb2.VerifyResponse | None:
-        """The remembered answer to this member's request id, if any, marked replayed.
-
-        The fast path (no issuer inquiry for a repeat); the batch's claim is the exact
-        check. aremembered: a SQLite read on the loop (µs), a PostgreSQL one on an
-        asyncio pool connection, so the loop never blocks on the network."""
+        """The remembered answer to this member's request id in the database, if any,
+        marked replayed. Read only when the issuer cannot answer: otherwise the
+        batch's claim finds it anyway. aremembered: a SQLite read on the loop (µs),
+        a PostgreSQL one on an asyncio pool connection."""
         since = datetime.now(UTC) - IDEMPOTENCY_WINDOW
         found = await self.audit.store.aremembered(member, request_id, since)
-        if found is None:
-            return None
-        sending_bank, trans_ref, raw = found
-        if (sending_bank, trans_ref) != (slip.sending_bank, slip.trans_ref):
-            raise request_id_reused()
-        response = verification_pb2.VerifyResponse.FromString(raw)
-        response.replayed = True
-        return response
+        return None if found is None else _replay_of(found, slip)
+
+
+def _replay_of(
+    found: tuple[str, str, bytes], slip: common_pb2.SlipRef
+) -> verification_pb2.VerifyResponse:
+    """A remembered answer as a replay of `slip`; INVALID_REQUEST if it was another slip's."""
+    sending_bank, trans_ref, raw = found
+    if (sending_bank, trans_ref) != (slip.sending_bank, slip.trans_ref):
+        raise request_id_reused()
+    response = verification_pb2.VerifyResponse.FromString(raw)
+    response.replayed = True
+    return response
 
 
 def audit_entry(

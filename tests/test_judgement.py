@@ -197,6 +197,32 @@ async def test_repeated_request_id_replays_the_first_answer_without_asking_or_co
     assert 1 == fresh.duplicate.previous_count  # the replay was not counted
 
 
+async def test_a_hub_restarted_on_its_database_replays_what_it_answered_before(
+    db_url: str, hub_factory: HubFactory, simulator: RunningSimulator, tmp_path: Path
+) -> None:
+    """Answers kept in memory are a hint: a new process finds the first answer in the
+    database, by the batch's claim when the issuer answers (not counted again) and by a
+    read when it cannot."""
+    url = f"sqlite:///{tmp_path / 'hub.sqlite'}" if db_url == "sqlite://" else db_url
+    qr, _ = _slip(simulator)
+    first_hub = await hub_factory(db=url)
+    first = await _verify(first_hub.port, V.VerifyRequest(qr_text=qr, request_id="r-1"))
+    also = await _verify(first_hub.port, V.VerifyRequest(qr_text=qr, request_id="r-2"))
+    await first_hub.stop(grace=0)
+
+    hub = await hub_factory(db=url)
+    asked = await _verify(hub.port, V.VerifyRequest(qr_text=qr, request_id="r-1"))
+    await _faults(simulator, "014", refuse=True)  # the issuer cannot be asked now
+    unasked = await _verify(hub.port, V.VerifyRequest(qr_text=qr, request_id="r-2"))
+    await _faults(simulator, "014")
+    fresh = await _verify(hub.port, V.VerifyRequest(qr_text=qr))
+
+    assert (True, True) == (asked.replayed, unasked.replayed)
+    asked.replayed = unasked.replayed = False
+    assert (first, also) == (asked, unasked)
+    assert 2 == fresh.duplicate.previous_count  # neither replay was counted
+
+
 async def test_request_id_reused_with_another_slip_is_invalid_argument(
     hub: RunningHub, simulator: RunningSimulator
 ) -> None:
