@@ -75,6 +75,14 @@ class Fault:
 _UNAVAILABLE = "UNAVAILABLE/ISSUER_UNAVAILABLE"
 _OPEN = f"{_UNAVAILABLE}/circuit_open"
 _TIMEOUT = "DEADLINE_EXCEEDED/ISSUER_TIMEOUT"
+
+
+def outcome_of(error: grpc.aio.AioRpcError) -> str:
+    """An error as the fault matrix names outcomes: STATUS/REASON[/cause]."""
+    d = details_of(error)
+    return "/".join(p for p in (error.code().name, d.reason, d.metadata.get("cause", "")) if p)
+
+
 FAULTS = (
     Fault("none", {}, frozenset({"OK"}), False),
     Fault("refuse", {"refuse": True}, frozenset({_UNAVAILABLE, _OPEN}), True),
@@ -227,11 +235,8 @@ class Driver:
             )
             outcome = "OK"
         except grpc.aio.AioRpcError as error:
-            d = details_of(error)
-            outcome = "/".join(
-                p for p in (error.code().name, d.reason, d.metadata.get("cause", "")) if p
-            )
-            self.errors_seen.append(f"{error.details()} {dict(d.metadata)}")
+            outcome = outcome_of(error)
+            self.errors_seen.append(f"{error.details()} {dict(details_of(error).metadata)}")
         return Answer(started - t0, time.perf_counter() - started, outcome)
 
     async def open_loop(self, qrs: list[str], rate: float, seconds: float) -> list[Answer]:
