@@ -305,7 +305,10 @@ def writer_main(index: int, conn: Connection, url: str, seconds: float, concurre
         ref, member = f"W{index:03d}X{k:012d}", ("002", "014")[k % 2]
         entry = AuditEntry(datetime.now(UTC), f"w{index}-{k}", member, "", "014", ref, "OK",
                            verdict=1, latency_us=5000)  # fmt: skip
-        return BatchItem(entry, Verified(SlipUse("014", ref, member, ""), _finish(base, checks)))
+        response = type(base)()
+        response.CopyFrom(base)  # each item its own response: the batch completes it in place
+        use = SlipUse("014", ref, member, "")
+        return BatchItem(entry, Verified(use, _finish(response, checks)))
 
     async def run() -> None:
         writer = AuditWriter(PostgresAuditStore(url), on_batch=on_batch)

@@ -306,10 +306,8 @@ class OfflineNetwork:
     async def _start(self) -> None:
         # The audit writer makes its asyncio objects on the running loop.
         self.audit = AuditWriter(open_audit_store(f"sqlite://{self._dir}/audit.sqlite"))
-        router = Router(self.admission, self.gateway, self.audit)
-        self.servicers = {
-            mode: VerificationServicer(router, mode, self.audit, Metrics()) for mode in IdentityMode
-        }
+        router = Router(self.admission, self.gateway, self.audit, Metrics())
+        self.servicers = {mode: VerificationServicer(router, mode) for mode in IdentityMode}
 
     def _registry_membership(self) -> Membership:
         # Changes reach a rate limiter as in the hub (server/app.py's member_changed).

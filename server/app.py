@@ -25,6 +25,7 @@ from server.identity import IdentityMode
 from server.issuer_health import HubHealth, IssuerHealth
 from server.membership import Membership
 from server.metrics import Metrics
+from server.outcome import Observers, RequestLog
 from server.ratelimit import RateLimit, RateLimiter
 from server.ratelimit_redis import SharedRateLimiter
 from server.registry import Member, load_members
@@ -296,10 +297,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             for m in membership.directory.all()
         ]
     )
-    router = Router(Admission(membership, limiter), gateway, audit)
     feed = LiveFeed() if settings.console is not None else None
+    observers = Observers([RequestLog(), metrics, *([feed] if feed is not None else [])])
+    router = Router(Admission(membership, limiter), gateway, audit, observers)
     verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-        VerificationServicer(router, settings.mode, audit, metrics, feed), server
+        VerificationServicer(router, settings.mode), server
     )
     audit_pb2_grpc.add_AuditLogServicer_to_server(
         AuditLogServicer(audit.store, membership, mode=settings.mode, operators=settings.operators),

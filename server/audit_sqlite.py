@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from server.audit import (
     AUDIT_COLUMNS,
@@ -28,6 +31,7 @@ from server.audit import (
     use_counts,
 )
 from server.schema import AUDIT, migrate_sqlite
+from server.walsync import WalSyncer
 from txverify.storage import (
     BUSY_TIMEOUT_MS,
     connect_sqlite,
@@ -38,17 +42,33 @@ from txverify.storage import (
 
 # Counting is an upsert that returns the count it made (no read-then-write race):
 # under any concurrency (one writer here, workers or replicas elsewhere) every
-# use gets its own number. One statement per use, each through the primary key,
-# so the cost does not grow with the table.
+# use gets its own number. One statement per counter for the whole batch, each
+# row through the primary key, so the cost does not grow with the table. SQLite
+# applies the rows in order, so a slip used twice in a batch is counted twice;
+# RETURNING's order is unspecified, so each row says which counter it is.
 _COUNT_ALL = (
-    "INSERT INTO slip_uses VALUES (?, ?, ?, ?, 1) ON CONFLICT (sending_bank, trans_ref) "
-    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at, first_by"
+    "INSERT INTO slip_uses VALUES {rows} ON CONFLICT (sending_bank, trans_ref) "
+    "DO UPDATE SET uses = uses + 1 RETURNING sending_bank, trans_ref, uses, first_at, first_by"
 )
 _COUNT_SCOPE = (
-    "INSERT INTO slip_scope_uses VALUES (?, ?, ?, ?, ?, 1) "
+    "INSERT INTO slip_scope_uses VALUES {rows} "
     "ON CONFLICT (sending_bank, trans_ref, member, reference) "
-    "DO UPDATE SET uses = uses + 1 RETURNING uses, first_at"
+    "DO UPDATE SET uses = uses + 1 "
+    "RETURNING sending_bank, trans_ref, member, reference, uses, first_at"
 )
+_ALL_ROW, _SCOPE_ROW = "(?, ?, ?, ?, 1)", "(?, ?, ?, ?, ?, 1)"
+
+
+def _numbers(rows: Iterable[Sequence[Any]], width: int) -> dict[tuple[Any, ...], list[Any]]:
+    """Counter key (the first `width` columns) -> the rest of its RETURNING rows, the
+    lowest count last: pop() gives a batch's uses of one counter their numbers in order."""
+    out: dict[tuple[Any, ...], list[Any]] = {}
+    for row in rows:
+        out.setdefault(tuple(row[:width]), []).append(tuple(row[width:]))
+    for numbers in out.values():
+        if len(numbers) > 1:
+            numbers.sort(reverse=True)
+    return out
 
 
 def _rows(count: int, width: int) -> str:
@@ -70,8 +90,37 @@ def _chunks(keys: Sequence[Claim], size: int) -> list[Sequence[Claim]]:
     return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
+class _WalFile:
+    """The database's WAL file, to fsync in this process (commit(): tools, tests, threads)."""
+
+    def __init__(self, db: Path) -> None:
+        self.path = Path(f"{db}-wal")
+        self._fd = -1
+        self._ino = 0
+
+    def sync(self) -> None:
+        try:
+            ino = self.path.stat().st_ino
+        except FileNotFoundError:
+            return  # no WAL: nothing committed since it was checkpointed away
+        if ino != self._ino:
+            self.close()
+            self._fd, self._ino = os.open(self.path, os.O_RDONLY), ino
+            directory = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)  # the WAL's directory entry, once per WAL file
+            finally:
+                os.close(directory)
+        os.fdatasync(self._fd)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd, self._ino = -1, 0
+
+
 class SqliteAuditStore:
-    """AuditStore in SQLite; each commit is fsynced (synchronous=FULL).
+    """AuditStore in SQLite; each commit is durable (its WAL fsynced) before it counts.
 
     Two connections: one for the writer thread (batches), one for reads on
     the event loop (idempotency lookups, queries); WAL lets them run at once.
@@ -99,10 +148,14 @@ class SqliteAuditStore:
         # The reader makes the schema: it waits for the lock like any connection.
         self._reader: sqlite3.Connection = connect_sqlite(url).conn
         migrate_sqlite(self._reader, "audit", AUDIT)
-        self.db = connect_sqlite(
-            url, fsync_each_commit=True, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
-        )
+        # synchronous=NORMAL: a COMMIT does not wait for the disk. What makes a
+        # batch durable is the fsync of the WAL after it: commit() does it where it
+        # runs, commit_then() in the helper process (server/walsync.py).
+        self.db = connect_sqlite(url, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS)
         self._conn: sqlite3.Connection = self.db.conn  # the writer's
+        self.path = Path(self._conn.execute("PRAGMA database_list").fetchone()[2])
+        self._wal = _WalFile(self.path)
+        self._syncer: WalSyncer | None = None
 
     def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         results = self.stage_batch(items)
@@ -167,18 +220,29 @@ class SqliteAuditStore:
         scan: its cost grew with every slip ever verified.)
         """
         stored = self._stored(plan.claims) if plan.claims else {}
+        counted = [use for use in plan.uses if use.claim not in stored]
+        if not counted:
+            return stored, [None] * len(plan.uses)
+        everywhere = _numbers(self._conn.execute(
+            _COUNT_ALL.format(rows=", ".join([_ALL_ROW] * len(counted))),
+            [v for u in counted for v in (u.slip.sending_bank, u.slip.trans_ref, u.at,
+                                           u.slip.member)],
+        ), 2)  # fmt: skip
+        in_scope = _numbers(self._conn.execute(
+            _COUNT_SCOPE.format(rows=", ".join([_SCOPE_ROW] * len(counted))),
+            [v for u in counted for v in (u.slip.sending_bank, u.slip.trans_ref, u.slip.member,
+                                           u.slip.reference, u.at)],
+        ), 4)  # fmt: skip
         out: list[UseCounts | None] = []
         for use in plan.uses:
             if use.claim in stored:
                 out.append(None)
                 continue
-            u, at = use.slip, use.at
-            number, first_at, first_by = self._conn.execute(
-                _COUNT_ALL, (u.sending_bank, u.trans_ref, at, u.member)
-            ).fetchone()
-            scope_number, scope_first = self._conn.execute(
-                _COUNT_SCOPE, (u.sending_bank, u.trans_ref, u.member, u.reference, at)
-            ).fetchone()
+            u = use.slip
+            number, first_at, first_by = everywhere[(u.sending_bank, u.trans_ref)].pop()
+            scope_number, scope_first = in_scope[
+                (u.sending_bank, u.trans_ref, u.member, u.reference)
+            ].pop()
             out.append(use_counts(number, first_at, first_by, scope_number, scope_first))
         return stored, out
 
@@ -198,7 +262,20 @@ class SqliteAuditStore:
         return stored
 
     def commit(self) -> None:
+        """COMMIT and fsync the WAL here (blocking): durable when it returns."""
         self._conn.execute("COMMIT")
+        self._wal.sync()
+
+    def commit_then(self, done: Callable[[BaseException | None], None]) -> None:
+        """COMMIT now (on the event loop: no disk wait); done(None) on the loop once the
+        batch is durable, done(error) if it cannot be made so."""
+        if self._syncer is None:
+            # The helper checkpoints from now on: no COMMIT here runs one (each
+            # would fsync the WAL and the database on the loop).
+            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
+            self._syncer = WalSyncer(self.path)
+        self._conn.execute("COMMIT")
+        self._syncer.sync(done)
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
@@ -240,6 +317,9 @@ class SqliteAuditStore:
         return cursor.rowcount
 
     def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.close()
+        self._wal.close()
         self._reader.close()
         self._conn.close()
         if self._tmp is not None:

@@ -3,57 +3,42 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any
 
 from server.audit import AuditStore, BatchItem, BatchResult, NullAuditStore, StoreBusy
 from txverify.errors import Reason, ServiceError
 from txverify.v1 import verification_pb2
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
-BatchHook = Callable[[int, float], None]  # (records in the batch, seconds to commit)
-# Before a batch, wait for records on their way for up to this many times what a
-# commit has lately taken. Measured (hub CPU per verification at full load; p50
-# at half load): x1 0.806 ms, 3.6 ms; x3 0.757 ms, 3.2 ms; x8 0.735 ms, 3.7 ms
-# with a p99 four times higher. See BENCHMARKS.md.
-COMMITS_TO_WAIT = 3
-
-
-class Announcement:
-    """A request that will write an audit record soon; released when it writes (or gives up)."""
-
-    def __init__(self, writer: AuditWriter) -> None:
-        self._writer: AuditWriter | None = writer
-        writer.announced += 1
-
-    def release(self) -> None:
-        if self._writer is not None:
-            self._writer.announced -= 1
-            self._writer = None
+BatchHook = Callable[[int, float], None]  # (records in the batch, seconds until durable)
+Waiting = list[tuple[BatchItem, "asyncio.Future[BatchResult]"]]
 
 
 class AuditWriter:
-    """Writes audit batches in one thread; each caller awaits the commit of its batch.
+    """Writes audit records in batches; each caller awaits the moment its record is durable.
 
-    Group commit: while a batch is being committed, new records queue up and go
-    together in the next one. Before a batch, the writer also waits up to
-    `window` seconds while requests that announced a record are still on their
-    way (their issuer is answering), so that under load many requests share one
-    commit and its fsync. That wait lasts COMMITS_TO_WAIT times what recent
-    commits took (at most `window`): short when the hub is idle, longer under
-    load, where commits take longer, so that batches grow until they pay. The
-    event loop never waits on disk.
+    Group commit without waiting on purpose: one batch at a time is on its way
+    to the disk, and the records that arrive meanwhile make the next batch,
+    written as soon as that one is durable. A lone request is written at once;
+    under load batches grow by themselves, as large as the records that arrive
+    during one commit. (The writer before M11 also waited, up to three commit
+    times, for records still on their way from the issuers: measured, that made
+    bigger batches but added milliseconds at half load: BENCHMARKS.md.)
 
-    shared: other processes (hub workers) write the same database, so the write
-    lock may be taken when a batch starts. The loop then does not wait for it:
-    the writer thread does, and the loop stages the batch once the lock is held.
-    A store whose round trips wait on the network (PostgreSQL, `async_batches`)
-    has the loop await the whole batch instead; no thread.
+    SQLite: the batch's statements and its COMMIT run on the event loop (µs a
+    record; COMMIT appends to the WAL without an fsync), and the fsync that
+    makes them durable runs in a helper process (server/walsync.py): no thread
+    of the hub waits on the disk and none needs the GIL back afterwards.
+    shared: other processes (hub workers) write the same database; when one of
+    them holds the write lock the loop does not wait for it: a thread does, and
+    the loop stages the batch once the lock is held (rare: a lock is held for
+    a batch's statements, never for an fsync).
+
+    PostgreSQL (`async_batches`): the loop awaits the batch's round trip.
     """
 
     def __init__(
@@ -61,10 +46,6 @@ class AuditWriter:
         store: AuditStore,
         *,
         max_batch: int = 1024,
-        # A lone request never waits: the wait only runs while others are on
-        # their way. A fixed 20 ms wait made batches of ~20 at full load but
-        # cost ~3 ms of p50 at half load (BENCHMARKS.md).
-        window: float = 0.020,
         on_batch: BatchHook | None = None,
         shared: bool = False,
     ) -> None:
@@ -72,135 +53,120 @@ class AuditWriter:
         self.shared = shared
         self.lock_waits = 0  # batches that found another process holding the write lock
         self.max_batch = max_batch
-        self.window = window
-        # The wait before a batch follows what the last commits took (moving
-        # average): under load commits take longer (more records, the GIL
-        # shared with a busy loop), so batches grow until they pay.
-        self._commit_time = 0.0
         self.on_batch = on_batch
-        self.announced = 0  # requests expected to write a record soon
-        self._arrived = asyncio.Event()  # a record was queued
-        # One thread: SQLite has one writer at a time anyway, the PostgreSQL store
-        # one writing connection, and the order of batches is the order of commits.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
-        self._pending: list[tuple[BatchItem, asyncio.Future[Any]]] = []
         self.store_is_null = isinstance(store, NullAuditStore)
-        self._flusher: asyncio.Task[None] | None = None
+        self._pending: Waiting = []
+        self._busy = False  # a batch is on its way to the disk; the next one waits
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[Any]] = set()  # PostgreSQL batches, lock waits
+        # For the rare blocking wait: another process's write lock (begin).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-lock")
 
-    def announce(self) -> Announcement:
-        """Say a record is coming (call when a request starts); release it when written."""
-        return Announcement(self)
-
-    async def write(
-        self, item: BatchItem, announcement: Announcement | None = None
-    ) -> verification_pb2.VerifyResponse | None:
-        if announcement is not None:
-            announcement.release()
-        if self.store_is_null:  # nothing to wait for: no thread hop, no batching
-            return _answer(self.store.write_batch([item])[0])
-        return await self._write(item)
-
-    async def _write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
-        """Queue `item`; return once it is committed (its final response, if any).
+    async def write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
+        """`item`'s result once it is durable: its final response (None for a failure's entry).
 
         A caller that gives up waiting does not take its record back: what the
         hub decided is audited whether or not the answer was delivered.
         """
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append((item, future))
-        self._arrived.set()
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        result: BatchResult = await asyncio.shield(future)
-        return _answer(result)
-
-    async def _flush(self) -> None:
+        if self.store_is_null:  # nothing to wait for: no batching
+            return _answer(self.store.write_batch([item])[0])
         loop = asyncio.get_running_loop()
-        try:
-            while self._pending:
-                await self._gather(loop)
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                started = time.perf_counter()
-                try:
-                    results = await self._commit([item for item, _ in batch], loop)
-                except Exception:
-                    log.exception(
-                        "audit batch of %d records failed; answering UNAVAILABLE", len(batch)
-                    )
-                    failure = ServiceError(
-                        Reason.AUDIT_UNAVAILABLE, "the hub cannot record this verification; retry"
-                    )
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(failure)
-                    continue
-                took = time.perf_counter() - started
-                self._commit_time += (took - self._commit_time) / 8
-                if self.on_batch is not None:
-                    self.on_batch(len(batch), took)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():
-                        future.set_result(result)
-        finally:
-            self._flusher = None
+        future: asyncio.Future[BatchResult] = loop.create_future()
+        self._pending.append((item, future))
+        if not self._busy:
+            self._busy = True
+            self._idle.clear()
+            # At the end of this turn of the loop: the records that other requests
+            # write in the same turn join this batch.
+            loop.call_soon(self._next_batch)
+        return _answer(await future)
 
-    async def _commit(
-        self, items: list[BatchItem], loop: asyncio.AbstractEventLoop
-    ) -> list[BatchResult]:
-        """The batch, durably committed; where its statements run depends on the store."""
+    # -- one batch ---------------------------------------------------------------------
+
+    def _next_batch(self) -> None:
+        if not self._pending:
+            self._busy = False
+            self._idle.set()
+            return
+        batch = self._pending[: self.max_batch]
+        del self._pending[: self.max_batch]
+        started = time.perf_counter()
+        items = [item for item, _ in batch]
         if self.store.async_batches:
-            # Each round trip waits on the network (PostgreSQL): the loop awaits them
-            # (a few, in pipeline mode) and runs other requests meanwhile. A thread
-            # would block instead, but would take the GIL back from the busy loop
-            # after every one (measured: see BENCHMARKS.md).
-            return await self.store.awrite_batch(items)
-        # The statements run here, on the event loop (a few tens of µs a record in
-        # SQLite); only the COMMIT, which waits for the disk, runs in the writer
-        # thread. Handing every statement to a thread would make it fight the busy
-        # loop for the GIL at each one: measured, that costs several times the
-        # statements themselves.
-        results = await self._stage(items, loop)
+            self._spawn(self._remote(batch, items, started))
+            return
         try:
-            await loop.run_in_executor(self._executor, self.store.commit)
-        except BaseException:
-            self.store.rollback()
-            raise
-        return results
-
-    async def _stage(
-        self, items: list[BatchItem], loop: asyncio.AbstractEventLoop
-    ) -> list[BatchResult]:
-        """stage_batch on the loop; if another process holds the write lock, wait for
-        it in the writer thread (SQLite's busy handler sleeps there without the GIL)."""
-        if not self.shared:
-            return self.store.stage_batch(items)
-        try:
-            return self.store.stage_batch(items, wait=False)
+            results = self.store.stage_batch(items, wait=not self.shared)
         except StoreBusy:
             self.lock_waits += 1
-        await loop.run_in_executor(self._executor, self.store.begin)
-        return self.store.stage_batch(items)
+            self._spawn(self._after_lock(batch, items, started))
+            return
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        self._commit(batch, results, started)
 
-    async def _gather(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Let announced records join this batch, for about as long as a commit takes."""
-        deadline = loop.time() + min(self.window, COMMITS_TO_WAIT * self._commit_time)
-        while self.announced > 0 and len(self._pending) < self.max_batch:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                return
-            self._arrived.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._arrived.wait(), remaining)
+    def _commit(self, batch: Waiting, results: list[BatchResult], started: float) -> None:
+        def durable(error: BaseException | None) -> None:
+            if error is not None:
+                self._failed(batch, error)
+            else:
+                self._done(batch, results, started)
 
-    async def run(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run `fn(*args)` in the writer thread (it owns the writing connection)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+        try:
+            self.store.commit_then(durable)
+        except Exception as exc:
+            self.store.rollback()
+            self._failed(batch, exc)
+
+    async def _after_lock(self, batch: Waiting, items: list[BatchItem], started: float) -> None:
+        """Another process held the write lock: wait for it in a thread, then stage."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self.store.begin)
+            results = self.store.stage_batch(items)
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        self._commit(batch, results, started)
+
+    async def _remote(self, batch: Waiting, items: list[BatchItem], started: float) -> None:
+        try:
+            results = await self.store.awrite_batch(items)
+        except Exception as exc:
+            self._failed(batch, exc)
+            return
+        self._done(batch, results, started)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _done(self, batch: Waiting, results: list[BatchResult], started: float) -> None:
+        if self.on_batch is not None:
+            self.on_batch(len(batch), time.perf_counter() - started)
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # a caller that gave up has cancelled its future
+                future.set_result(result)
+        self._next_batch()
+
+    def _failed(self, batch: Waiting, exc: BaseException) -> None:
+        log.error(
+            "audit batch of %d records failed; answering UNAVAILABLE: %r",
+            len(batch), exc, exc_info=exc,
+        )  # fmt: skip
+        failure = ServiceError(
+            Reason.AUDIT_UNAVAILABLE, "the hub cannot record this verification; retry"
+        )
+        for _, future in batch:
+            if not future.done():
+                future.set_exception(failure)
+        self._next_batch()
 
     async def close(self) -> None:
-        """Commit what is queued, then release the store."""
-        while self._flusher is not None:
-            await asyncio.shield(self._flusher)
+        """Write what is queued, then release the store."""
+        await self._idle.wait()
         if self.shared:
             log.info("audit: %d batches waited for another process's write lock", self.lock_waits)
         self._executor.shutdown(wait=True)

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import random
 import re
 import time
-import uuid
+from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -19,12 +22,14 @@ from server.audit import (
     Verified,
     request_id_reused,
 )
-from server.auditlog import Announcement, AuditWriter
+from server.auditlog import AuditWriter
 from server.checks import evaluate, validate_expectations, verdict
 from server.forwarding import IssuerGateway
 from server.identity import Caller
+from server.outcome import Observer, Observers, RequestLog, Verification
 from server.slip import slip_of
 from txverify.errors import FieldViolation, Reason, ServiceError
+from txverify.logs import FIELDS
 from txverify.v1 import common_pb2, verification_pb2
 
 MAX_REQUEST_ID = 64
@@ -33,6 +38,7 @@ MAX_REFERENCE = 64
 # read: the most recent ones (a retry comes seconds after its first try). Each is
 # its serialized response, ~0.5 KB: 10,000 of them cost ~6 MB.
 RECENT_ANSWERS = 10_000
+log = logging.getLogger("server.verification")
 
 
 _PRINTABLE = re.compile(r"[!-~]*")  # printable ASCII, no spaces
@@ -49,10 +55,22 @@ def _printable(value: str, field: str, limit: int) -> str:
     return value
 
 
+_random = random.Random()  # seeded from os.urandom; a forked worker reseeds (below)
+os.register_at_fork(after_in_child=_random.seed)
+
+
+def new_id() -> str:
+    """A request id for a request that named none: 128 random bits as 32 hex digits.
+
+    Not a secret (ids are scoped to their member), only unique: a Mersenne Twister
+    draw instead of uuid4's system call per request."""
+    return f"{_random.getrandbits(128):032x}"
+
+
 def checked_request_id(request_id: str) -> str:
     """The caller's request id if well-formed, a new one if empty."""
     if not request_id:
-        return uuid.uuid4().hex
+        return new_id()
     return _printable(request_id, "request_id", MAX_REQUEST_ID)
 
 
@@ -93,132 +111,180 @@ IDEMPOTENCY_WINDOW_S = IDEMPOTENCY_WINDOW.total_seconds()
 
 
 class Router:
-    """Answers Verify requests; knows nothing of gRPC servers."""
+    """Answers Verify requests and owns each outcome: answers, replays and failures are
+    audited here, then told to the observers (log line, metrics, console). Knows
+    nothing of gRPC servers."""
 
     def __init__(
         self,
         admission: Admission,
         gateway: IssuerGateway,
         audit: AuditWriter,
+        observer: Observer | None = None,
     ) -> None:
         self.admission = admission
         self.gateway = gateway
         self.audit = audit
-        # One request at a time per (member, request id): a second request
-        # with the same id waits, then finds the first one's remembered answer
-        # instead of asking the issuer and counting again. This lock is per
-        # process; across processes (hub workers) the audit store's claim of the
-        # id, inside the batch transaction, makes the second one a replay.
-        self._keys: dict[tuple[str, str], tuple[asyncio.Lock, list[int]]] = {}
+        self.observer: Observer = observer or Observers(())
+        # One request at a time per (member, request id): a second request with
+        # the same id waits its turn, then finds the first one's answer instead of
+        # asking the issuer and counting again. Per process; across processes (hub
+        # workers) the audit store's claim of the id, inside the batch transaction,
+        # makes the second one a replay. A key maps to the requests waiting for
+        # it (None: one running, none waiting); unnamed requests take no turn.
+        self._turns: dict[tuple[str, str], deque[asyncio.Future[None]] | None] = {}
         self.recent = RecentAnswers()
 
     async def verify(
         self,
         request: verification_pb2.VerifyRequest,
-        *,
-        caller: Caller,
+        caller: Callable[[], Caller],
         caller_remaining: float | None,
-        outcome: dict[str, str],
-        started: float,
-        announcement: Announcement | None = None,
     ) -> verification_pb2.VerifyResponse:
-        """Answer one Verify, durably audited; fills `outcome` (log line, failure audit)."""
-        requester = await self.admission.admit(caller)
-        outcome["requester"] = requester.code
-        explicit_id = bool(request.request_id)
-        request_id = checked_request_id(request.request_id)
-        outcome["request_id"] = request_id
-        reference = _printable(request.requester_reference, "requester_reference", MAX_REFERENCE)
-        outcome["requester_reference"] = reference
-        slip = slip_of(request)
-        outcome["issuer"] = slip.sending_bank
-        outcome["trans_ref"] = slip.trans_ref
-        validate_expectations(request.expect)
-        key = (requester.code, request_id)
-        lock, users = self._keys.setdefault(key, (asyncio.Lock(), [0]))
-        users[0] += 1
+        """Answer one Verify once it is durably audited, or raise its (audited) ServiceError.
+
+        `caller` identifies who calls (it may raise ServiceError, audited as any
+        failure); `caller_remaining` is the caller's deadline in seconds, if any.
+        """
+        v = Verification(time.perf_counter())
         try:
-            async with lock:
-                return await self._answer(
-                    request, slip, requester.code, request_id, reference, explicit_id,
-                    caller_remaining, outcome, started, announcement,
-                )  # fmt: skip
+            response = await self._verify(request, caller, caller_remaining, v)
+        except ServiceError as error:
+            raise await self._failed(v, error) from None
+        except Exception:
+            log.exception("verify failed unexpectedly", extra={FIELDS: RequestLog.fields(v)})
+            internal = ServiceError(Reason.INTERNAL, "internal error in the hub")
+            raise await self._failed(v, internal) from None
+        v.verdict = response.verdict
+        self._observe(v)
+        return response
+
+    async def _verify(
+        self,
+        request: verification_pb2.VerifyRequest,
+        caller: Callable[[], Caller],
+        caller_remaining: float | None,
+        v: Verification,
+    ) -> verification_pb2.VerifyResponse:
+        who = caller()
+        v.caller = who.identity[:64]
+        requester = await self.admission.admit(who)
+        v.requester = member = requester.code
+        named = bool(request.request_id)
+        v.request_id = request_id = checked_request_id(request.request_id)
+        v.reference = _printable(request.requester_reference, "requester_reference", MAX_REFERENCE)
+        slip = slip_of(request)
+        v.issuer, v.trans_ref = slip.sending_bank, slip.trans_ref
+        if request.HasField("expect"):
+            validate_expectations(request.expect)
+        if not named:  # a new id: no other request can have it
+            return await self._answer(request, slip, v, caller_remaining, named=False)
+        key = (member, request_id)
+        await self._take_turn(key)
+        try:
+            return await self._answer(request, slip, v, caller_remaining, named=True)
         finally:
-            users[0] -= 1
-            if users[0] == 0:
-                del self._keys[key]
+            self._pass_turn(key)
 
     async def _answer(
         self,
         request: verification_pb2.VerifyRequest,
         slip: common_pb2.SlipRef,
-        member: str,
-        request_id: str,
-        reference: str,
-        explicit_id: bool,
+        v: Verification,
         caller_remaining: float | None,
-        outcome: dict[str, str],
-        started: float,
-        announcement: Announcement | None,
+        *,
+        named: bool,
     ) -> verification_pb2.VerifyResponse:
-        key = (member, request_id)
-        if explicit_id:
+        key = (v.requester, v.request_id)
+        if named:
             found = self.recent.get(key)
             if found is not None:
-                return await self._replayed(_replay_of(found, slip), outcome, started, announcement)
+                return await self._replayed(_replay_of(found, slip), v)
         try:
             issuer = self.admission.issuer(slip.sending_bank)
             tx = await self.gateway.inquire(
                 issuer,
                 slip,
-                requester=member,
-                request_id=request_id,
+                requester=v.requester,
+                request_id=v.request_id,
                 budget=self.gateway.policy.timeout(caller_remaining),
             )
         except ServiceError:
             # The issuer cannot answer now; if this request was answered before (by
             # another process, or before a restart), its first answer stands.
-            replay = await self._replay(member, request_id, slip) if explicit_id else None
+            replay = await self._replay(v.requester, v.request_id, slip) if named else None
             if replay is None:
                 raise
-            return await self._replayed(replay, outcome, started, announcement)
+            return await self._replayed(replay, v)
         checks = evaluate(request.expect, tx)
-        base = verification_pb2.VerifyResponse(transaction=tx, request_id=request_id, checks=checks)
-        use = SlipUse(slip.sending_bank, slip.trans_ref, member, reference)
+        response = verification_pb2.VerifyResponse(
+            transaction=tx, request_id=v.request_id, checks=checks
+        )
+        use = SlipUse(slip.sending_bank, slip.trans_ref, v.requester, v.reference)
         final = await self.audit.write(
-            BatchItem(
-                self._entry(outcome, started),
-                Verified(use, _finish(base, checks), remember=explicit_id),
-            ),
-            announcement,
+            BatchItem(audit_entry(v), Verified(use, _finish(response, checks), remember=named))
         )
         assert final is not None  # a Verified item always gets its final response
         if final.replayed:  # another process answered this request id first
-            outcome["replayed"] = "true"
-        if explicit_id:
+            v.replayed = True
+        if named:
             self.recent.put(key, slip, final.SerializeToString())
         return final
 
     async def _replayed(
-        self,
-        replay: verification_pb2.VerifyResponse,
-        outcome: dict[str, str],
-        started: float,
-        announcement: Announcement | None,
+        self, replay: verification_pb2.VerifyResponse, v: Verification
     ) -> verification_pb2.VerifyResponse:
         """Audit a replay (no use counted), then give it back."""
-        outcome["replayed"] = "true"
-        await self.audit.write(
-            BatchItem(self._entry(outcome, started, replay.verdict, replayed=True)),
-            announcement,
-        )
+        v.replayed = True
+        await self.audit.write(BatchItem(audit_entry(v, verdict=replay.verdict)))
         return replay
 
-    @staticmethod
-    def _entry(
-        outcome: dict[str, str], started: float, verdict_value: int = 0, *, replayed: bool = False
-    ) -> AuditEntry:
-        return audit_entry(outcome, started, "OK", "", verdict_value, replayed=replayed)
+    async def _failed(self, v: Verification, error: ServiceError) -> ServiceError:
+        """Audit a failure and tell the observers; the error to answer (AUDIT_UNAVAILABLE
+        instead when even the failure cannot be recorded)."""
+        if error.reason is not Reason.AUDIT_UNAVAILABLE:
+            v.status, v.reason = error.status_code.name, error.reason.value
+            try:
+                await self.audit.write(BatchItem(audit_entry(v)))
+            except ServiceError as audit_error:
+                error = audit_error
+        v.status, v.reason = error.status_code.name, error.reason.value
+        self._observe(v)
+        return error
+
+    def _observe(self, v: Verification) -> None:
+        v.ended = time.time()
+        v.elapsed = time.perf_counter() - v.started
+        self.observer.verified(v)
+
+    async def _take_turn(self, key: tuple[str, str]) -> None:
+        """Wait until no other request with this key is running here; then it is ours."""
+        turns = self._turns
+        if key not in turns:
+            turns[key] = None
+            return
+        waiting = turns[key]
+        if waiting is None:
+            waiting = turns[key] = deque()
+        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiting.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._pass_turn(key)  # it was handed to us as we were cancelled
+            else:
+                waiting.remove(turn)
+            raise
+
+    def _pass_turn(self, key: tuple[str, str]) -> None:
+        waiting = self._turns.get(key)
+        while waiting:
+            turn = waiting.popleft()
+            if not turn.done():
+                turn.set_result(None)
+                return
+        del self._turns[key]
 
     async def _replay(
         self, member: str, request_id: str, slip: common_pb2.SlipRef
@@ -244,39 +310,30 @@ def _replay_of(
     return response
 
 
-def audit_entry(
-    outcome: dict[str, str],
-    started: float,
-    status: str,
-    reason: str,
-    verdict_value: int = 0,
-    *,
-    replayed: bool = False,
-) -> AuditEntry:
+def audit_entry(v: Verification, *, verdict: int = 0) -> AuditEntry:
     """The audit record of a Verify from what the request path learnt."""
     return AuditEntry(
         at=datetime.now(UTC),
-        request_id=outcome.get("request_id", ""),
-        requester=outcome.get("requester", ""),
-        requester_reference=outcome.get("requester_reference", ""),
-        issuer=outcome.get("issuer", ""),
-        trans_ref=outcome.get("trans_ref", ""),
-        status=status,
-        reason=reason,
-        verdict=verdict_value,
-        latency_us=int((time.perf_counter() - started) * 1_000_000),
-        replayed=replayed,
+        request_id=v.request_id,
+        requester=v.requester,
+        requester_reference=v.reference,
+        issuer=v.issuer,
+        trans_ref=v.trans_ref,
+        status=v.status,
+        reason=v.reason,
+        verdict=verdict,
+        latency_us=int((time.perf_counter() - v.started) * 1_000_000),
+        replayed=v.replayed,
     )
 
 
 def _finish(
-    base: verification_pb2.VerifyResponse, checks: list[verification_pb2.CheckResult]
+    response: verification_pb2.VerifyResponse, checks: list[verification_pb2.CheckResult]
 ) -> Callable[[UseCounts], verification_pb2.VerifyResponse]:
-    """The response once the uses before this one are known (runs in the audit writer)."""
+    """The response once the uses before this one are known (runs in the batch, which
+    gives each response to its own request: it is completed in place)."""
 
     def finish(counts: UseCounts) -> verification_pb2.VerifyResponse:
-        response = verification_pb2.VerifyResponse()
-        response.CopyFrom(base)
         response.verdict = verdict(checks, counts.previous_in_scope)
         duplicate = response.duplicate
         duplicate.previous_count = counts.previous

@@ -18,6 +18,7 @@ from clients.slipimage import render_slip_png
 from server.app import RunningHub
 from server.console.feed import LiveFeed, mask_reference, percentile
 from server.console.web import TOKEN_HEADER, ConsoleSettings
+from server.outcome import Verification
 from server.registry import MemberStatus
 from simulators.server import RunningSimulator
 from txverify import units
@@ -303,10 +304,14 @@ def test_feed_rates_per_issuer_and_second_with_percentiles() -> None:
     now = [1000.2]
     feed = LiveFeed(window=3, clock=lambda: now[0])
     for ms in range(1, 101):
-        feed.record({"issuer": "014"}, "OK", "", ms / 1000)
-    feed.record({"issuer": "002"}, "UNAVAILABLE", "ISSUER_UNAVAILABLE", 0.005)
+        feed.verified(Verification(0, issuer="014", elapsed=ms / 1000))
+    feed.verified(
+        Verification(
+            0, issuer="002", status="UNAVAILABLE", reason="ISSUER_UNAVAILABLE", elapsed=0.005
+        )
+    )
     now[0] = 1001.5
-    feed.record({"issuer": "014"}, "OK", "", 0.002)
+    feed.verified(Verification(0, issuer="014", elapsed=0.002))
     now[0] = 1002.1
     rates = feed.rates()
     assert [999, 1000, 1001] == rates["seconds"]
@@ -314,14 +319,16 @@ def test_feed_rates_per_issuer_and_second_with_percentiles() -> None:
             "errors": [0, 0, 0]} == rates["issuers"]["014"]  # fmt: skip
     assert [0, 1, 0] == rates["issuers"]["002"]["errors"]
     now[0] = 1010.0  # everything has aged out of the window
-    feed.record({"issuer": "014"}, "OK", "", 0.001)
+    feed.verified(Verification(0, issuer="014", elapsed=0.001))
     assert {} == feed.rates()["issuers"]
 
 
 def test_feed_keeps_the_latest_newest_first_and_bounded() -> None:
     feed = LiveFeed(latest=3)
     for n in range(5):
-        feed.record({"issuer": "014", "trans_ref": f"2026112701400000000{n}"}, "OK", "", 0.001)
+        feed.verified(
+            Verification(0, issuer="014", trans_ref=f"2026112701400000000{n}", elapsed=0.001)
+        )
     latest = feed.latest()
     assert [5, 4, 3] == [row["seq"] for row in latest]
     assert "2026…0004" == latest[0]["trans_ref"]

@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
@@ -59,7 +61,8 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def __init__(self, stream: TextIO, interval: float = 0.2) -> None:
         super().__init__(stream)
-        self._lines: list[str] = []
+        # A line, or what makes one: (render, arg) is formatted by the flusher (defer).
+        self._lines: list[str | tuple[Callable[[Any], str], Any]] = []
         self._interval = interval
         self._start()
         # A forked child (hub workers) has no threads but the forking one: start its own.
@@ -67,6 +70,7 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         atexit.register(self.close)
 
     def _start(self) -> None:
+        self._flushing = threading.Lock()  # anew in a forked child: held there by no one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="log-flusher", daemon=True)
         self._thread.start()
@@ -82,15 +86,40 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         if record.levelno >= logging.WARNING:
             self.flush()
 
-    def flush(self) -> None:
+    def defer(self, render: Callable[[Any], str], arg: Any) -> None:
+        """A line that `render(arg)` makes, formatted later by the flusher, not by the caller.
+
+        For a server's line per request: the event loop hands over the record and
+        goes on; the flusher thread formats the lines it gathered, in order with the
+        others. `arg` must not change afterwards.
+        """
         with self.lock:  # type: ignore[union-attr]
-            lines, self._lines = self._lines, []
-            if lines:
+            self._lines.append((render, arg))
+
+    def flush(self) -> None:
+        # One flush at a time, so that lines reach the stream in order; the lock that
+        # emit() and defer() take is held only to take the gathered lines.
+        with self._flushing:
+            with self.lock:  # type: ignore[union-attr]
+                lines, self._lines = self._lines, []
+            if not lines:
+                return
+            text = []
+            for n, line in enumerate(lines, 1):
+                if isinstance(line, str):
+                    text.append(line)
+                    continue
                 try:
-                    self.stream.write("".join(lines))
-                    self.stream.flush()
-                except (OSError, ValueError):
-                    pass  # stderr closed or gone: nowhere to say so
+                    text.append(line[0](line[1]) + self.terminator)
+                except Exception:  # a bad record loses its own line only
+                    text.append(f"unrenderable log line {line!r}{self.terminator}")
+                if n % 64 == 0:
+                    time.sleep(0)  # let the event loop have the GIL between chunks
+            try:
+                self.stream.write("".join(text))
+                self.stream.flush()
+            except (OSError, ValueError):
+                pass  # stderr closed or gone: nowhere to say so
 
     def _run(self) -> None:
         while not self._stop.wait(self._interval):
@@ -100,6 +129,28 @@ class BufferedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._stop.set()
         self.flush()
         super().close()
+
+
+def deferring_handler(logger: logging.Logger) -> BufferedStreamHandler | None:
+    """The handler to `defer` `logger`'s INFO lines to, when it writes them all as JSON
+    (the only handler on the way to the root, no filters); else None: log as usual."""
+    node: logging.Logger | None = logger
+    while node is not None and node is not logging.root:
+        if node.handlers or node.filters or not node.propagate:
+            return None
+        node = node.parent
+    handlers = logging.root.handlers
+    if len(handlers) != 1 or logging.root.filters:
+        return None
+    handler = handlers[0]
+    if (
+        type(handler) is BufferedStreamHandler
+        and type(handler.formatter) is JsonFormatter
+        and not handler.filters
+        and handler.level <= logging.INFO
+    ):
+        return handler
+    return None
 
 
 def configure(level: str = "INFO", *, json_lines: bool | None = None) -> None:

@@ -1,8 +1,8 @@
 """What the console shows live: each issuer's verifications per second with p50/p99
 latency, and the latest verifications, masked.
 
-The hub's Verify servicer calls `record` once per answered RPC: two appends,
-1.5 us measured, against the ~800 us of CPU a verification costs (BENCHMARKS.md).
+The hub's Router tells it of each answered Verify (`verified`, an observer as
+the metrics are): two appends, ~1.5 µs.
 Nothing personal is kept: the codes of the members involved, the status and
 reason, the verdict, the latency, and the transaction reference with all but
 its first and last four characters hidden.
@@ -14,10 +14,11 @@ import itertools
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from server.outcome import Verification
 from txverify.units import BANGKOK
 
 WINDOW = 60  # seconds of history in the charts
@@ -49,27 +50,23 @@ class LiveFeed:
         # second -> issuer -> (latencies in ms, failures)
         self._seconds: dict[int, dict[str, tuple[list[float], list[int]]]] = {}
         self._summaries: dict[int, dict[str, tuple[int, float | None, float | None, int]]] = {}
-        self._latest: deque[tuple[int, float, Mapping[str, str], str, str, float]] = deque(
-            maxlen=latest
-        )
+        self._latest: deque[tuple[int, float, Verification]] = deque(maxlen=latest)
         self._seq = itertools.count(1)
 
-    def record(self, fields: Mapping[str, str], status: str, reason: str, elapsed: float) -> None:
-        """One answered Verify: `fields` as the servicer logs them, `elapsed` in seconds."""
+    def verified(self, v: Verification) -> None:
+        """One answered Verify (an Observer of the Router)."""
         now = self.clock()
         second = int(now)
         issuers = self._seconds.get(second)
         if issuers is None:
             issuers = self._seconds[second] = {}
             self._prune(second)
-        issuer = fields.get("issuer", "")
-        latencies, failures = issuers.setdefault(issuer, ([], [0]))
-        latency_ms = elapsed * 1000
-        latencies.append(latency_ms)
-        if status != "OK":
+        latencies, failures = issuers.setdefault(v.issuer, ([], [0]))
+        latencies.append(v.elapsed * 1000)
+        if v.status != "OK":
             failures[0] += 1
         # Kept raw; made into rows (time formatted, reference masked) only when shown.
-        self._latest.appendleft((next(self._seq), now, fields, status, reason, latency_ms))
+        self._latest.appendleft((next(self._seq), now, v))
 
     def _prune(self, second: int) -> None:
         horizon = second - self.window - 1
@@ -120,13 +117,13 @@ class LiveFeed:
             {
                 "seq": seq,
                 "at": datetime.fromtimestamp(at, BANGKOK).isoformat("T", "seconds"),
-                "requester": fields.get("requester", ""),
-                "issuer": fields.get("issuer", ""),
-                "trans_ref": mask_reference(fields.get("trans_ref", "")),
-                "status": status,
-                "reason": reason,
-                "verdict": fields.get("verdict", ""),
-                "latency_ms": round(latency_ms, 2),
+                "requester": v.requester,
+                "issuer": v.issuer,
+                "trans_ref": mask_reference(v.trans_ref),
+                "status": v.status,
+                "reason": v.reason,
+                "verdict": v.verdict_name if v.status == "OK" else "",
+                "latency_ms": round(v.elapsed * 1000, 2),
             }
-            for seq, at, fields, status, reason, latency_ms in self._latest
+            for seq, at, v in self._latest
         ]
