@@ -143,10 +143,6 @@ class AuditStore(Protocol):
     def commit(self) -> None:
         """Commit what stage_batch staged (durably)."""
 
-    def commit_then(self, done: Callable[[BaseException | None], None]) -> None:
-        """Commit what stage_batch staged without waiting for the disk where it runs
-        (the event loop); done(None) once it is durable, done(error) if it is not."""
-
     def rollback(self) -> None:
         """Drop what stage_batch staged."""
 
@@ -454,9 +450,6 @@ class NullAuditStore:
 
     def commit(self) -> None:
         pass
-
-    def commit_then(self, done: Callable[[BaseException | None], None]) -> None:
-        done(None)
 
     def rollback(self) -> None:
         pass

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import threading
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -540,11 +540,6 @@ class PostgresAuditStore:
         if self._conn is None:  # never a new connection: its COMMIT would commit nothing
             raise psycopg.OperationalError("the audit database connection was lost")
         self._conn.execute("COMMIT")
-
-    def commit_then(self, done: Callable[[BaseException | None], None]) -> None:
-        # The hub awaits awrite_batch instead (async_batches): here for the protocol.
-        self.commit()
-        done(None)
 
     def rollback(self) -> None:
         conn = self._conn

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from server.audit import (
@@ -31,7 +29,6 @@ from server.audit import (
     use_counts,
 )
 from server.schema import AUDIT, migrate_sqlite
-from server.walsync import WalSyncer
 from txverify.storage import (
     BUSY_TIMEOUT_MS,
     connect_sqlite,
@@ -90,37 +87,8 @@ def _chunks(keys: Sequence[Claim], size: int) -> list[Sequence[Claim]]:
     return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
-class _WalFile:
-    """The database's WAL file, to fsync in this process (commit(): tools, tests, threads)."""
-
-    def __init__(self, db: Path) -> None:
-        self.path = Path(f"{db}-wal")
-        self._fd = -1
-        self._ino = 0
-
-    def sync(self) -> None:
-        try:
-            ino = self.path.stat().st_ino
-        except FileNotFoundError:
-            return  # no WAL: nothing committed since it was checkpointed away
-        if ino != self._ino:
-            self.close()
-            self._fd, self._ino = os.open(self.path, os.O_RDONLY), ino
-            directory = os.open(self.path.parent, os.O_RDONLY)
-            try:
-                os.fsync(directory)  # the WAL's directory entry, once per WAL file
-            finally:
-                os.close(directory)
-        os.fdatasync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd, self._ino = -1, 0
-
-
 class SqliteAuditStore:
-    """AuditStore in SQLite; each commit is durable (its WAL fsynced) before it counts.
+    """AuditStore in SQLite; each commit is fsynced (synchronous=FULL).
 
     Two connections: one for the writer thread (batches), one for reads on
     the event loop (idempotency lookups, queries); WAL lets them run at once.
@@ -148,14 +116,10 @@ class SqliteAuditStore:
         # The reader makes the schema: it waits for the lock like any connection.
         self._reader: sqlite3.Connection = connect_sqlite(url).conn
         migrate_sqlite(self._reader, "audit", AUDIT)
-        # synchronous=NORMAL: a COMMIT does not wait for the disk. What makes a
-        # batch durable is the fsync of the WAL after it: commit() does it where it
-        # runs, commit_then() in the helper process (server/walsync.py).
-        self.db = connect_sqlite(url, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS)
+        self.db = connect_sqlite(
+            url, fsync_each_commit=True, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
+        )
         self._conn: sqlite3.Connection = self.db.conn  # the writer's
-        self.path = Path(self._conn.execute("PRAGMA database_list").fetchone()[2])
-        self._wal = _WalFile(self.path)
-        self._syncer: WalSyncer | None = None
 
     def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         results = self.stage_batch(items)
@@ -262,20 +226,7 @@ class SqliteAuditStore:
         return stored
 
     def commit(self) -> None:
-        """COMMIT and fsync the WAL here (blocking): durable when it returns."""
         self._conn.execute("COMMIT")
-        self._wal.sync()
-
-    def commit_then(self, done: Callable[[BaseException | None], None]) -> None:
-        """COMMIT now (on the event loop: no disk wait); done(None) on the loop once the
-        batch is durable, done(error) if it cannot be made so."""
-        if self._syncer is None:
-            # The helper checkpoints from now on: no COMMIT here runs one (each
-            # would fsync the WAL and the database on the loop).
-            self._conn.execute("PRAGMA wal_autocheckpoint = 0")
-            self._syncer = WalSyncer(self.path)
-        self._conn.execute("COMMIT")
-        self._syncer.sync(done)
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
@@ -317,9 +268,6 @@ class SqliteAuditStore:
         return cursor.rowcount
 
     def close(self) -> None:
-        if self._syncer is not None:
-            self._syncer.close()
-        self._wal.close()
         self._reader.close()
         self._conn.close()
         if self._tmp is not None:

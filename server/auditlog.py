@@ -29,14 +29,16 @@ class AuditWriter:
     times, for records still on their way from the issuers: measured, that made
     bigger batches but added milliseconds at half load: BENCHMARKS.md.)
 
-    SQLite: the batch's statements and its COMMIT run on the event loop (µs a
-    record; COMMIT appends to the WAL without an fsync), and the fsync that
-    makes them durable runs in a helper process (server/walsync.py): no thread
-    of the hub waits on the disk and none needs the GIL back afterwards.
+    SQLite: the batch's statements run on the event loop (a few tens of µs a
+    record: handing each to a thread would make it fight the busy loop for the
+    GIL at every one), and its COMMIT, which writes the pages to the WAL and
+    fsyncs it without the GIL, in the writer thread: one hand-over each way per
+    batch. (A COMMIT on the loop, its fsync in a helper process, was tried:
+    the loop then wrote the pages itself, ~50 µs a record, and throughput fell
+    by half: BENCHMARKS.md.)
     shared: other processes (hub workers) write the same database; when one of
-    them holds the write lock the loop does not wait for it: a thread does, and
-    the loop stages the batch once the lock is held (rare: a lock is held for
-    a batch's statements, never for an fsync).
+    them holds the write lock the loop does not wait for it: the thread does,
+    and the loop stages the batch once the lock is held.
 
     PostgreSQL (`async_batches`): the loop awaits the batch's round trip.
     """
@@ -60,8 +62,8 @@ class AuditWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()  # PostgreSQL batches, lock waits
-        # For the rare blocking wait: another process's write lock (begin).
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-lock")
+        # One thread: the durable COMMITs (and waits for another process's write lock).
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
 
     async def write(self, item: BatchItem) -> verification_pb2.VerifyResponse | None:
         """`item`'s result once it is durable: its final response (None for a failure's entry).
@@ -108,17 +110,18 @@ class AuditWriter:
         self._commit(batch, results, started)
 
     def _commit(self, batch: Waiting, results: list[BatchResult], started: float) -> None:
-        def durable(error: BaseException | None) -> None:
+        """The durable COMMIT in the writer thread; the batch is answered when it returns."""
+
+        def committed(outcome: asyncio.Future[None]) -> None:
+            error = outcome.exception()
             if error is not None:
+                self.store.rollback()
                 self._failed(batch, error)
             else:
                 self._done(batch, results, started)
 
-        try:
-            self.store.commit_then(durable)
-        except Exception as exc:
-            self.store.rollback()
-            self._failed(batch, exc)
+        loop = asyncio.get_running_loop()
+        loop.run_in_executor(self._executor, self.store.commit).add_done_callback(committed)
 
     async def _after_lock(self, batch: Waiting, items: list[BatchItem], started: float) -> None:
         """Another process held the write lock: wait for it in a thread, then stage."""
