@@ -7,8 +7,10 @@
 Every hub is started from its own tree (`python -m clients.cli hub`, with that
 tree first on PYTHONPATH) against the same simulated banks, as in
 bench/harness.py; then, alternating (the order flips each round), each server
-gets an h2load closed loop (CPU per request at full load) and an open loop of
-the load generator at --rate requests/s (latency). Prints medians and writes
+gets an h2load closed loop and one of the load generator (CPU per request at
+full load; h2load's requests name no request id, the load generator's each
+name their own) and an open loop of the load generator at --rate requests/s
+(latency). Prints medians and writes
 them as JSON (--json). Needs h2load (make bench-tools).
 """
 
@@ -68,6 +70,7 @@ def main() -> None:
     settings = argparse.Namespace(
         seconds=args.seconds, rounds=1, procs=2, connections=8, concurrency=64,
         transactions=2000, workers=1, half_rate=0.0, h2load=True, soak=0, profile=None,
+        compare_workers=0, postgres="",
     )  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="txverify-compare-") as tmpdir:
         tmp = Path(tmpdir)
@@ -83,13 +86,14 @@ def main() -> None:
                 bench.loadgen(name, "half", 0, rate=args.rate)
             for rnd in range(1, args.rounds + 1):
                 names = list(bench.servers)
-                for mode in ("h2load", "half"):
+                for mode in ("h2load", "loadgen", "half"):
                     for name in names if rnd % 2 else reversed(names):
-                        run = (
-                            bench.h2load(name, rnd)
-                            if mode == "h2load"
-                            else bench.loadgen(name, "half", rnd, rate=args.rate)
-                        )
+                        if mode == "h2load":
+                            run = bench.h2load(name, rnd)
+                        elif mode == "loadgen":  # named requests, each its own id
+                            run = bench.loadgen(name, "max", rnd)
+                        else:
+                            run = bench.loadgen(name, "half", rnd, rate=args.rate)
                         bench.record(run)
                         results.setdefault((name, mode), []).append(run)
         finally:
