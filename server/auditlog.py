@@ -16,12 +16,12 @@ from txverify.v1 import verification_pb2
 log = logging.getLogger(__name__)
 BatchHook = Callable[[int, float], None]  # (records in the batch, seconds until durable)
 Waiting = list[tuple[BatchItem, "asyncio.Future[BatchResult]"]]
-# A batch waits for records on their way only after a batch of at least this many
-# (the hub is loaded), for at most COMMITS_TO_WAIT commit times (moving average)
-# and MAX_GATHER. Measured (bench/compare.py, BENCHMARKS.md): never waiting cost
+# A batch waits for records on their way only while at least this many requests
+# are in the hub (it is loaded: at half load a handful are), for at most
+# COMMITS_TO_WAIT commit times (moving average) and MAX_GATHER. Measured (bench/compare.py, BENCHMARKS.md): never waiting cost
 # 15-25% more hub CPU per verification at full load (batches of a few records,
 # each with its fsync); always waiting (M10) cost milliseconds of p50 at half load.
-GATHER_FROM = 4
+GATHER_FROM = 16
 COMMITS_TO_WAIT = 3
 MAX_GATHER = 0.020
 
@@ -31,8 +31,8 @@ class AuditWriter:
 
     Group commit: one batch at a time is on its way to the disk, and the
     records that arrive meanwhile make the next batch, written as soon as that
-    one is durable. A lone request is written at once. Under load (the last
-    batch held GATHER_FROM records or more) the next batch also waits, up to
+    one is durable. A lone request is written at once. Under load (GATHER_FROM
+    requests or more in the hub) the next batch also waits, up to
     COMMITS_TO_WAIT commit times, for the records of requests still on their
     way (the Router counts them in `coming`), so that many share one fsync.
     No wait runs on a timer per request: one call_later per batch at most.
@@ -70,7 +70,6 @@ class AuditWriter:
         # Requests on their way to write a record (the Router counts them): under
         # load a batch waits a little for them (GATHER_FROM).
         self.coming = 0
-        self._last_batch = 0
         self._commit_time = 0.0  # moving average, seconds
         self._gathering: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
@@ -111,8 +110,8 @@ class AuditWriter:
             self._busy = False
             self._idle.set()
             return
-        if self._last_batch >= GATHER_FROM and self.coming > 0:
-            # Under load (the last batch was large) and with records on their way:
+        if self.coming >= GATHER_FROM:
+            # Under load (many requests in the hub, their records on their way):
             # wait for them a few commit times, so that batches stay large and each
             # record's share of the commit (its fsync: ~0.2 ms of kernel CPU) small.
             # Light load, where batches are of one or two, never waits.
@@ -181,7 +180,6 @@ class AuditWriter:
     def _done(self, batch: Waiting, results: list[BatchResult], started: float) -> None:
         took = time.perf_counter() - started
         self._commit_time += (took - self._commit_time) / 8
-        self._last_batch = len(batch)
         if self.on_batch is not None:
             self.on_batch(len(batch), took)
         for (_, future), result in zip(batch, results, strict=True):
