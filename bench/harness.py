@@ -413,6 +413,9 @@ class Bench:
                 self.record(self.loadgen(target, "half", rnd, rate=rate))
             if POSTGRES in self.servers:  # batches of one or two: its cost per record
                 self.record(self.loadgen(POSTGRES, LOW, rnd, rate=LOW_RATE))
+                # The same rate through the yardstick: what gRPC alone costs more a
+                # request at low load (a reference for the target, not a target).
+                self.record(self.loadgen("yardstick", LOW, rnd, rate=LOW_RATE))
 
     def profile(self, out: Path) -> None:
         """A py-spy flame graph of the hub under the closed-loop load (not a measurement)."""
@@ -569,6 +572,9 @@ def summarise(bench: Bench, soak: dict[str, Any] | None) -> dict[str, Any]:
         s["postgres_cpu_s_per_1k_at_200"] = cpu(POSTGRES, mode=LOW)
         s["cpu_per_request_ratio_postgres"] = cpu(POSTGRES) / cpu("hub")
         s["cpu_per_request_ratio_postgres_200_vs_full"] = cpu(POSTGRES, mode=LOW) / cpu(POSTGRES)
+        s["cpu_per_request_ratio_yardstick_200_vs_full"] = cpu("yardstick", mode=LOW) / cpu(
+            "yardstick"
+        )
         targets += [
             ("PostgreSQL hub CPU per verification <= 1.1 x SQLite hub's, full load (loadgen)",
              s["cpu_per_request_ratio_postgres"], "<=", 1.1),
@@ -723,6 +729,12 @@ def main() -> None:
         print(f"  [{'met' if t['met'] else 'NOT met':>7}] {t['target']}: {t['measured']}")
     if args.postgres and POSTGRES not in bench.servers:
         print("  [not measured] the PostgreSQL targets: PostgreSQL was not reachable")
+    if "cpu_per_request_ratio_yardstick_200_vs_full" in summary:
+        print(
+            f"  (reference: the yardstick at {LOW_RATE:.0f} req/s costs "
+            f"{summary['cpu_per_request_ratio_yardstick_200_vs_full']:.2f} x its full-load CPU "
+            "per request)"
+        )
     print(f"written: {args.json}")
 
 
