@@ -18,9 +18,10 @@ BatchHook = Callable[[int, float], None]  # (records in the batch, seconds until
 Waiting = list[tuple[BatchItem, "asyncio.Future[BatchResult]"]]
 # A batch waits for records on their way only while at least this many requests
 # are in the hub (it is loaded: at half load a handful are), for at most
-# COMMITS_TO_WAIT commit times (moving average) and MAX_GATHER. Measured (bench/compare.py, BENCHMARKS.md): never waiting cost
-# 15-25% more hub CPU per verification at full load (batches of a few records,
-# each with its fsync); always waiting (M10) cost milliseconds of p50 at half load.
+# COMMITS_TO_WAIT commit times (moving average) and MAX_GATHER. Measured
+# (bench/compare.py, BENCHMARKS.md): never waiting cost 15-25% more hub CPU per
+# verification at full load (batches of a few records, each with its fsync);
+# always waiting (M10) cost milliseconds of p50 at half load.
 GATHER_FROM = 16
 COMMITS_TO_WAIT = 3
 MAX_GATHER = 0.020
