@@ -16,15 +16,6 @@ from txverify.v1 import verification_pb2
 log = logging.getLogger(__name__)
 BatchHook = Callable[[int, float], None]  # (records in the batch, seconds until durable)
 Waiting = list[tuple[BatchItem, "asyncio.Future[BatchResult]"]]
-# A batch waits for records on their way only while at least this many requests
-# are in the hub (it is loaded: at half load a handful are), for at most
-# COMMITS_TO_WAIT commit times (moving average) and MAX_GATHER. Measured
-# (bench/compare.py, BENCHMARKS.md): never waiting cost 15-25% more hub CPU per
-# verification at full load (batches of a few records, each with its fsync);
-# always waiting (M10) cost milliseconds of p50 at half load.
-GATHER_FROM = 16
-COMMITS_TO_WAIT = 3
-MAX_GATHER = 0.020
 
 
 class AuditWriter:
@@ -32,11 +23,13 @@ class AuditWriter:
 
     Group commit: one batch at a time is on its way to the disk, and the
     records that arrive meanwhile make the next batch, written as soon as that
-    one is durable. A lone request is written at once. Under load (GATHER_FROM
-    requests or more in the hub) the next batch also waits, up to
-    COMMITS_TO_WAIT commit times, for the records of requests still on their
-    way (the Router counts them in `coming`), so that many share one fsync.
-    No wait runs on a timer per request: one call_later per batch at most.
+    one is durable. Nothing waits on purpose: a lone request is written at
+    once. (M10's writer also waited, up to three commit times, for requests
+    still on their way: bigger batches at full load, fewer fsyncs, but
+    milliseconds added at half load. M11 measured waiting only while 16 or
+    more requests were in the hub: it seldom triggered under the bench's
+    closed loop and saved no CPU that the rounds' spread could show, so it
+    went: BENCHMARKS.md.)
 
     SQLite: the batch's statements run on the event loop (a few tens of µs a
     record: handing each to a thread would make it fight the busy loop for the
@@ -68,11 +61,6 @@ class AuditWriter:
         self.store_is_null = isinstance(store, NullAuditStore)
         self._pending: Waiting = []
         self._busy = False  # a batch is on its way to the disk; the next one waits
-        # Requests on their way to write a record (the Router counts them): under
-        # load a batch waits a little for them (GATHER_FROM).
-        self.coming = 0
-        self._commit_time = 0.0  # moving average, seconds
-        self._gathering: asyncio.TimerHandle | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[Any]] = set()  # PostgreSQL batches, lock waits
@@ -90,13 +78,7 @@ class AuditWriter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[BatchResult] = loop.create_future()
         self._pending.append((item, future))
-        if self._gathering is not None and (
-            self.coming <= 0 or len(self._pending) >= self.max_batch
-        ):  # all that was coming is here (or a full batch): no more waiting
-            self._gathering.cancel()
-            self._gathering = None
-            loop.call_soon(self._take)
-        elif not self._busy:
+        if not self._busy:
             self._busy = True
             self._idle.clear()
             # At the end of this turn of the loop: the records that other requests
@@ -111,18 +93,6 @@ class AuditWriter:
             self._busy = False
             self._idle.set()
             return
-        if self.coming >= GATHER_FROM:
-            # Under load (many requests in the hub, their records on their way):
-            # wait for them a few commit times, so that batches stay large and each
-            # record's share of the commit (its fsync: ~0.2 ms of kernel CPU) small.
-            # Light load, where batches are of one or two, never waits.
-            wait = min(MAX_GATHER, COMMITS_TO_WAIT * self._commit_time)
-            self._gathering = asyncio.get_running_loop().call_later(wait, self._take)
-            return
-        self._take()
-
-    def _take(self) -> None:
-        self._gathering = None
         batch = self._pending[: self.max_batch]
         del self._pending[: self.max_batch]
         started = time.perf_counter()
@@ -179,10 +149,8 @@ class AuditWriter:
         task.add_done_callback(self._tasks.discard)
 
     def _done(self, batch: Waiting, results: list[BatchResult], started: float) -> None:
-        took = time.perf_counter() - started
-        self._commit_time += (took - self._commit_time) / 8
         if self.on_batch is not None:
-            self.on_batch(len(batch), took)
+            self.on_batch(len(batch), time.perf_counter() - started)
         for (_, future), result in zip(batch, results, strict=True):
             if not future.done():  # a caller that gave up has cancelled its future
                 future.set_result(result)

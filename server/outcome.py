@@ -40,7 +40,6 @@ class Verification:
     replayed: bool = False
     ended: float = 0.0  # time.time() when answered
     elapsed: float = 0.0  # seconds from arrival to answer
-    written: bool = False  # its audit record was handed to the AuditWriter
 
     @property
     def verdict_name(self) -> str:

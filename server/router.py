@@ -147,7 +147,6 @@ class Router:
         failure); `caller_remaining` is the caller's deadline in seconds, if any.
         """
         v = Verification(time.perf_counter())
-        self.audit.coming += 1  # it will write a record (AuditWriter's gathering)
         try:
             response = await self._verify(request, caller, caller_remaining, v)
         except ServiceError as error:
@@ -156,9 +155,6 @@ class Router:
             log.exception("verify failed unexpectedly", extra={FIELDS: RequestLog.fields(v)})
             internal = ServiceError(Reason.INTERNAL, "internal error in the hub")
             raise await self._failed(v, internal) from None
-        finally:
-            if not v.written:  # cancelled, or its record could not be made
-                self.audit.coming -= 1
         v.verdict = response.verdict
         self._observe(v)
         return response
@@ -225,8 +221,8 @@ class Router:
             transaction=tx, request_id=v.request_id, checks=checks
         )
         use = SlipUse(slip.sending_bank, slip.trans_ref, v.requester, v.reference)
-        final = await self._write(
-            v, BatchItem(audit_entry(v), Verified(use, _finish(response, checks), remember=named))
+        final = await self.audit.write(
+            BatchItem(audit_entry(v), Verified(use, _finish(response, checks), remember=named))
         )
         assert final is not None  # a Verified item always gets its final response
         if final.replayed:  # another process answered this request id first
@@ -240,7 +236,7 @@ class Router:
     ) -> verification_pb2.VerifyResponse:
         """Audit a replay (no use counted), then give it back."""
         v.replayed = True
-        await self._write(v, BatchItem(audit_entry(v, verdict=replay.verdict)))
+        await self.audit.write(BatchItem(audit_entry(v, verdict=replay.verdict)))
         return replay
 
     async def _failed(self, v: Verification, error: ServiceError) -> ServiceError:
@@ -249,20 +245,12 @@ class Router:
         if error.reason is not Reason.AUDIT_UNAVAILABLE:
             v.status, v.reason = error.status_code.name, error.reason.value
             try:
-                await self._write(v, BatchItem(audit_entry(v)))
+                await self.audit.write(BatchItem(audit_entry(v)))
             except ServiceError as audit_error:
                 error = audit_error
         v.status, v.reason = error.status_code.name, error.reason.value
         self._observe(v)
         return error
-
-    async def _write(
-        self, v: Verification, item: BatchItem
-    ) -> verification_pb2.VerifyResponse | None:
-        if not v.written:
-            v.written = True
-            self.audit.coming -= 1
-        return await self.audit.write(item)
 
     def _observe(self, v: Verification) -> None:
         v.ended = time.time()
