@@ -132,10 +132,15 @@ class _WriteLock:
         os.fdatasync(self._wal_fd)
 
     def close(self) -> None:
+        """Release and close (a second close does nothing, as sqlite3's does)."""
+        if self._fd < 0:
+            return
         self.release()
         os.close(self._fd)
+        self._fd = -1
         if self._wal_fd >= 0:
             os.close(self._wal_fd)
+            self._wal_fd, self._wal_ino = -1, 0
 
 
 class SqliteAuditStore:
