@@ -432,3 +432,31 @@ def test_a_store_finding_the_lock_taken_says_so_at_once_and_begin_waits_for_it(
     assert (True, False) == (waited, waiter.is_alive())
     assert isinstance(second, V.VerifyResponse)
     assert 1 == second.duplicate.previous_count
+
+
+def test_a_commit_frees_the_write_lock_before_its_fsync_and_answers_only_after_it(
+    two_stores: tuple[SqliteAuditStore, SqliteAuditStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One worker's batch may run while another's WAL is being fsynced; the commit
+    itself returns only once that fsync is done."""
+    one, other = two_stores
+    seen: list[str] = []
+    lock = one._write_lock
+    assert lock is not None
+    real_sync = lock.sync_wal
+
+    def sync_wal() -> None:
+        # The other store takes the lock at once and stages while this one's fsync runs.
+        [staged] = other.stage_batch([_use("id-2", "REF1")], wait=False)
+        assert isinstance(staged, V.VerifyResponse)
+        other.commit()
+        seen.append(f"other counted {staged.duplicate.previous_count}")
+        real_sync()
+        seen.append("fsynced")
+
+    monkeypatch.setattr(lock, "sync_wal", sync_wal)
+    one.stage_batch([_use("id-1", "REF1")])
+    one.commit()
+    seen.append("committed")
+
+    assert ["other counted 1", "fsynced", "committed"] == seen
