@@ -16,30 +16,18 @@ import random
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
+sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
-from server.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified  # noqa: E402
+from commit_cost import named_record  # noqa: E402
+
 from server.audit_sqlite import SqliteAuditStore  # noqa: E402
 from server.auditlog import AuditWriter  # noqa: E402
 from txverify.v1 import verification_pb2  # noqa: E402
 
 RESPONSE = verification_pb2.VerifyResponse(request_id="x" * 32).SerializeToString()
-
-
-def _item() -> BatchItem:
-    ref = f"REF{random.randrange(4000)}"
-    entry = AuditEntry(
-        datetime.now(UTC), f"{random.getrandbits(128):032x}", "014", "", "002", ref, "OK"
-    )
-
-    def finish(_: UseCounts) -> verification_pb2.VerifyResponse:
-        return verification_pb2.VerifyResponse.FromString(RESPONSE)
-
-    return BatchItem(entry, Verified(SlipUse("002", ref, "014", ""), finish))
 
 
 def _cpu() -> float:
@@ -57,7 +45,7 @@ async def _run(concurrency: int, seconds: float, db: Path) -> str:
         batches[1] += records
 
     writer = AuditWriter(store, on_batch=on_batch)
-    await writer.write(_item())
+    await writer.write(named_record(RESPONSE))
     latencies: list[float] = []
     cpu0, t0 = _cpu(), time.perf_counter()
 
@@ -65,7 +53,7 @@ async def _run(concurrency: int, seconds: float, db: Path) -> str:
         while time.perf_counter() < t0 + seconds:
             await asyncio.sleep(random.random() * 0.002)
             start = time.perf_counter()
-            await writer.write(_item())
+            await writer.write(named_record(RESPONSE))
             latencies.append(time.perf_counter() - start)
 
     await asyncio.gather(*(caller() for _ in range(concurrency)))

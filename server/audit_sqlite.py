@@ -221,15 +221,14 @@ class SqliteAuditStore:
             raise StoreBusy("another process holds the write lock")
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
+        except BaseException as exc:
             if lock is not None:
                 lock.release()
-            if exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY:
+            busy = isinstance(exc, sqlite3.OperationalError) and (
+                exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
+            )
+            if busy:
                 raise StoreBusy("another process holds the write lock") from None
-            raise
-        except BaseException:
-            if lock is not None:
-                lock.release()
             raise
 
     def stage_batch(self, items: Sequence[BatchItem], *, wait: bool = True) -> list[BatchResult]:
