@@ -6,8 +6,8 @@
 
 Real processes on loopback: `txverify banks` (002, 004 healthy; 014 the faulty
 one, with --data so its ledgers can be read afterwards) and `txverify hub`
-(issuer timeout 0.5 s, circuit opens after 3 consecutive failures, probes again
-after 1 s, durable audit on). Phases, each `--seconds` long, in one run: no
+(issuer timeout 0.5 s, circuit opens after 3 consecutive failures spanning at least
+0.5 s, probes again after 1 s, durable audit on). Phases, each `--seconds` long, in one run: no
 fault, then 014 refuses connections, hangs, answers after 1.5 s (past the
 timeout), fails 30% of inquiries with INTERNAL, flaps (1 s down in every 2 s).
 
@@ -56,6 +56,7 @@ from txverify.v1 import (  # noqa: E402
 
 FAULTY, HEALTHY, REQUESTER = "014", ("002", "004"), "006"
 ISSUER_TIMEOUT, BREAKER_FAILURES, BREAKER_COOLDOWN = 0.5, 3, 1.0
+BREAKER_FAILING_SECONDS = 0.5  # at 20 inquiries/s: ~10 failures in a row
 CALL_TIMEOUT = 3.0  # the callers' deadline: longer than the issuer timeout, so the hub decides
 FAST = 0.05  # seconds: an answer once the circuit is open must come faster than this
 # Healthy issuers' p50 during a fault may be at most 2x the no-fault p50 plus this: room
@@ -91,14 +92,18 @@ FAULTS = (
     Fault(
         "errors30",
         {"error_rate": 0.3, "error_status": "INTERNAL"},
-        # Three failures in a row (0.3^3) open the circuit now and then.
-        frozenset({"OK", "UNAVAILABLE/ISSUER_ERROR", _OPEN}),
+        # Never opens the circuit: failures in a row spanning 0.5 s at 20/s are
+        # about 10 of them (0.3^10, 6e-6). With a count of 3 alone they came every
+        # ~50 inquiries and the circuit refused up to 80% of them.
+        frozenset({"OK", "UNAVAILABLE/ISSUER_ERROR"}),
         False,
     ),
     Fault(
         "flap",
         {"flap_down_s": 1, "flap_period_s": 2},
-        frozenset({"OK", _UNAVAILABLE, _OPEN}),
+        # A timeout too: an inquiry waiting for the connection (RETRY_CONNECT_WAIT)
+        # that comes up only as the inquiry's deadline runs out.
+        frozenset({"OK", _UNAVAILABLE, _TIMEOUT, _OPEN}),
         False,
     ),
     # No fault again: the yardstick brackets the faults, so a machine that got
@@ -194,6 +199,7 @@ def start_network(work: Path, transactions: int = 300) -> Network:
                  "--db", f"sqlite:///{hub_db}", "--issuer-timeout", str(ISSUER_TIMEOUT),
                  "--breaker-failures", str(BREAKER_FAILURES),
                  "--breaker-cooldown", str(BREAKER_COOLDOWN),
+                 "--breaker-failing-seconds", str(BREAKER_FAILING_SECONDS),
                  "--rate-limit-rps", "1000000", "--rate-limit-burst", "100000"),
             hub_log,
         )  # fmt: skip

@@ -47,11 +47,10 @@ from txverify.v1 import verification_pb2, verification_pb2_grpc  # noqa: E402
 
 ISSUER, REQUESTER = "014", "002"
 CALL_TIMEOUT = 10.0  # the callers' deadline: longer than either hub's issuer timeout
+_MATRIX = ("--issuer-timeout", "0.5", "--breaker-failures", "3", "--breaker-cooldown", "1",
+           "--breaker-failing-seconds", "0.5")  # fmt: skip
 # The two hubs: name -> `txverify hub` flags beyond the members file.
-HUBS: dict[str, tuple[str, ...]] = {
-    "default": (),
-    "matrix": ("--issuer-timeout", "0.5", "--breaker-failures", "3", "--breaker-cooldown", "1"),
-}
+HUBS: dict[str, tuple[str, ...]] = {"default": (), "matrix": _MATRIX}
 _OPEN = "UNAVAILABLE/ISSUER_UNAVAILABLE/circuit_open"
 
 

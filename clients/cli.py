@@ -292,6 +292,14 @@ def hub(
     breaker_cooldown: Annotated[
         float, typer.Option(help="Seconds a circuit stays open before a probe.")
     ] = 5.0,
+    breaker_failing_seconds: Annotated[
+        float,
+        typer.Option(
+            help="Seconds the consecutive failures must span before the circuit opens "
+            "(0: the count alone), so that an issuer failing some inquiries at a high "
+            "rate is not cut off."
+        ),
+    ] = 1.0,
     drain_delay: Annotated[
         float, typer.Option(help="On SIGTERM, seconds of NOT_SERVING before refusing RPCs.")
     ] = 1.0,
@@ -370,7 +378,7 @@ def hub(
             rate_limit_store=rate_limit_store,
             issuer_timeout=issuer_timeout,
             max_in_flight_per_issuer=max_in_flight,
-            breaker=BreakerSettings(breaker_failures, breaker_cooldown),
+            breaker=BreakerSettings(breaker_failures, breaker_cooldown, breaker_failing_seconds),
             drain_delay=drain_delay,
             grace=grace,
             metrics_port=metrics_port,

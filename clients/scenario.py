@@ -18,8 +18,9 @@ scenarios/README.md has a tour; the schema:
       transactions: 50                       # seeded per bank, about 5% of them expired
       seed: 1
       retention_days: 7
-      hub: {issuer_timeout: 5.0, breaker_failures: 5, breaker_cooldown: 5.0,
-            rate_limit_rps: 0, rate_limit_burst: 100, max_in_flight: 200}
+      hub: {issuer_timeout: 5.0, breaker_failures: 5, breaker_failing_seconds: 1.0,
+            breaker_cooldown: 5.0, rate_limit_rps: 0, rate_limit_burst: 100,
+            max_in_flight: 200}
     steps:
       - TYPE: ARGS
         expect: {...}                        # optional
@@ -403,6 +404,7 @@ class NetworkSpec:
     issuer_timeout: float = 5.0
     breaker_failures: int = 5
     breaker_cooldown: float = 5.0
+    breaker_failing_seconds: float = 1.0
     rate_limit_rps: float = 0.0
     rate_limit_burst: int = 100
     max_in_flight: int = 200
@@ -414,6 +416,7 @@ class NetworkSpec:
             "issuer_timeout": positive,
             "breaker_failures": integer,
             "breaker_cooldown": positive,
+            "breaker_failing_seconds": number,
             "rate_limit_rps": number,
             "rate_limit_burst": integer,
             "max_in_flight": integer,
@@ -603,7 +606,9 @@ async def fresh_network(spec: NetworkSpec) -> AsyncIterator[Target]:
                 port=0,
                 members=members,
                 issuer_timeout=spec.issuer_timeout,
-                breaker=BreakerSettings(spec.breaker_failures, spec.breaker_cooldown),
+                breaker=BreakerSettings(
+                    spec.breaker_failures, spec.breaker_cooldown, spec.breaker_failing_seconds
+                ),
                 rate_limit=RateLimit(rps, burst) if rps else None,
                 max_in_flight_per_issuer=spec.max_in_flight,
             )

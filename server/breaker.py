@@ -27,10 +27,21 @@ class BreakerSettings:
 
     failure_threshold: int = 5  # consecutive failures that open the circuit
     cooldown: float = 5.0  # seconds OPEN before one probe is let through
+    # ... and those failures must span at least this many seconds. A count alone
+    # cuts off an issuer that answers most inquiries: at 30% errors a run of 5
+    # failures comes every ~600 calls, i.e. every 2 s at 300 inquiries/s, so the
+    # circuit would be open most of the time. A run spanning a second at that
+    # rate is ~300 failures in a row, which only a dead issuer produces. At a
+    # trickle the count decides; 0 opens on the count alone.
+    failing_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.failure_threshold < 1:
             raise ValueError(f"failure_threshold must be >= 1, got {self.failure_threshold}")
+        if not (0 <= self.failing_seconds and math.isfinite(self.failing_seconds)):
+            raise ValueError(
+                f"failing_seconds must be a finite number >= 0, got {self.failing_seconds}"
+            )
         # Finite as well as positive: retry_after is reported to callers, and an
         # infinite (or NaN) wait cannot be written into a RetryInfo duration.
         if not (self.cooldown > 0 and math.isfinite(self.cooldown)):
@@ -43,11 +54,16 @@ ChangeHook = Callable[[str, CircuitState, CircuitState], None]  # (name, old, ne
 class CircuitBreaker:
     """Counts consecutive failures of one issuer and refuses calls while it is deemed down.
 
+    Down means `failure_threshold` failures in a row, the first of them at least
+    `failing_seconds` before the last.
+
     Callers ask `allow()` before a call and report its end with exactly one of
     `record_success`, `record_failure` or `record_ignored`. Results cannot be
     told apart by call, so while HALF_OPEN any result is taken as the probe's,
-    and while OPEN late results of calls let through before it opened are
-    dropped: the cooldown runs its course and the probe decides.
+    and while OPEN a late failure of a call let through before it opened is
+    dropped (the cooldown runs its course), while a late success lets one probe
+    through at once: the issuer is answering again (a flapping one came back
+    just as its circuit opened), and the probe decides.
     """
 
     def __init__(
@@ -64,6 +80,7 @@ class CircuitBreaker:
         self._on_change = on_change
         self._state = CircuitState.CLOSED
         self._failures = 0  # consecutive, counted while CLOSED
+        self._failing_since = 0.0  # clock time of the first of those failures
         self._opened_at = 0.0  # clock time of the last CLOSED/HALF_OPEN -> OPEN
         self._probe_out = False  # HALF_OPEN: the one probe has been let through
 
@@ -77,6 +94,11 @@ class CircuitBreaker:
         ):
             self._move_to(CircuitState.HALF_OPEN)
         return self._state
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last result was a failure (or the circuit is not CLOSED)."""
+        return self.state is not CircuitState.CLOSED or self._failures > 0
 
     @property
     def retry_after(self) -> float:
@@ -96,19 +118,28 @@ class CircuitBreaker:
         return False
 
     def record_success(self) -> None:
-        """The issuer answered: reset the count, and close the circuit after a probe."""
+        """The issuer answered: reset the count, close the circuit after a probe, and
+        while OPEN end the cooldown (a late answer: one probe may go now)."""
         state = self.state
         if state is CircuitState.CLOSED:
             self._failures = 0
         elif state is CircuitState.HALF_OPEN:
             self._move_to(CircuitState.CLOSED)
+        else:
+            self._move_to(CircuitState.HALF_OPEN)
 
     def record_failure(self) -> None:
         """The issuer failed: count it; open at the threshold, or again after a failed probe."""
         state = self.state
         if state is CircuitState.CLOSED:
+            now = self._clock()
+            if self._failures == 0:
+                self._failing_since = now
             self._failures += 1
-            if self._failures >= self.settings.failure_threshold:
+            if (
+                self._failures >= self.settings.failure_threshold
+                and now - self._failing_since >= self.settings.failing_seconds
+            ):
                 self._open()
         elif state is CircuitState.HALF_OPEN:
             self._open()

@@ -46,16 +46,16 @@ CHANNEL_OPTIONS: tuple[tuple[str, int], ...] = (
 # A retried inquiry (first attempt never reached the issuer) may wait this long
 # for the connection to come up, within the caller's budget.
 RETRY_CONNECT_WAIT = 0.5
-# While an issuer's circuit is open because the issuer could not be reached, its
-# channel sits in gRPC's reconnect backoff (up to max_reconnect_backoff_ms, with
-# jitter), which gRPC Python offers no way to cut short: a probe after the cooldown
-# would wait for that channel and fail, and the circuit would stay open for another
-# cooldown after the issuer is back. So a watcher tries a bare TCP connect to the
-# issuer's endpoint this often (one attempt at a time, none while the circuit is
-# closed); once the port has refused and then accepted, a fresh channel, which
-# connects at once, replaces the old one and the probe goes through without waiting
-# out the cooldown. The connect sends no byte: under mTLS too it only says the port
-# listens.
+# While an issuer cannot be reached, its channel sits in gRPC's reconnect backoff
+# (up to max_reconnect_backoff_ms, with jitter), which gRPC Python offers no way to
+# cut short: a probe after the cooldown would wait for that channel and fail, and
+# the circuit would stay open for another cooldown after the issuer is back. So from
+# its first unreachable failure until it answers again, a watcher tries a bare TCP
+# connect to the issuer's endpoint this often (one attempt at a time, none while it
+# answers); once the port has refused and then accepted, a fresh channel, which
+# connects at once, replaces the old one and, if the circuit is open, the probe goes
+# through without waiting out the cooldown. The connect sends no byte: under mTLS
+# too it only says the port listens.
 WATCH_EVERY = 0.15
 # An issuer down for longer than this is tried less often: ~2 connects a second
 # instead of ~7, and still back within a second of listening.
@@ -182,8 +182,11 @@ class IssuerGateway:
             link.breaker.record_success()
             return
         link.breaker.record_failure()
-        unreachable = channel.get_state() is not grpc.ChannelConnectivity.READY
-        if unreachable and link.breaker.state is CircuitState.OPEN:
+        # Watched from the first unreachable failure, not from when the circuit opens:
+        # the circuit waits for failures spanning BreakerSettings.failing_seconds, and
+        # an issuer back within that span would otherwise be found listening by a
+        # watcher that never saw it refuse, and wait out the cooldown.
+        if channel.get_state() is not grpc.ChannelConnectivity.READY:
             self._start_watching(link, issuer)
 
     def _start_watching(self, link: IssuerLink, issuer: Member) -> None:
@@ -202,8 +205,9 @@ class IssuerGateway:
         return watcher
 
     async def _watch(self, link: IssuerLink, issuer: Member, host: str, port: int) -> None:
-        """While the circuit is not closed: once the issuer's port has refused and then
-        accepts a connection, a fresh channel and the probe at once (WATCH_EVERY).
+        """While the issuer is failing: once its port has refused and then accepts a
+        connection, a fresh channel and, if the circuit is not closed, the probe at
+        once (WATCH_EVERY).
 
         Only a refusal seen first arms it, so an issuer that accepts connections but
         fails or hangs gets no early probe and its circuit keeps the cooldown. One
@@ -217,7 +221,7 @@ class IssuerGateway:
             if (
                 self._closed
                 or self._links.get(issuer.code) is not link
-                or link.breaker.state is CircuitState.CLOSED  # it answered on the old channel
+                or not link.breaker.failing  # it answered on the old channel
             ):
                 return
             if not listening:

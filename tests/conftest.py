@@ -236,7 +236,7 @@ async def console_hub(hub_factory: HubFactory, simulator: RunningSimulator) -> R
     return await hub_factory(
         console=ConsoleSettings(0, simulator=simulator.control_address, token=CONSOLE_TOKEN),
         issuer_timeout=0.5,
-        breaker=BreakerSettings(failure_threshold=3, cooldown=30.0),
+        breaker=BreakerSettings(failure_threshold=3, cooldown=30.0, failing_seconds=0.0),
     )
 
 

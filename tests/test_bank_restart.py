@@ -225,7 +225,9 @@ async def test_an_issuer_back_but_not_answering_gets_one_early_probe_then_the_co
     cooldown, timeout, watched = 1.5, 0.3, 3.0
     port = _free_port()
     gateway = IssuerGateway(
-        ForwardingPolicy(issuer_timeout=timeout, breaker=BreakerSettings(2, cooldown))
+        ForwardingPolicy(
+            issuer_timeout=timeout, breaker=BreakerSettings(2, cooldown, failing_seconds=0.3)
+        )
     )
     issuer = Member(code="014", issuer_endpoint=f"127.0.0.1:{port}")
     slip = common_pb2.SlipRef(trans_ref="014A0000000001", sending_bank="014")

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from fault_matrix import (
     BREAKER_COOLDOWN,
+    BREAKER_FAILING_SECONDS,
     FAULTS,
     ISSUER_TIMEOUT,
     Driver,
@@ -75,9 +76,10 @@ def test_a_dead_issuer_fails_until_its_circuit_opens_then_fails_fast(
     opened = phase.summary["circuit_open_after_s"]
 
     assert first_failure == by_time[0].outcome
-    # Three failures in a row open it: the first three take the issuer timeout.
+    # Failures in a row for BREAKER_FAILING_SECONDS open it; the first ends after
+    # the issuer timeout (a refusal: at once).
     assert opened is not None
-    assert opened < 3 * ISSUER_TIMEOUT
+    assert opened < ISSUER_TIMEOUT + BREAKER_FAILING_SECONDS + 0.5
     assert "UNAVAILABLE/ISSUER_UNAVAILABLE/circuit_open" == by_time[-1].outcome
     assert phase.summary["fail_fast_p50_ms"] < 50
 
@@ -86,10 +88,13 @@ def test_an_issuer_failing_30_percent_still_answers_most_inquiries(
     matrix: tuple[dict[str, Phase], Driver],
 ) -> None:
     answers = matrix[0]["errors30"].summary["faulty_answers"]
-    reached = answers.get("OK", 0) + answers.get("UNAVAILABLE/ISSUER_ERROR", 0)
+    failed = answers.get("UNAVAILABLE/ISSUER_ERROR", 0)
 
-    assert answers.get("UNAVAILABLE/ISSUER_ERROR", 0) > 0
-    assert 0.4 < answers.get("OK", 0) / reached < 0.95  # 0.7 expected; n is about 40
+    # Every inquiry reached the issuer (its circuit never opened), and the hub
+    # relayed its answers as they were: 0.7 OK expected, n = 50 (3.9 sd to 0.95).
+    assert {"OK", "UNAVAILABLE/ISSUER_ERROR"} >= set(answers)
+    assert failed > 0
+    assert 0.4 < answers.get("OK", 0) / (answers.get("OK", 0) + failed) < 0.95
 
 
 def test_a_flapping_issuer_answers_while_it_is_up(

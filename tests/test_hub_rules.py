@@ -350,7 +350,8 @@ async def test_hanging_issuer_opens_its_circuit_while_others_stay_fast(
     control: BankSimulatorAsyncStub,
 ) -> None:
     hub = await hub_factory(
-        issuer_timeout=0.3, breaker=BreakerSettings(failure_threshold=3, cooldown=1.0)
+        issuer_timeout=0.3,
+        breaker=BreakerSettings(failure_threshold=3, cooldown=1.0, failing_seconds=0.0),
     )
     bad, good = _visible_qr(simulator, "014"), _visible_qr(simulator, "002")
     await _set_faults(control, "014", hang=True)
@@ -384,7 +385,9 @@ async def test_open_circuit_closes_after_the_issuer_recovers(
     simulator: RunningSimulator,
     control: BankSimulatorAsyncStub,
 ) -> None:
-    hub = await hub_factory(breaker=BreakerSettings(failure_threshold=2, cooldown=0.5))
+    hub = await hub_factory(
+        breaker=BreakerSettings(failure_threshold=2, cooldown=0.5, failing_seconds=0.0)
+    )
     qr = _visible_qr(simulator, "014")
     await _set_faults(control, "014", error_rate=1.0)
     for _ in range(2):

@@ -100,7 +100,9 @@ async def test_open_circuit_is_not_serving_and_serving_again_after_the_cooldown(
 ) -> None:
     """NOT_SERVING while OPEN; once the cooldown is over SERVING again (HALF_OPEN: the
     next inquiry is the probe), without any request having come to look."""
-    hub = await hub_factory(breaker=BreakerSettings(failure_threshold=2, cooldown=0.5))
+    hub = await hub_factory(
+        breaker=BreakerSettings(failure_threshold=2, cooldown=0.5, failing_seconds=0.0)
+    )
     qr = simulator.nodes["014"].bank.list_slips(1, None)[0].qr_text
     async with grpc.aio.insecure_channel(simulator.control_address) as control:
         await simulator_pb2_grpc.BankSimulatorStub(control).SetFaults(

@@ -44,7 +44,8 @@ def breaker(clock: FakeClock, changes: list[Change]) -> CircuitBreaker:
     def record(name: str, old: CircuitState, new: CircuitState) -> None:
         changes.append((name, old, new))
 
-    settings = BreakerSettings(failure_threshold=3, cooldown=5.0)
+    # failing_seconds=0: the count alone; the span has tests of its own below.
+    settings = BreakerSettings(failure_threshold=3, cooldown=5.0, failing_seconds=0.0)
     return CircuitBreaker("014", settings, clock=clock, on_change=record)
 
 
@@ -178,17 +179,75 @@ def test_breaker_record_ignored_does_not_reset_the_failure_count(
     assert CircuitState.OPEN == breaker.state
 
 
-def test_breaker_late_results_while_open_leave_the_cooldown_alone(
+def test_breaker_a_late_failure_while_open_leaves_the_cooldown_alone(
     breaker: CircuitBreaker, clock: FakeClock
 ) -> None:
     fail(breaker, 3)
     clock.advance(2.0)
 
     breaker.record_failure()
-    breaker.record_success()
 
     assert CircuitState.OPEN == breaker.state
     assert 3.0 == pytest.approx(breaker.retry_after)
+
+
+def test_breaker_a_late_success_while_open_lets_one_probe_through_now(
+    breaker: CircuitBreaker, clock: FakeClock, changes: list[Change]
+) -> None:
+    # A call let through before the circuit opened was answered: the issuer is
+    # answering now (a flapping one came back), so the cooldown need not run out.
+    fail(breaker, 3)
+    clock.advance(2.0)
+
+    breaker.record_success()
+
+    assert CircuitState.HALF_OPEN == breaker.state
+    assert [True, False] == [breaker.allow(), breaker.allow()]
+    assert ("014", CircuitState.OPEN, CircuitState.HALF_OPEN) == changes[-1]
+
+
+def _spanning(clock: FakeClock) -> CircuitBreaker:
+    return CircuitBreaker("014", BreakerSettings(3, 5.0, failing_seconds=1.0), clock=clock)
+
+
+def test_breaker_failures_in_a_row_open_only_once_they_span_failing_seconds(
+    clock: FakeClock,
+) -> None:
+    breaker = _spanning(clock)
+    for _ in range(10):  # ten in 0.9 s: the count is reached, the span is not
+        breaker.record_failure()
+        clock.advance(0.1)
+    before = breaker.state
+
+    breaker.record_failure()  # the first was 1.0 s ago
+
+    assert (CircuitState.CLOSED, CircuitState.OPEN) == (before, breaker.state)
+
+
+def test_breaker_failures_spanning_failing_seconds_still_need_the_count(
+    clock: FakeClock,
+) -> None:
+    breaker = _spanning(clock)
+    breaker.record_failure()
+    clock.advance(5.0)
+    breaker.record_failure()
+    before = breaker.state
+
+    breaker.record_failure()
+
+    assert (CircuitState.CLOSED, CircuitState.OPEN) == (before, breaker.state)
+
+
+def test_breaker_a_success_starts_the_span_again(clock: FakeClock) -> None:
+    breaker = _spanning(clock)
+    fail(breaker, 3)
+    clock.advance(0.9)
+    breaker.record_success()
+    fail(breaker, 2)
+    clock.advance(0.9)
+    breaker.record_failure()  # three in a row, but they span 0.9 s
+
+    assert CircuitState.CLOSED == breaker.state
 
 
 def test_breaker_reports_nothing_when_the_state_does_not_change(
@@ -271,20 +330,23 @@ def test_breaker_early_probe_that_succeeds_closes_the_circuit(
 
 
 @pytest.mark.parametrize(
-    ("failure_threshold", "cooldown", "message"),
+    ("failure_threshold", "cooldown", "failing_seconds", "message"),
     [
-        (0, 5.0, "failure_threshold"),
-        (1, 0.0, "cooldown"),
-        (1, -1.0, "cooldown"),
-        (1, float("nan"), "cooldown"),
-        (1, float("inf"), "cooldown"),
+        (0, 5.0, 1.0, "failure_threshold"),
+        (1, 0.0, 1.0, "cooldown"),
+        (1, -1.0, 1.0, "cooldown"),
+        (1, float("nan"), 1.0, "cooldown"),
+        (1, float("inf"), 1.0, "cooldown"),
+        (1, 5.0, -0.1, "failing_seconds"),
+        (1, 5.0, float("nan"), "failing_seconds"),
+        (1, 5.0, float("inf"), "failing_seconds"),
     ],
 )
 def test_breaker_settings_refuse_values_that_make_no_sense(
-    failure_threshold: int, cooldown: float, message: str
+    failure_threshold: int, cooldown: float, failing_seconds: float, message: str
 ) -> None:
     with pytest.raises(ValueError, match=message):
-        BreakerSettings(failure_threshold=failure_threshold, cooldown=cooldown)
+        BreakerSettings(failure_threshold, cooldown, failing_seconds)
 
 
 # Bulkhead
