@@ -65,14 +65,14 @@ def serve(kind: str, transactions: int, conn: Connection) -> None:
     """Run the bank or the yardstick; send (port, refs); stop when told."""
 
     async def main() -> None:
-        from simulators.server import SimulatorSettings, start_simulator
-        from txverify.grpcserver import bind, new_server
+        from txverify.runtime.grpcserver import bind, new_server
+        from txverify.simulators.server import SimulatorSettings, start_simulator
 
         sim = await start_simulator(SimulatorSettings(codes=(BANK,), transactions=transactions))
         bank = sim.nodes[BANK].bank
         refs = [s.transaction.trans_ref for s in bank.list_slips(transactions, None)
                 if bank.visibility(s.transaction).value == "VISIBLE"]  # fmt: skip
-        from simulators.issuer import masked_transaction
+        from txverify.simulators.issuer import masked_transaction
 
         sample = issuer_pb2.IssuerInquiryResponse(
             transaction=masked_transaction(bank.ledger.get_transaction(refs[0]))  # type: ignore[arg-type]

@@ -4,8 +4,8 @@
     python bench/compare.py before=/tmp/before after=. [--rounds 3] [--seconds 5] [--rate 500]
     python bench/compare.py plain=. uv=.:TXV_ENV=1    # NAME=TREE[:VAR=VALUE] sets env for that hub
 
-Every hub is started from its own tree (`python -m clients.cli hub`, with that
-tree first on PYTHONPATH) against the same simulated banks, as in
+Every hub is started from its own tree (`python -m txverify.cli hub`, with that
+tree's source roots first on PYTHONPATH) against the same simulated banks, as in
 bench/harness.py; then, alternating (the order flips each round), each server
 gets an h2load closed loop and one of the load generator (CPU per request at
 full load; h2load's requests name no request id, the load generator's each
@@ -35,13 +35,18 @@ from harness import READY, Bench, Run, Server  # noqa: E402
 def start_tree(name: str, spec: str, tmp: Path) -> Server:
     tree, _, assignment = spec.partition(":")
     path = Path(tree).resolve()
-    env = dict(os.environ, PYTHONPATH=f"{path}:{path / 'proto'}")
+    # Trees from before M12 kept the packages at the top (clients.cli); since, the
+    # txverify namespace spans five source roots.
+    old_layout = (path / "clients" / "cli.py").exists()
+    roots = ("", "proto") if old_layout else ("proto", "runtime", "server", "simulators", "clients")
+    command = "clients.cli" if old_layout else "txverify.cli"
+    env = dict(os.environ, PYTHONPATH=":".join(str(path / r) for r in roots))
     if assignment:
         key, _, value = assignment.partition("=")
         env[key] = value
     with (tmp / f"{name}.log").open("w") as stderr:
         popen = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", "hub", "--members", str(tmp / "members.toml"),
+            [sys.executable, "-m", command, "hub", "--members", str(tmp / "members.toml"),
              "--port", "0", "--ready-line", "--db", f"sqlite:///{tmp / (name + '.sqlite')}",
              "--metrics-port", "0", "--rate-limit-rps", "1000000", "--rate-limit-burst", "100000"],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env, cwd=path,

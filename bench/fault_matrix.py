@@ -43,9 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
 import grpc  # noqa: E402
+
 from harness import Server, _start, start_banks  # noqa: E402
 from hub_bench import _cli  # noqa: E402
-
 from txverify.errors import details_of  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,

@@ -61,14 +61,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
+
 from bank_bench import BANK as INQUIRY_BANK  # noqa: E402
 from bank_bench import _cpu_seconds, _run_clients  # noqa: E402
 from growth_fill import LEDGER_BANK, FillInfo, hub_db, ledger_dir, sample_response  # noqa: E402
 from hub_bench import BANKS, _cli, _ready  # noqa: E402
-
-from server.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
-from server.audit_sqlite import SqliteAuditStore  # noqa: E402
-from txverify.storage import to_micros  # noqa: E402
+from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
+from txverify.hub.audit_sqlite import SqliteAuditStore  # noqa: E402
+from txverify.runtime.storage import to_micros  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,
     simulator_pb2_grpc,
@@ -309,7 +309,7 @@ def _batch(index: int, size: int, response: verification_pb2.VerifyResponse) -> 
 def profile_statements(
     label: str, rows: int, source: Path, work: Path, args: argparse.Namespace
 ) -> StatementProfile:
-    """The hub's AuditStore (server/audit.py, as it is in this tree) writing batches into a
+    """The hub's AuditStore (txverify.hub.audit, as it is in this tree) writing batches into a
     copy of `source`: seconds per batch and per statement, and every statement's plan."""
     dest = work / f"statements-{label}.sqlite"
     fresh_copy(source, dest)
@@ -713,14 +713,14 @@ def serve_bank(data_dir: str, cached: bool, conn: Connection) -> None:
 
     async def main() -> None:
         if not cached:
-            import simulators.bank
-            import simulators.issuer
+            import txverify.simulators.bank
+            import txverify.simulators.issuer
 
             # Both modules read CACHE_SIZE when they trim their LRU (issuer.py imported
             # the name from bank.py, so it has its own binding to change).
-            simulators.bank.CACHE_SIZE = 0
-            setattr(simulators.issuer, "CACHE_SIZE", 0)  # noqa: B010 (not re-exported)
-        from simulators.server import SimulatorSettings, start_simulator
+            txverify.simulators.bank.CACHE_SIZE = 0
+            setattr(txverify.simulators.issuer, "CACHE_SIZE", 0)  # noqa: B010 (not re-exported)
+        from txverify.simulators.server import SimulatorSettings, start_simulator
 
         sim = await start_simulator(
             SimulatorSettings(codes=(LEDGER_BANK,), data_dir=Path(data_dir), transactions=0)
@@ -753,7 +753,7 @@ def ledger_lookups(data_dir: Path, refs: list[str], count: int = 20_000) -> dict
     """The ledger read an uncached inquiry makes (SqliteLedger.get_transaction, in-process,
     on the same file): µs per lookup of random transRefs (best of three passes), and the
     statement's plan."""
-    from simulators.sqlite_ledger import _TX_SELECT, SqliteLedger
+    from txverify.simulators.sqlite_ledger import _TX_SELECT, SqliteLedger
 
     ledger = SqliteLedger(f"sqlite:///{data_dir / f'bank-{LEDGER_BANK}.sqlite'}")
     try:

@@ -1,11 +1,11 @@
 """Fill, fast, the databases that bench/growth_bench.py measures, and cache them.
 
-- A hub database (server/schema.py: the audit's and the registry's tables) with N audit
+- A hub database (server/txverify/hub/schema.py: the audit's and the registry's tables) with N audit
   rows and the matching slip_uses, slip_scope_uses and remembered_answers rows:
   one successful verification per row, each of a distinct slip, by a few
   requesters, spread over the 24 hours before the fill (inside the hub's
   idempotency window), each remembering the bytes of one real VerifyResponse.
-- A simulated bank's ledger (simulators/sqlite_ledger.py SCHEMA) for bank 014
+- A simulated bank's ledger (simulators/txverify/simulators/sqlite_ledger.py SCHEMA) for bank 014
   with N transactions over the last six days (all within the bank's retention),
   made from templates the simulator's own seeding draws.
 
@@ -39,20 +39,22 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
-from server import schema as hub_schema  # noqa: E402
-from server.checks import evaluate, verdict  # noqa: E402
-from simulators import sqlite_ledger  # noqa: E402
-from simulators.issuer import masked_transaction  # noqa: E402
-from simulators.ledger import LedgerTransaction, PartyRecord, ProxyKind  # noqa: E402
-from simulators.profiles import profile  # noqa: E402
-from simulators.seed import ACCOUNTS_PER_BANK, _history, seed_accounts  # noqa: E402
 from txverify import miniqr  # noqa: E402
-from txverify.storage import to_micros  # noqa: E402
+from txverify.hub import schema as hub_schema  # noqa: E402
+from txverify.hub.checks import evaluate, verdict  # noqa: E402
+from txverify.runtime.storage import to_micros  # noqa: E402
+from txverify.simulators import sqlite_ledger  # noqa: E402
+from txverify.simulators.issuer import masked_transaction  # noqa: E402
+from txverify.simulators.ledger import LedgerTransaction, PartyRecord, ProxyKind  # noqa: E402
+from txverify.simulators.profiles import profile  # noqa: E402
+from txverify.simulators.seed import ACCOUNTS_PER_BANK, _history, seed_accounts  # noqa: E402
 from txverify.v1 import verification_pb2  # noqa: E402
 
 FILL_VERSION = 1  # bump when what the filler writes changes: caches are then made again
 LEDGER_BANK = "014"
-LEDGER_FILE = f"bank-{LEDGER_BANK}.sqlite"  # simulators.server.SimulatorSettings.ledger_url
+LEDGER_FILE = (
+    f"bank-{LEDGER_BANK}.sqlite"  # txverify.simulators.server.SimulatorSettings.ledger_url
+)
 MAX_LEDGER_AGE = timedelta(days=2)  # slips are 0-6 days old at fill; retention is 7 days
 CHUNK = 100_000  # rows a transaction
 # Requesters and issuers of the filled verifications (weights: a few big requesters).
@@ -120,7 +122,7 @@ _BANGKOK = timedelta(hours=7)
 
 
 def _prefixes(code: str, micros: int) -> str:
-    """The date part of a transRef of `code`'s style (simulators/profiles.py), at `micros`."""
+    """The date part of a transRef of `code`'s style (txverify.simulators.profiles), at `micros`."""
     local = datetime(1970, 1, 1) + timedelta(microseconds=micros) + _BANGKOK
     if code == "002":  # BBL, 18: yymmdd + 12 upper/digits
         return local.strftime("%y%m%d")

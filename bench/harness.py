@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
+
 from bank_bench import _cpu_seconds  # noqa: E402
 from hub_bench import _cli  # noqa: E402
-
-from clients.loadgen import LoadPlan, run_load  # noqa: E402
+from txverify.cli.loadgen import LoadPlan, run_load  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,
     simulator_pb2_grpc,

@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
-from bank_bench import _cpu_seconds  # noqa: E402
 
+from bank_bench import _cpu_seconds  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,
     simulator_pb2_grpc,
@@ -48,7 +48,7 @@ BANKS = "002,014"
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "clients.cli", *args]
+    return [sys.executable, "-m", "txverify.cli", *args]
 
 
 def _ready(proc: subprocess.Popen[str]) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 # py-spy raw frames: "function (path/to/file.py:LINE)"; native and idle ones lack a path.
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]+)(?::\d+)?\)$")
-_OURS = ("server/", "proto/txverify/", "simulators/", "clients/")
+_OURS = ("/txverify/",)  # every source root holds the txverify namespace
 
 
 def _frame(raw: str) -> tuple[str, str]:

@@ -39,10 +39,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
 import grpc  # noqa: E402
+
 from fault_matrix import outcome_of  # noqa: E402
 from harness import Server, _start, write_members  # noqa: E402
 from hub_bench import _cli  # noqa: E402
-
 from txverify.v1 import verification_pb2, verification_pb2_grpc  # noqa: E402
 
 ISSUER, REQUESTER = "014", "002"

@@ -44,18 +44,18 @@ sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
 import grpc  # noqa: E402
 import psycopg  # noqa: E402
+from psycopg import sql  # noqa: E402
+
 from growth_fill import sample_response  # noqa: E402
 from harness import BANKS, REQUESTER, Server, _start, machine, start_banks  # noqa: E402
 from hub_bench import _cli  # noqa: E402
-from psycopg import sql  # noqa: E402
-
-from clients import nginx  # noqa: E402
-from clients.loadgen import LoadPlan, run_load  # noqa: E402
-from clients.network import wait_serving  # noqa: E402
-from server.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
-from server.audit_postgres import PostgresAuditStore  # noqa: E402
-from server.auditlog import AuditWriter  # noqa: E402
-from server.router import _finish  # noqa: E402
+from txverify.cli import nginx  # noqa: E402
+from txverify.cli.loadgen import LoadPlan, run_load  # noqa: E402
+from txverify.cli.network import wait_serving  # noqa: E402
+from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
+from txverify.hub.audit_postgres import PostgresAuditStore  # noqa: E402
+from txverify.hub.auditlog import AuditWriter  # noqa: E402
+from txverify.hub.router import _finish  # noqa: E402
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc  # noqa: E402
 from txverify.v1 import verification_pb2 as v1  # noqa: E402
 from txverify.v1 import verification_pb2_grpc as v1_grpc  # noqa: E402

@@ -9,7 +9,7 @@ and the hub (`txverify hub`: identity, membership, rate limit set never to
 refuse, QR decoding, duplicates, idempotency, durable audit in a file SQLite
 database, metrics, its log line per RPC), both started as bench/harness.py
 starts them. The capacity is the throughput of a closed loop of the load
-generator (clients/loadgen.py: 2 processes, 8 HTTP/2 connections, 64 in
+generator (clients/txverify/cli/loadgen.py: 2 processes, 8 HTTP/2 connections, 64 in
 flight) for --capacity-seconds, unless --rate is given; then an open loop at
 --load x capacity for --seconds, with a mix of slip kinds and every answer
 checked (a wrong answer or no answer is an error). Every --interval seconds:
@@ -51,8 +51,7 @@ from harness import (  # noqa: E402
     start_banks,
 )
 from hub_bench import _cli  # noqa: E402
-
-from clients.loadgen import (  # noqa: E402
+from txverify.cli.loadgen import (  # noqa: E402
     DEFAULT_MIX,
     PROGRESS_INTERVAL,
     LoadPlan,
@@ -60,7 +59,7 @@ from clients.loadgen import (  # noqa: E402
     parse_mix,
     run_load,
 )
-from clients.loadreport import LoadResult  # noqa: E402
+from txverify.cli.loadreport import LoadResult  # noqa: E402
 
 
 def _fds(pid: int) -> int:

@@ -3,7 +3,7 @@
 Input: one control byte, then a serialized IssuerInquiryResponse as an issuer
 (perhaps a broken one) might send. The control byte picks one of EXPECTATIONS,
 each valid (validate_expectations accepts it), and how many earlier uses of the
-slip the audit found. The hub's checks (server.checks.evaluate and verdict) and
+slip the audit found. The hub's checks (txverify.hub.checks.evaluate and verdict) and
 the response it builds must work for any transaction: fields unset, unknown enum
 values, times out of range, amounts at the int64 limits, any text.
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 from google.protobuf.message import DecodeError
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.checks import evaluate, verdict
+from txverify.hub.checks import evaluate, verdict
 from txverify.v1 import common_pb2, issuer_pb2, verification_pb2
 
 _V = verification_pb2

@@ -19,14 +19,14 @@ from datetime import datetime
 
 import grpc
 from google.protobuf.message import DecodeError
+
 from offline_hub import ALLOWED, SUSPENDED, network
 from rpc_checks import Caller, RpcCounts, callers, check_refusal
-from verify_target import check_verify
-
-from server.audit import AuditEntry, AuditFilter
 from txverify.errors import details_from_metadata
+from txverify.hub.audit import AuditEntry, AuditFilter
 from txverify.units import from_timestamp
 from txverify.v1 import audit_pb2, verification_pb2
+from verify_target import check_verify
 
 CALLERS = callers(("014", "900", SUSPENDED))
 FIELDS = frozenset({"since", "until", "member", "trans_ref", "request_id", "limit"})

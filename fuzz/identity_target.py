@@ -6,7 +6,7 @@ common names, comma-separated (none when empty); every further line a metadata
 entry "key:value". Text is decoded as gRPC Python decodes metadata (UTF-8, else
 Latin-1) and keys ending in "-bin" keep bytes values, as gRPC delivers them.
 
-server.identity.identify must name a caller or refuse with ServiceError, and a
+txverify.hub.identity.identify must name a caller or refuse with ServiceError, and a
 named caller goes on to admission (Admission.requester), which must admit it or
 refuse with ServiceError too.
 """
@@ -14,10 +14,9 @@ refuse with ServiceError too.
 from __future__ import annotations
 
 from offline_hub import FakeContext, grpc_text, network
-
-from server.identity import MAX_CLAIM, MEMBER_HEADER, IdentityMode, claimed_member, identify
 from txverify.errors import Reason, ServiceError
-from txverify.tls import is_loopback_host, is_loopback_peer
+from txverify.hub.identity import MAX_CLAIM, MEMBER_HEADER, IdentityMode, claimed_member, identify
+from txverify.runtime.tls import is_loopback_host, is_loopback_peer
 
 _ADMISSION_REASONS = {
     Reason.UNKNOWN_MEMBER,

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.message import DecodeError
-from offline_hub import Outcome, network
 
-from simulators.ledger import PartyRecord
+from offline_hub import Outcome, network
+from txverify.simulators.ledger import PartyRecord
 from txverify.v1 import issuer_pb2
 
 ALLOWED = frozenset(

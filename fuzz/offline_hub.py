@@ -31,26 +31,26 @@ from typing import Any, cast
 
 import grpc
 
-from server.admission import Admission, member_rate_limit
-from server.audit import open_audit_store
-from server.audit_service import AuditLogServicer
-from server.auditlog import AuditWriter
-from server.forwarding import ForwardingPolicy, IssuerGateway
-from server.identity import IdentityMode
-from server.membership import Membership
-from server.metrics import Metrics
-from server.ratelimit import RateLimiter
-from server.registry import Member, MemberKind, MemberStatus, with_default_roles
-from server.registry_service import MemberRegistryServicer
-from server.registry_store import open_registry_store
-from server.router import Router
-from server.verification import VerificationServicer
-from simulators.bank import Bank
-from simulators.faults import FaultSpec
-from simulators.issuer import IssuerServicer
-from simulators.ledger import StoredSlip, open_ledger
-from simulators.profiles import profile
-from simulators.seed import seed_ledger
+from txverify.hub.admission import Admission, member_rate_limit
+from txverify.hub.audit import open_audit_store
+from txverify.hub.audit_service import AuditLogServicer
+from txverify.hub.auditlog import AuditWriter
+from txverify.hub.forwarding import ForwardingPolicy, IssuerGateway
+from txverify.hub.identity import IdentityMode
+from txverify.hub.membership import Membership
+from txverify.hub.metrics import Metrics
+from txverify.hub.ratelimit import RateLimiter
+from txverify.hub.registry import Member, MemberKind, MemberStatus, with_default_roles
+from txverify.hub.registry_service import MemberRegistryServicer
+from txverify.hub.registry_store import open_registry_store
+from txverify.hub.router import Router
+from txverify.hub.verification import VerificationServicer
+from txverify.simulators.bank import Bank
+from txverify.simulators.faults import FaultSpec
+from txverify.simulators.issuer import IssuerServicer
+from txverify.simulators.ledger import StoredSlip, open_ledger
+from txverify.simulators.profiles import profile
+from txverify.simulators.seed import seed_ledger
 from txverify.v1 import audit_pb2, issuer_pb2, verification_pb2
 
 # The banks' clock is fixed, so a seeded ledger (and so the seed corpus, and any
@@ -67,9 +67,13 @@ SIMULATED = ("014", "004", "900")
 REQUESTER_ONLY = "002"
 SUSPENDED = "006"
 DOWN = "025"
-OPERATOR = "operator"  # the hub's operator identity (txverify.tls.OPERATOR)
+OPERATOR = "operator"  # the hub's operator identity (txverify.runtime.tls.OPERATOR)
 # The loggers of the servicers that answer INTERNAL on a bug (after logging it).
-SERVICER_LOGGERS = ("server.verification", "server.registry_service", "server.audit_service")
+SERVICER_LOGGERS = (
+    "txverify.hub.verification",
+    "txverify.hub.registry_service",
+    "txverify.hub.audit_service",
+)
 # What a Verify may end with: anything but INTERNAL and UNKNOWN (tests/test_fuzz_hub.py).
 ALLOWED = frozenset(
     {
@@ -310,7 +314,7 @@ class OfflineNetwork:
         self.servicers = {mode: VerificationServicer(router, mode) for mode in IdentityMode}
 
     def _registry_membership(self) -> Membership:
-        # Changes reach a rate limiter as in the hub (server/app.py's member_changed).
+        # Changes reach a rate limiter as in the hub (server/txverify/hub/app.py's member_changed).
         limiter = RateLimiter(None)
         membership = Membership(  # ~1 ms
             open_registry_store("sqlite://"),

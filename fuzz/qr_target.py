@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from server.slip import slip_of
 from txverify import miniqr
 from txverify.errors import Reason, ServiceError
+from txverify.hub.slip import slip_of
 from txverify.v1 import verification_pb2
 
 # A refusal quotes at most 40 characters of the input (miniqr._ECHO_LIMIT): a hostile

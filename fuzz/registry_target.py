@@ -22,14 +22,14 @@ from typing import Any
 
 import grpc
 from google.protobuf.message import DecodeError, Message
+
 from offline_hub import ALLOWED, SUSPENDED, network
 from rpc_checks import Caller, RpcCounts, callers, check_refusal
-
-from server.admission import member_rate_limit
-from server.ratelimit import RateLimiter
-from server.registry import MemberDirectory
-from server.registry_service import member_to_pb
 from txverify.errors import Reason, ServiceError
+from txverify.hub.admission import member_rate_limit
+from txverify.hub.ratelimit import RateLimiter
+from txverify.hub.registry import MemberDirectory
+from txverify.hub.registry_service import member_to_pb
 from txverify.v1 import registry_pb2
 
 RPCS: tuple[tuple[str, type[Message]], ...] = (

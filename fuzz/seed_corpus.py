@@ -14,11 +14,11 @@ from typing import Any
 
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
-from offline_hub import DOWN, REQUESTER_ONLY, SUSPENDED, network
 
-from simulators.issuer import masked_transaction
-from simulators.ledger import LedgerTransaction
+from offline_hub import DOWN, REQUESTER_ONLY, SUSPENDED, network
 from txverify import miniqr
+from txverify.simulators.issuer import masked_transaction
+from txverify.simulators.ledger import LedgerTransaction
 from txverify.units import to_timestamp
 from txverify.v1 import audit_pb2, common_pb2, issuer_pb2, registry_pb2, verification_pb2
 

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import grpc
 from google.protobuf.message import DecodeError
-from offline_hub import ALLOWED, LOOPBACK_PEER, REMOTE_PEER, Outcome, network
 
-from server.checks import evaluate, validate_expectations, verdict
-from server.identity import MEMBER_HEADER, IdentityMode
-from server.router import checked_request_id
-from server.slip import slip_of
-from simulators.issuer import masked_transaction
+from offline_hub import ALLOWED, LOOPBACK_PEER, REMOTE_PEER, Outcome, network
 from txverify.errors import Reason, ServiceError, details_from_metadata
+from txverify.hub.checks import evaluate, validate_expectations, verdict
+from txverify.hub.identity import MEMBER_HEADER, IdentityMode
+from txverify.hub.router import checked_request_id
+from txverify.hub.slip import slip_of
+from txverify.simulators.issuer import masked_transaction
 from txverify.v1 import common_pb2, verification_pb2
 
 MEMBERS = ("014", "004", "900", "002", "006", "025", "999", "")

@@ -29,13 +29,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg import sql
 
-from server.app import HubSettings, RunningHub, start_hub
-from server.breaker import BreakerSettings
-from server.console.web import ConsoleSettings
-from server.registry import Member, MemberKind, dump_members, with_default_roles
-from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
-from txverify import tls
-from txverify.logs import JsonFormatter
+from txverify.hub.app import HubSettings, RunningHub, start_hub
+from txverify.hub.breaker import BreakerSettings
+from txverify.hub.console.web import ConsoleSettings
+from txverify.hub.registry import Member, MemberKind, dump_members, with_default_roles
+from txverify.runtime import tls
+from txverify.runtime.logs import JsonFormatter
+from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify.v1 import common_pb2, simulator_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 BANK_CODES = ("002", "014", "900")
@@ -106,7 +106,7 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 async def start_hub_process(members: Path, *args: str) -> tuple[asyncio.subprocess.Process, int]:
     """`txverify hub --members MEMBERS --port 0 --ready-line ARGS` as a process; its port."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "hub", "--members", str(members), "--port", "0",
+        sys.executable, "-m", "txverify.cli", "hub", "--members", str(members), "--port", "0",
         "--ready-line", *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip

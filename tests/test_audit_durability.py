@@ -14,11 +14,11 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import member_channel, members_file, start_hub_process
 
-from simulators.bank import SlipVisibility
-from simulators.server import RunningSimulator
+from conftest import member_channel, members_file, start_hub_process
 from txverify import miniqr
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import registry_pb2, registry_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 

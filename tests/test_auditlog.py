@@ -7,9 +7,9 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
-from server.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
-from server.audit_sqlite import SqliteAuditStore
-from server.auditlog import AuditWriter
+from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
+from txverify.hub.audit_sqlite import SqliteAuditStore
+from txverify.hub.auditlog import AuditWriter
 from txverify.v1 import verification_pb2
 
 

@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 
-from simulators import profiles
-from simulators.bank import MAX_AMOUNT, Bank, SlipVisibility, TransferOrder, TransferResult
-from simulators.ledger import (
+from txverify import miniqr
+from txverify.errors import Reason, ServiceError
+from txverify.simulators import profiles
+from txverify.simulators.bank import MAX_AMOUNT, Bank, SlipVisibility, TransferOrder, TransferResult
+from txverify.simulators.ledger import (
     AccountRecord,
     LedgerStore,
     ProxyKind,
@@ -20,10 +22,8 @@ from simulators.ledger import (
     TxStatus,
     open_ledger,
 )
-from simulators.proxies import natid_check_digit
-from simulators.seed import seed_ledger
-from txverify import miniqr
-from txverify.errors import Reason, ServiceError
+from txverify.simulators.proxies import natid_check_digit
+from txverify.simulators.seed import seed_ledger
 from txverify.units import BANGKOK, bangkok
 
 # 2026-08-01 23:30 in Bangkok: late on a Bangkok day that is still 1 Aug in UTC too.

@@ -29,13 +29,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from conftest import stop_process
 from restart_recovery import HUBS, Restart, measure
-
-from server.breaker import BreakerSettings, CircuitState
-from server.forwarding import ForwardingPolicy, IssuerGateway
-from server.registry import Member
 from txverify.errors import ServiceError, details_of
+from txverify.hub.breaker import BreakerSettings, CircuitState
+from txverify.hub.forwarding import ForwardingPolicy, IssuerGateway
+from txverify.hub.registry import Member
 from txverify.v1 import (
     common_pb2,
     simulator_pb2,
@@ -56,7 +56,7 @@ def _free_port() -> int:
 
 def _start(argv: list[str]) -> tuple[subprocess.Popen[str], dict[str, object]]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", *argv],
+        [sys.executable, "-m", "txverify.cli", *argv],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

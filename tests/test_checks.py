@@ -8,15 +8,15 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from server.checks import (
+from txverify.errors import Reason, ServiceError
+from txverify.hub.checks import (
     MAX_RECEIVERS,
     evaluate,
     masked_matches,
     validate_expectations,
     verdict,
 )
-from simulators.masking import mask_account
-from txverify.errors import Reason, ServiceError
+from txverify.simulators.masking import mask_account
 from txverify.units import BANGKOK, money, to_timestamp
 from txverify.v1 import common_pb2, verification_pb2
 

@@ -22,9 +22,10 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import impostor_hub, loopback_member_pki, stop_process
 
-from txverify import miniqr, tls
+from conftest import impostor_hub, loopback_member_pki, stop_process
+from txverify import miniqr
+from txverify.runtime import tls
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
 STARTUP_SECONDS = 30
@@ -39,7 +40,7 @@ class UpNetwork:
 
 
 def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "clients.cli", *args]
+    return [sys.executable, "-m", "txverify.cli", *args]
 
 
 def _lines(stream: object, into: queue.Queue[str]) -> None:
@@ -238,7 +239,7 @@ def test_up_stops_cleanly_on_ctrl_c(own_network: UpNetwork) -> None:
 
 @pytest.mark.timeout(120)
 def test_slip_makes_a_transfer_whose_png_and_qr_verify(network: UpNetwork, tmp_path: Path) -> None:
-    from clients.slipimage import decode_qr_texts
+    from txverify.slipimage import decode_qr_texts
 
     png = tmp_path / "slip.png"
     made = _run(

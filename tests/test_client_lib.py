@@ -14,16 +14,17 @@ from typing import Any, TypeVar
 import grpc
 import grpc_testing
 import pytest
-from conftest import impostor_hub, loopback_member_pki
 
-from clients.client import (
+from conftest import impostor_hub, loopback_member_pki
+from txverify import miniqr
+from txverify.client import (
     MAX_BACKOFF,
     AsyncTxVerifyClient,
     SlipQuery,
     TxVerifyClient,
     retry_delay,
 )
-from clients.errors import (
+from txverify.client.errors import (
     BY_REASON,
     AuditUnavailable,
     HubUnavailable,
@@ -37,12 +38,12 @@ from clients.errors import (
     VerifyFailed,
     error_from_details,
 )
-from server.app import RunningHub
-from simulators.bank import SlipVisibility
-from simulators.ledger import LedgerTransaction, TxStatus
-from simulators.server import RunningSimulator
-from txverify import miniqr, tls
 from txverify.errors import REASONS, ErrorDetails, Reason, ServiceError
+from txverify.hub.app import RunningHub
+from txverify.runtime import tls
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import LedgerTransaction, TxStatus
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc, verification_pb2
 
 T = TypeVar("T")

@@ -24,10 +24,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import postgres_schema_url, stop_process
 
-from clients import nginx
-from clients.loadgen import LoadPlan, fetch_slips, run_load
+from conftest import postgres_schema_url, stop_process
+from txverify.cli import nginx
+from txverify.cli.loadgen import LoadPlan, fetch_slips, run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 # Scenarios whose answers depend on one process's circuit breaker or issuer
@@ -121,7 +121,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres_server: str) -> I
     tmp = tmp_path_factory.mktemp("cluster")
     env = {**os.environ, "TXVERIFY_NETWORK": str(tmp / "network.json"), "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "cluster", "up", "--replicas", "2", "--port", "0",
+        [sys.executable, "-m", "txverify.cli", "cluster", "up", "--replicas", "2", "--port", "0",
          "--transactions", "200", "--db", postgres_schema_url(postgres_server, schema),
          *SCENARIO_HUB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
@@ -140,7 +140,7 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("single")
     env = {**os.environ, "TXVERIFY_NETWORK": str(tmp / "network.json"), "COLUMNS": "200"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "clients.cli", "up", "--port", "0", "--console", "-1",
+        [sys.executable, "-m", "txverify.cli", "up", "--port", "0", "--console", "-1",
          "--transactions", "200", *SCENARIO_HUB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
@@ -153,7 +153,7 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
 def _scenario_results(target: Cluster, scenarios: list[str]) -> tuple[dict[str, str], str]:
     """Each scenario's outcome (passed, or the steps that failed), and the run's summary."""
     result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "scenario", "run", "--hub", target.hub,
+        [sys.executable, "-m", "txverify.cli", "scenario", "run", "--hub", target.hub,
          "--control", target.control, *scenarios],
         capture_output=True, text=True, env=target.env, timeout=200, check=False, cwd=ROOT,
     )  # fmt: skip

@@ -11,17 +11,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+
 from conftest import CONSOLE_TOKEN as TOKEN
 from conftest import HubFactory, personal_data
-
-from clients.slipimage import render_slip_png
-from server.app import RunningHub
-from server.console.feed import LiveFeed, mask_reference, percentile
-from server.console.web import TOKEN_HEADER, ConsoleSettings
-from server.outcome import Verification
-from server.registry import MemberStatus
-from simulators.server import RunningSimulator
 from txverify import units
+from txverify.hub.app import RunningHub
+from txverify.hub.console.feed import LiveFeed, mask_reference, percentile
+from txverify.hub.console.web import TOKEN_HEADER, ConsoleSettings
+from txverify.hub.outcome import Verification
+from txverify.hub.registry import MemberStatus
+from txverify.simulators.server import RunningSimulator
+from txverify.slipimage import render_slip_png
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
 OPERATOR = {TOKEN_HEADER: TOKEN}
@@ -289,7 +289,7 @@ async def test_a_refused_verification_is_an_answer_not_an_error(
 
 
 async def test_the_console_is_refused_with_workers_and_off_loopback() -> None:
-    from server.app import HubSettings
+    from txverify.hub.app import HubSettings
 
     with pytest.raises(ValueError, match="loopback only"):
         ConsoleSettings(0, host="0.0.0.0")

@@ -21,13 +21,13 @@ from typing import Any
 
 import grpc
 import pytest
+
 from conftest import CONSOLE_TOKEN as TOKEN
 from conftest import member_channel
-
-from clients.slipimage import render_slip_png
-from server.app import RunningHub
-from server.console.feed import mask_reference
-from simulators.server import RunningSimulator
+from txverify.hub.app import RunningHub
+from txverify.hub.console.feed import mask_reference
+from txverify.simulators.server import RunningSimulator
+from txverify.slipimage import render_slip_png
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev extra")
@@ -174,7 +174,7 @@ async def test_a_verification_by_the_cli_appears_in_the_latest_list(
 ) -> None:
     slip = (await visible_slips(simulator, "900"))[0]
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "clients.cli", "verify", slip.qr_text,
+        sys.executable, "-m", "txverify.cli", "verify", slip.qr_text,
         "--hub", f"127.0.0.1:{console_hub.port}", "--member", "014",
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip

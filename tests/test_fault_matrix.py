@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from fault_matrix import (
     BREAKER_COOLDOWN,
     BREAKER_FAILING_SECONDS,

@@ -40,7 +40,6 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import stop_process
 from google.protobuf import field_mask_pb2
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -48,8 +47,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.membership import UPDATABLE
+from conftest import stop_process
 from txverify.errors import REASONS, Reason, details_of
+from txverify.hub.membership import UPDATABLE
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -68,7 +68,7 @@ AUDIT_EXAMPLES = 160
 HEALTH_EXAMPLES = 80
 REFLECTION_EXAMPLES = 80
 OPERATOR = "operator"
-# The members `txverify up` registers (clients/network.py), and members of the
+# The members `txverify up` registers (clients/txverify/cli/network.py), and members of the
 # registry fuzz's own: changes go to SCRATCH only, so the Verify test's members hold.
 NETWORK = ("002", "004", "006", "014", "025", "900")
 SCRATCH = ("101", "102", "103", "104", "105", "106")
@@ -187,7 +187,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
         [
             sys.executable,
             "-m",
-            "clients.cli",
+            "txverify.cli",
             "up",
             "--port",
             "0",

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.checks import validate_expectations
+from txverify.hub.checks import validate_expectations
 from txverify.v1 import verification_pb2
 
 FUZZ = Path(__file__).resolve().parent.parent / "fuzz"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor
 
-from server.verification import VerificationServicer
-from simulators.issuer import IssuerServicer
+from txverify.hub.verification import VerificationServicer
+from txverify.simulators.issuer import IssuerServicer
 from txverify.v1 import issuer_pb2, verification_pb2
 
 ROOT = Path(__file__).resolve().parent.parent

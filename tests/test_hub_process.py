@@ -12,11 +12,11 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import member_channel, members_file, start_hub_process
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from simulators.server import RunningSimulator
+from conftest import member_channel, members_file, start_hub_process
 from txverify.errors import details_of
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import simulator_pb2, verification_pb2, verification_pb2_grpc
 
 DRAIN_DELAY = 0.5  # seconds of NOT_SERVING, still answering, before the hub refuses new RPCs
@@ -196,7 +196,7 @@ def test_hub_with_a_bad_members_file_exits_with_a_clear_message(tmp_path: Path) 
     members.write_text('[[member]]\ncode = "14"\n', encoding="utf-8")
 
     result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "hub", "--members", str(members), "--port", "0"],
+        [sys.executable, "-m", "txverify.cli", "hub", "--members", str(members), "--port", "0"],
         capture_output=True, text=True, timeout=30, check=False,
     )  # fmt: skip
 

@@ -11,20 +11,20 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from conftest import member_channel
 from google.protobuf import field_mask_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from server.app import HubSettings, RunningHub
-from server.breaker import BreakerSettings
-from server.issuer_health import issuer_health_name
-from server.ratelimit import RateLimit
-from server.registry import Member
-from simulators.bank import SlipVisibility
-from simulators.server import RunningSimulator
+from conftest import member_channel
 from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
+from txverify.hub.app import HubSettings, RunningHub
+from txverify.hub.breaker import BreakerSettings
+from txverify.hub.issuer_health import issuer_health_name
+from txverify.hub.ratelimit import RateLimit
+from txverify.hub.registry import Member
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (
     registry_pb2,
     registry_pb2_grpc,

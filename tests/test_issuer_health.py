@@ -8,13 +8,13 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import BANK_CODES, member_channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.app import RunningHub
-from server.breaker import BreakerSettings
-from server.issuer_health import issuer_health_name
-from simulators.server import RunningSimulator
+from conftest import BANK_CODES, member_channel
+from txverify.hub.app import RunningHub
+from txverify.hub.breaker import BreakerSettings
+from txverify.hub.issuer_health import issuer_health_name
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (
     registry_pb2,
     registry_pb2_grpc,

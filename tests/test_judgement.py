@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import logged, member_channel, personal_data
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from server.app import RunningHub
-from simulators.bank import SlipVisibility
-from simulators.ledger import LedgerTransaction, TxStatus
-from simulators.server import RunningSimulator
+from conftest import logged, member_channel, personal_data
 from txverify.errors import ErrorDetails, details_of
+from txverify.hub.app import RunningHub
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import LedgerTransaction, TxStatus
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,

@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from simulators.ledger import (
+from txverify import miniqr
+from txverify.errors import Reason, ServiceError
+from txverify.runtime.storage import to_micros
+from txverify.simulators.ledger import (
     AccountRecord,
     LedgerStore,
     LedgerTransaction,
@@ -20,10 +23,7 @@ from simulators.ledger import (
     TxStatus,
     open_ledger,
 )
-from simulators.sqlite_ledger import SqliteLedger
-from txverify import miniqr
-from txverify.errors import Reason, ServiceError
-from txverify.storage import to_micros
+from txverify.simulators.sqlite_ledger import SqliteLedger
 from txverify.units import BANGKOK
 
 BANK = "014"

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from clients.loadgen import (
+from txverify.cli.loadgen import (
     FirstUses,
     LoadError,
     LoadPlan,
@@ -23,11 +23,11 @@ from clients.loadgen import (
     read_slips,
     run_load,
 )
-from clients.loadreport import LoadResult, Tally, new_histogram, render_html, to_json
-from clients.simulator import _not_found
-from server.app import RunningHub
-from simulators.server import RunningSimulator
-from txverify import tls
+from txverify.cli.loadreport import LoadResult, Tally, new_histogram, render_html, to_json
+from txverify.cli.simulator import _not_found
+from txverify.hub.app import RunningHub
+from txverify.runtime import tls
+from txverify.simulators.server import RunningSimulator
 
 POOLS = {
     "valid": tuple(f"V{i}" for i in range(20)),

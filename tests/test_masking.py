@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.masking import mask_account, mask_name, mask_proxy
+from txverify.simulators.masking import mask_account, mask_name, mask_proxy
 
 
 def test_ten_digit_account_shows_four_digits_in_slip_format() -> None:

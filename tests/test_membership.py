@@ -13,11 +13,12 @@ import grpc
 import psycopg
 import pytest
 
-from server.admission import Admission
-from server.identity import Caller
-from server.membership import BOOTSTRAP, Membership
-from server.ratelimit import RateLimit, RateLimiter
-from server.registry import (
+from txverify.errors import Reason, ServiceError
+from txverify.hub.admission import Admission
+from txverify.hub.identity import Caller
+from txverify.hub.membership import BOOTSTRAP, Membership
+from txverify.hub.ratelimit import RateLimit, RateLimiter
+from txverify.hub.registry import (
     SLIP_VERIFICATION,
     Member,
     MemberKind,
@@ -29,8 +30,7 @@ from server.registry import (
     load_members,
     with_changes,
 )
-from server.registry_store import Change, RegistryStore, open_registry_store
-from txverify.errors import Reason, ServiceError
+from txverify.hub.registry_store import Change, RegistryStore, open_registry_store
 from txverify.units import BANGKOK
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=BANGKOK)

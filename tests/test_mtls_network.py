@@ -11,20 +11,21 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import logged, members_of, personal_data, secrets_of
 from google.protobuf import field_mask_pb2
 
-from clients.channels import control_aio_channel
-from clients.client import AsyncTxVerifyClient, SlipQuery
-from clients.scenario import Target, load_scenario, run_scenario
-from server.app import HubSettings, RunningHub, start_hub
-from server.identity import IdentityMode
-from simulators.bank import SlipVisibility
-from simulators.control import BankSimulatorServicer
-from simulators.server import RunningSimulator, SimulatorSettings, start_simulator
-from txverify import miniqr, tls
+from conftest import logged, members_of, personal_data, secrets_of
+from txverify import miniqr
+from txverify.cli.scenario import Target, load_scenario, run_scenario
+from txverify.client import AsyncTxVerifyClient, SlipQuery
+from txverify.client.channels import control_aio_channel
 from txverify.errors import ErrorDetails, details_of
-from txverify.grpcserver import bind, new_server
+from txverify.hub.app import HubSettings, RunningHub, start_hub
+from txverify.hub.identity import IdentityMode
+from txverify.runtime import tls
+from txverify.runtime.grpcserver import bind, new_server
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.control import BankSimulatorServicer
+from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify.v1 import (
     common_pb2,
     issuer_pb2,

@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from server.app import RunningHub
-from simulators.bank import SlipVisibility
-from simulators.ledger import LedgerTransaction, TxStatus
-from simulators.server import RunningSimulator
 from txverify import miniqr
+from txverify.hub.app import RunningHub
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import LedgerTransaction, TxStatus
+from txverify.simulators.server import RunningSimulator
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "node"
 NPM_CI_TIMEOUT = 90.0  # seconds; a warm npm cache needs a few

@@ -17,9 +17,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import member_channel, members_file, start_hub_process
 
-from server.audit import (
+from conftest import member_channel, members_file, start_hub_process
+from txverify.errors import Reason, ServiceError
+from txverify.hub.audit import (
     AuditEntry,
     AuditFilter,
     AuditStore,
@@ -30,10 +31,9 @@ from server.audit import (
     Verified,
     open_audit_store,
 )
-from server.audit_postgres import PostgresAuditStore
-from simulators.bank import SlipVisibility
-from simulators.server import RunningSimulator
-from txverify.errors import Reason, ServiceError
+from txverify.hub.audit_postgres import PostgresAuditStore
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import verification_pb2, verification_pb2_grpc
 
 V = verification_pb2
@@ -308,7 +308,7 @@ def test_batches_counting_the_same_slips_in_opposite_orders_neither_deadlock_nor
         threading.Thread(target=run, args=(store, order))
         for store, order in zip(pg_stores, (refs, refs[::-1]), strict=True)
     ]
-    with caplog.at_level(logging.WARNING, logger="server.audit_postgres"):
+    with caplog.at_level(logging.WARNING, logger="txverify.hub.audit_postgres"):
         for thread in threads:
             thread.start()
         for thread in threads:

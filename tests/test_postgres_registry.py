@@ -24,18 +24,18 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from conftest import HubFactory, member_channel, members_file
 
-from server.app import HubSettings, RunningHub
-from server.membership import Membership
-from server.registry import Member, MemberStatus
-from server.registry_store import CHANNEL, SAVE_LOCK, Change, Replicas, open_registry_store
-from server.registry_watch import RegistryWatch
-from server.workers import prepare_database
-from simulators.bank import SlipVisibility
-from simulators.ledger import TxStatus
-from simulators.server import RunningSimulator
+from conftest import HubFactory, member_channel, members_file
 from txverify.errors import details_of
+from txverify.hub.app import HubSettings, RunningHub
+from txverify.hub.membership import Membership
+from txverify.hub.registry import Member, MemberStatus
+from txverify.hub.registry_store import CHANNEL, SAVE_LOCK, Change, Replicas, open_registry_store
+from txverify.hub.registry_watch import RegistryWatch
+from txverify.hub.workers import prepare_database
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import TxStatus
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import registry_pb2, registry_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 POLL = 0.02  # seconds between looks at a hub that should have changed its mind
@@ -339,7 +339,7 @@ async def test_a_change_written_without_notify_arrives_with_the_periodic_re_read
 async def test_the_listener_reconnects_after_its_backend_is_killed_and_hears_later_changes(
     hub_factory: HubFactory, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="server.registry_watch")
+    caplog.set_level(logging.INFO, logger="txverify.hub.registry_watch")
     # A re-read every minute: within this test, only a notification can bring a change.
     hub = await hub_factory(db=postgres_url, audit=False, registry_refresh=60)
     watch = hub.watch
@@ -394,7 +394,7 @@ async def _process(tmp_path: Path, name: str, *argv: str) -> AsyncIterator[HubPr
 
 def _hub_process(tmp_path: Path, name: str, *args: str) -> AbstractAsyncContextManager[HubProcess]:
     """`txverify hub ARGS` as a process of its own."""
-    argv = ("-m", "clients.cli", "hub", *args, "--port", "0", "--ready-line", *HUB_FLAGS)
+    argv = ("-m", "txverify.cli", "hub", *args, "--port", "0", "--ready-line", *HUB_FLAGS)
     return _process(tmp_path, name, sys.executable, *argv)
 
 
@@ -552,7 +552,7 @@ async def test_the_verify_right_after_a_change_through_one_hub_process_sees_it_o
 # port in the CLI's ready line.
 _FOLLOWER = """
 import asyncio, json, sys
-from server.app import HubSettings, serve
+from txverify.hub.app import HubSettings, serve
 settings = HubSettings(port=0, db=sys.argv[1], audit=False, registry_refresh=0.2)
 ready = lambda hub: print("TXVERIFY-READY " + json.dumps({"address": f"x:{hub.port}"}), flush=True)
 asyncio.run(serve(settings, ready))

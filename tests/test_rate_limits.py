@@ -15,11 +15,11 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as aioredis
 
-from server.admission import member_rate_limit
-from server.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, RateLimit, TokenBucket
-from server.ratelimit_redis import SharedRateLimiter
-from server.registry import Member
 from txverify.errors import Reason, ServiceError, details_from_metadata
+from txverify.hub.admission import member_rate_limit
+from txverify.hub.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, RateLimit, TokenBucket
+from txverify.hub.ratelimit_redis import SharedRateLimiter
+from txverify.hub.registry import Member
 
 
 class Clock:

@@ -36,10 +36,10 @@ import h2.events
 import h2.exceptions
 import pytest
 
-from server.app import RunningHub
-from simulators.bank import SlipVisibility
-from simulators.server import RunningSimulator
 from txverify.errors import STATUS_DETAILS_KEY, details_from_metadata
+from txverify.hub.app import RunningHub
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import verification_pb2
 
 HOST = "127.0.0.1"
@@ -299,7 +299,7 @@ HUB_ANSWERS = (
     Case("x-request-id not UTF-8", "OK", _with((b"x-request-id", b"\xff\xfe\x80"))),
     Case("grpc-timeout huge", "OK", _with((b"grpc-timeout", b"99999999H"))),
     Case("grpc-timeout too many digits", "OK", _with((b"grpc-timeout", b"123456789012S"))),
-    # Bodies no protobuf encoder writes: refused by the request guard (txverify.grpcserver).
+    # Bodies no protobuf encoder writes: refused by the request guard (txverify.runtime.grpcserver).
     Case("qr_text not UTF-8", INVALID_REQUEST, body=lambda _: frame(string_field(1, BAD_UTF8))),
     Case(
         "request_id not UTF-8",

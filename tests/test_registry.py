@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from server.registry import Member, MemberDirectory, MemberKind, dump_members, load_members
+from txverify.hub.registry import Member, MemberDirectory, MemberKind, dump_members, load_members
 
 
 def test_members_round_trip_through_toml(tmp_path: Path) -> None:

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from conftest import member_channel
 from google.protobuf import field_mask_pb2
 
-from server.app import HubSettings, RunningHub, start_hub
-from server.registry import Member, with_default_roles
+from conftest import member_channel
 from txverify.errors import ErrorDetails, details_of
+from txverify.hub.app import HubSettings, RunningHub, start_hub
+from txverify.hub.registry import Member, with_default_roles
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,

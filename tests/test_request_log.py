@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.outcome import RequestLog, Verification
-from txverify import logs
+from txverify.hub.outcome import RequestLog, Verification
+from txverify.runtime import logs
 from txverify.v1 import verification_pb2
 
 
@@ -47,7 +47,7 @@ def test_the_deferred_line_is_the_line_logging_writes(
     buffered.setFormatter(logs.JsonFormatter())
     logging.getLogger().handlers[:] = [buffered]
     logging.getLogger().setLevel(logging.INFO)
-    assert logs.deferring_handler(logging.getLogger("server.verification")) is buffered
+    assert logs.deferring_handler(logging.getLogger("txverify.hub.verification")) is buffered
     RequestLog().verified(record)
     assert "" == deferred.getvalue()  # not formatted by the caller
     buffered.flush()
@@ -55,7 +55,7 @@ def test_the_deferred_line_is_the_line_logging_writes(
     direct = logging.StreamHandler(plain)
     direct.setFormatter(logs.JsonFormatter())
     logging.getLogger().handlers[:] = [direct]
-    assert logs.deferring_handler(logging.getLogger("server.verification")) is None
+    assert logs.deferring_handler(logging.getLogger("txverify.hub.verification")) is None
     RequestLog().verified(record)
     buffered.close()
 

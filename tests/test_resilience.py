@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from server.breaker import BreakerSettings, CircuitBreaker, CircuitState
-from server.bulkhead import Bulkhead
-from server.forwarding import issuer_error
-from server.ratelimit import RateLimit, RateLimiter, TokenBucket
-from server.registry import Member
+from txverify.hub.breaker import BreakerSettings, CircuitBreaker, CircuitState
+from txverify.hub.bulkhead import Bulkhead
+from txverify.hub.forwarding import issuer_error
+from txverify.hub.ratelimit import RateLimit, RateLimiter, TokenBucket
+from txverify.hub.registry import Member
 
 
 class FakeClock:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clients.scenario import (
+from txverify.cli.scenario import (
     NetworkSpec,
     ScenarioError,
     fresh_network,

@@ -10,19 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 import pytest
-from conftest import member_channel
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.app import RunningHub
-from server.breaker import BreakerSettings
-from simulators.server import (
+from conftest import member_channel
+from txverify import miniqr
+from txverify.errors import ErrorDetails, details_of
+from txverify.hub.app import RunningHub
+from txverify.hub.breaker import BreakerSettings
+from txverify.simulators.server import (
     RunningSimulator,
     SimulatorSettings,
     issuer_health_name,
     start_simulator,
 )
-from txverify import miniqr
-from txverify.errors import ErrorDetails, details_of
 from txverify.v1 import common_pb2, simulator_pb2, verification_pb2, verification_pb2_grpc
 
 if TYPE_CHECKING:

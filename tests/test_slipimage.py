@@ -10,9 +10,8 @@ import pytest
 import segno
 from PIL import Image, ImageFont
 
-from clients import slipimage
-from clients.slipimage import SlipImageError, decode_qr_texts, render_slip_png
-from txverify import miniqr, units
+from txverify import miniqr, slipimage, units
+from txverify.slipimage import SlipImageError, decode_qr_texts, render_slip_png
 from txverify.v1 import common_pb2
 
 TRANS_REF = "20261127014uwbyEkMtC7RSvW"

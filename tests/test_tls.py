@@ -18,8 +18,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from txverify import tls
-from txverify.grpcserver import new_server
+from txverify.runtime import tls
+from txverify.runtime.grpcserver import new_server
 
 TIMEOUT = 3.0  # seconds per RPC; loopback handshakes take milliseconds
 WHO = "/txverify.test.Who/Ask"

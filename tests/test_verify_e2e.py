@@ -9,12 +9,12 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.app import RunningHub
-from simulators.bank import SlipVisibility
-from simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
-from simulators.server import RunningSimulator
 from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
+from txverify.hub.app import RunningHub
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 
 if TYPE_CHECKING:  # the async stub type exists only in the .pyi stubs

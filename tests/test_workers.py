@@ -23,9 +23,10 @@ from typing import Any
 
 import grpc
 import pytest
-from conftest import members_file
 
-from server.audit import (
+from conftest import members_file
+from txverify.errors import details_of
+from txverify.hub.audit import (
     AuditEntry,
     BatchItem,
     SlipUse,
@@ -33,11 +34,10 @@ from server.audit import (
     UseCounts,
     Verified,
 )
-from server.audit_sqlite import SqliteAuditStore
-from simulators.bank import SlipVisibility
-from simulators.ledger import LedgerTransaction, TxStatus
-from simulators.server import RunningSimulator
-from txverify.errors import details_of
+from txverify.hub.audit_sqlite import SqliteAuditStore
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import LedgerTransaction, TxStatus
+from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (
     registry_pb2,
     registry_pb2_grpc,
@@ -70,7 +70,7 @@ class WorkersHub:
         """Worker index -> pid of the workers started so far (the last one per index).
 
         Awaits (a little) the log lines of all of them: lines reach the file in
-        batches (txverify.logs.BufferedStreamHandler, every 0.2 s).
+        batches (txverify.runtime.logs.BufferedStreamHandler, every 0.2 s).
         """
         deadline = time.monotonic() + 5
         while True:
@@ -86,7 +86,7 @@ class WorkersHub:
     def served_by(self, request_id: str) -> int:
         """The worker whose log line answers the Verify with this request id.
 
-        Log lines reach the file in batches (txverify.logs.BufferedStreamHandler,
+        Log lines reach the file in batches (txverify.runtime.logs.BufferedStreamHandler,
         every 0.2 s), so the line is awaited a little.
         """
         deadline = time.monotonic() + 5
@@ -109,7 +109,7 @@ async def workers_hub(simulator: RunningSimulator, tmp_path: Path) -> AsyncItera
     db, log = tmp_path / "hub.sqlite", tmp_path / "hub.log"
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "clients.cli", "hub", "--members", str(members),
+            sys.executable, "-m", "txverify.cli", "hub", "--members", str(members),
             "--db", f"sqlite:///{db}", "--port", "0", "--ready-line",
             "--workers", str(WORKERS), "--drain-delay", "0.2", "--grace", "5",
             stdout=asyncio.subprocess.PIPE, stderr=stderr,
@@ -373,7 +373,7 @@ async def test_sigterm_drains_every_worker_and_exits_0(workers_hub: WorkersHub) 
 
 def test_workers_below_1_is_a_usage_error(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "clients.cli", "hub", "--members", str(tmp_path / "m.toml"),
+        [sys.executable, "-m", "txverify.cli", "hub", "--members", str(tmp_path / "m.toml"),
          "--workers", "0"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip

@@ -1,0 +1,110 @@
+"""`txverify audit`: read the hub's audit trail (operators: everything; members: their own)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import grpc
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from txverify import units
+from txverify.cli.network import resolve_target
+from txverify.client import DEFAULT_HUB, MEMBER_HEADER, hub_channel
+from txverify.client.channels import explain_refusal
+from txverify.errors import details_of
+from txverify.runtime import tls
+from txverify.v1 import audit_pb2, audit_pb2_grpc, verification_pb2
+
+out = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _stamp(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            "an ISO date or date-time (Bangkok time)", param_hint=flag
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=units.BANGKOK)
+
+
+def audit(
+    since: Annotated[str | None, typer.Option(help="From (ISO, Bangkok time).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before (ISO, Bangkok time).")] = None,
+    member: Annotated[str, typer.Option(help="Only this requester member.")] = "",
+    ref: Annotated[str, typer.Option(help="Only this transRef.")] = "",
+    request_id: Annotated[str, typer.Option(help="Only this request id.")] = "",
+    limit: Annotated[int, typer.Option(help="At most this many records (1-10000).")] = 100,
+    as_member: Annotated[
+        str, typer.Option("--as", help="Read as this member instead of as operator.")
+    ] = "",
+    hub_address: Annotated[
+        str | None, typer.Option("--hub", envvar="TXVERIFY_HUB", help="Hub host:port.")
+    ] = None,
+    certs: Annotated[
+        Path | None, typer.Option(envvar="TXVERIFY_CERTS", help="Certificate directory (mTLS).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Query the audit trail: one record per Verify, newest first, no personal data."""
+    request = audit_pb2.QueryAuditRequest(
+        member=member, trans_ref=ref, request_id=request_id, limit=limit
+    )
+    for field, value in (("since", _stamp(since, "--since")), ("until", _stamp(until, "--until"))):
+        if value is not None:
+            getattr(request, field).CopyFrom(units.to_timestamp(value))
+    identity = as_member or tls.OPERATOR
+    hub, _, certs = resolve_target(hub_address, identity, certs, default_hub=DEFAULT_HUB)
+    metadata = () if certs else ((MEMBER_HEADER, identity),)
+    with hub_channel(hub, certs=certs, identity=identity) as channel:
+        try:
+            reply = audit_pb2_grpc.AuditLogStub(channel).QueryAudit(
+                request, metadata=metadata, timeout=30
+            )
+        except grpc.RpcError as error:
+            d = explain_refusal(details_of(error), tls.HUB_DNS)
+            err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
+            raise typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
+    rows: list[dict[str, Any]] = [
+        {
+            "at": units.bangkok(units.from_timestamp(r.at)).isoformat(),
+            "requestId": r.request_id,
+            "requester": r.requester,
+            "requesterReference": r.requester_reference,
+            "issuer": r.issuer,
+            "transRef": r.trans_ref,
+            "status": r.status,
+            "reason": r.reason,
+            "verdict": verification_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
+            "latencyUs": r.latency_us,
+            "replayed": r.replayed,
+        }
+        for r in reply.records
+    ]
+    if as_json:
+        for row in rows:
+            print(json.dumps(row, ensure_ascii=False))
+        return
+    table = Table(title=f"Audit ({len(rows)} records)", title_justify="left")
+    for col in ("at (Bangkok)", "request id", "requester", "issuer", "transRef", "outcome", "ms"):
+        table.add_column(col)
+    for r in rows:
+        outcome = r["verdict"] if r["status"] == "OK" else f"{r['status']} {r['reason']}"
+        table.add_row(
+            r["at"][:19].replace("T", " "),
+            r["requestId"],
+            r["requester"] + (f"/{r['requesterReference']}" if r["requesterReference"] else ""),
+            r["issuer"],
+            r["transRef"],
+            outcome + (" (replay)" if r["replayed"] else ""),
+            f"{r['latencyUs'] / 1000:.1f}",
+        )
+    out.print(table)

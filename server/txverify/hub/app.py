@@ -1,0 +1,453 @@
+"""Run the hub: VerificationService and MemberRegistry, health and reflection, on one server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import signal
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from txverify.hub.admission import Admission, member_rate_limit
+from txverify.hub.audit import NullAuditStore, open_audit_store
+from txverify.hub.audit_service import AuditLogServicer
+from txverify.hub.auditlog import AuditWriter
+from txverify.hub.breaker import BreakerSettings, CircuitState
+from txverify.hub.console.actions import Actions
+from txverify.hub.console.feed import LiveFeed
+from txverify.hub.console.web import Console, ConsoleSettings
+from txverify.hub.forwarding import (
+    CHANNEL_OPTIONS,
+    ForwardingPolicy,
+    IssuerGateway,
+    insecure_channel,
+)
+from txverify.hub.identity import IdentityMode
+from txverify.hub.issuer_health import HubHealth, IssuerHealth
+from txverify.hub.membership import Membership
+from txverify.hub.metrics import Metrics
+from txverify.hub.outcome import Observers, RequestLog
+from txverify.hub.ratelimit import RateLimit, RateLimiter
+from txverify.hub.ratelimit_redis import SharedRateLimiter
+from txverify.hub.registry import Member, load_members
+from txverify.hub.registry_service import MemberRegistryServicer
+from txverify.hub.registry_store import open_registry_store
+from txverify.hub.registry_watch import RegistryWatch
+from txverify.hub.router import Router
+from txverify.hub.verification import VerificationServicer
+from txverify.runtime import tls
+from txverify.runtime.grpcserver import (
+    RequestGuard,
+    add_health_and_reflection,
+    bind,
+    new_server,
+    stop_server,
+)
+from txverify.runtime.storage import MEMORY_URL, is_postgres_url, sqlite_path
+from txverify.v1 import (
+    audit_pb2,
+    audit_pb2_grpc,
+    registry_pb2,
+    registry_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
+REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
+AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name
+DEFAULT_PORT = 50051
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """How to run the hub."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0 = any free port (tests)
+    db: str = MEMORY_URL  # the hub's database URL: sqlite:///path, sqlite:// or postgresql://...
+    members_file: Path | None = None  # TOML bootstrap
+    members: tuple[Member, ...] = ()  # bootstrap when members_file is None
+    mode: IdentityMode = IdentityMode.DEV
+    pki: Path | None = None  # certificate directory (txverify certs init), for mode TLS
+    operators: tuple[str, ...] = (tls.OPERATOR,)
+    rate_limit: RateLimit | None = None  # default per member; None = unlimited
+    # Where replicas share their rate-limit buckets (redis://host:port/db);
+    # None = each process limits on its own (server/txverify/hub/ratelimit_redis.py says why Redis).
+    rate_limit_store: str | None = None
+    issuer_timeout: float = 5.0
+    max_in_flight_per_issuer: int = 200
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    max_concurrent_rpcs: int = 10_000
+    grace: float = 5.0  # seconds to finish in-flight RPCs on shutdown
+    # On SIGTERM, health says NOT_SERVING this long while RPCs are still
+    # served, so load balancers polling health move traffic away first.
+    drain_delay: float = 1.0
+    metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
+    # Audit, duplicate counting and idempotency; off only to measure their cost.
+    audit: bool = True
+    event_loop: str = "auto"  # uvloop when installed ("auto"), or "uvloop" / "asyncio"
+    # Set by the supervisor (server/txverify/hub/workers.py) in each of `--workers N` processes:
+    # the port is shared with the other workers (SO_REUSEPORT) and so is the database.
+    shared: bool = False
+    # The web console (server/txverify/hub/console/), on loopback; None = off. One process only:
+    # with workers each would see a share of the traffic.
+    console: ConsoleSettings | None = None
+    # Seconds between re-reads of the registry, for changes other processes made
+    # (workers, or hubs on one PostgreSQL); None = the backend's default, see
+    # `refresh_every`.
+    registry_refresh: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError(f"event loop must be auto, uvloop or asyncio, not {self.event_loop!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.rate_limit_store is not None and not self.rate_limit_store.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                f"the rate-limit store is a Redis URL (redis://host:port/db), "
+                f"not {self.rate_limit_store!r}"
+            )
+        if not (self.db.startswith("sqlite://") or is_postgres_url(self.db)):
+            raise ValueError(
+                f"database URL must be sqlite:///path, sqlite:// or postgresql://..., "
+                f"not {self.db!r}"
+            )
+        if self.shared and not self.postgres and sqlite_path(self.db) is None:
+            raise ValueError(
+                "hub workers share one database: a file (sqlite:///path) or postgresql://..."
+            )
+        if self.console is not None and self.shared:
+            raise ValueError("the console runs in a single hub process: not with --workers")
+        if self.registry_refresh is not None and self.registry_refresh <= 0:
+            raise ValueError("registry_refresh must be positive")
+        if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
+            raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
+        if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
+            raise ValueError("in-flight and concurrency limits must be at least 1")
+        if self.mode is IdentityMode.TLS and self.pki is None:
+            raise ValueError("mTLS needs a certificate directory (txverify certs init DIR)")
+        if self.mode is IdentityMode.DEV and not tls.is_loopback_host(self.host):
+            raise ValueError(
+                f"dev mode trusts a header for identity, so it listens on loopback only, "
+                f"not {self.host!r}: use --tls to serve other hosts"
+            )
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres_url(self.db)
+
+    @property
+    def follows_registry(self) -> bool:
+        """Other processes may change the registry: workers on one file, and any hub on
+        PostgreSQL (nothing tells a hub whether it is the only one on its database)."""
+        return self.shared or self.postgres
+
+    @property
+    def refresh_every(self) -> float:
+        """SQLite: 1 s, the only way workers learn of each other's changes. PostgreSQL:
+        5 s, a safety net only, as LISTEN/NOTIFY brings every change within
+        milliseconds; it bounds how stale a process can be while its listener is
+        down (or a change was written by hand), at one read of the members per
+        process every 5 s."""
+        if self.registry_refresh is not None:
+            return self.registry_refresh
+        return 5.0 if self.postgres else 1.0
+
+    @property
+    def policy(self) -> ForwardingPolicy:
+        return ForwardingPolicy(
+            issuer_timeout=self.issuer_timeout,
+            max_in_flight=self.max_in_flight_per_issuer,
+            breaker=self.breaker,
+        )
+
+    def bootstrap_members(self) -> Sequence[Member]:
+        return load_members(self.members_file) if self.members_file else self.members
+
+
+@dataclass(slots=True)
+class RunningHub:
+    """A started hub: its server, port and parts, for tests and the entry point."""
+
+    server: grpc.aio.Server
+    port: int
+    health: HubHealth
+    membership: Membership
+    gateway: IssuerGateway
+    audit: AuditWriter
+    metrics: Metrics
+    issuers: IssuerHealth
+    stop_metrics: Callable[[], None] | None = None
+    watch: RegistryWatch | None = None  # follows other processes' registry changes
+    guard: RequestGuard = field(default_factory=RequestGuard)
+    limiter: RateLimiter | SharedRateLimiter | None = None
+    console: Console | None = None
+
+    async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
+        """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
+        then refuse new RPCs, finish in-flight ones within `grace`, close issuer channels."""
+        await self.health.enter_graceful_shutdown()
+        self.issuers.close()
+        if self.console is not None:
+            await self.console.stop()
+        if drain_delay:
+            await asyncio.sleep(drain_delay)
+        # Callers that ignore health are still sending: their new RPCs are held and
+        # then answered SHUTTING_DOWN (nothing done, send again), never left for gRPC's
+        # shutdown to cancel; RPCs already started finish within `grace` (stop_server).
+        await stop_server(self.server, self.guard, grace)
+        if self.watch is not None:  # followed changes while RPCs were still served
+            await self.watch.stop()
+        await self.gateway.close()
+        await self.audit.close()
+        if isinstance(self.limiter, SharedRateLimiter):
+            await self.limiter.close()
+        self.membership.store.close()
+        if self.stop_metrics is not None:
+            self.stop_metrics()
+
+
+def _server(settings: HubSettings, guard: RequestGuard) -> grpc.aio.Server:
+    # Workers opt in to sharing the port (settings.shared): the kernel spreads new
+    # connections over them (SO_REUSEPORT); a lone hub keeps refusing a port already taken.
+    return new_server(
+        max_concurrent_rpcs=settings.max_concurrent_rpcs, reuse_port=settings.shared, guard=guard
+    )
+
+
+def _channel_factory(settings: HubSettings) -> Callable[[Member], grpc.aio.Channel]:
+    if settings.mode is IdentityMode.DEV:
+        return insecure_channel
+    assert settings.pki is not None
+    pki = tls.Pki(settings.pki)
+
+    def secure(member: Member) -> grpc.aio.Channel:
+        # The hub presents its own certificate to issuers and checks that the
+        # issuer's certificate names the member it meant to reach.
+        return grpc.aio.secure_channel(
+            member.issuer_endpoint,
+            tls.channel_credentials(pki, tls.HUB),
+            options=(*CHANNEL_OPTIONS, *tls.channel_options(tls.member_dns_name(member.code))),
+        )
+
+    return secure
+
+
+async def start_hub(settings: HubSettings) -> RunningHub:
+    """Build and start the hub; returns once it accepts RPCs."""
+    if settings.mode is IdentityMode.DEV:
+        log.warning(
+            "INSECURE dev mode: callers name themselves in the x-member-id header "
+            "(loopback only); use --tls for member identity from certificates"
+        )
+    guard = RequestGuard()
+    server = _server(settings, guard)
+    health = HubHealth()
+    issuers: IssuerHealth | None = None  # made once the membership is
+
+    def circuit_changed(code: str, state: CircuitState) -> None:
+        if issuers is not None:
+            issuers.circuit_changed(code, state)
+
+    metrics = Metrics()
+    limiter: RateLimiter | SharedRateLimiter = (
+        SharedRateLimiter(settings.rate_limit_store, settings.rate_limit)
+        if settings.rate_limit_store
+        else RateLimiter(settings.rate_limit)
+    )
+    gateway = IssuerGateway(
+        settings.policy,
+        channel_factory=_channel_factory(settings),
+        on_circuit_change=circuit_changed,
+    )
+
+    def member_changed(member: Member) -> None:
+        limiter.set_limit(member.code, member_rate_limit(member))
+        if issuers is not None:
+            issuers.changed(member.code)
+
+    store = open_registry_store(settings.db)
+    membership = Membership(store, on_change=member_changed, shared=settings.follows_registry)
+    for member in membership.directory.all():
+        member_changed(member)
+    membership.bootstrap(settings.bootstrap_members())
+    issuers = IssuerHealth(
+        health, membership, gateway.circuit_state, cooldown=settings.breaker.cooldown
+    )
+
+    if not settings.audit:
+        log.warning("audit, duplicate detection and idempotency are OFF (benchmark mode)")
+    audit = AuditWriter(
+        open_audit_store(settings.db, shared=settings.shared)
+        if settings.audit
+        else NullAuditStore(),
+        on_batch=metrics.audit_batch,
+        shared=settings.shared,
+    )
+    metrics.watch_issuers(
+        lambda: [
+            (
+                m.code,
+                gateway.in_flight(m.code),
+                state.name if (state := gateway.circuit_state(m.code)) else None,
+            )
+            for m in membership.directory.all()
+        ]
+    )
+    feed = LiveFeed() if settings.console is not None else None
+    observers = Observers([RequestLog(), metrics, *([feed] if feed is not None else [])])
+    router = Router(Admission(membership, limiter), gateway, audit, observers)
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(
+        VerificationServicer(router, settings.mode), server
+    )
+    audit_pb2_grpc.add_AuditLogServicer_to_server(
+        AuditLogServicer(audit.store, membership, mode=settings.mode, operators=settings.operators),
+        server,
+    )
+    registry_pb2_grpc.add_MemberRegistryServicer_to_server(
+        MemberRegistryServicer(
+            membership,
+            mode=settings.mode,
+            operators=settings.operators,
+            circuit=gateway.circuit_state,
+        ),
+        server,
+    )
+    await add_health_and_reflection(
+        server, [VERIFICATION_SERVICE, REGISTRY_SERVICE, AUDIT_SERVICE], health=health
+    )
+    await issuers.start()
+    credentials = None
+    if settings.mode is IdentityMode.TLS:
+        assert settings.pki is not None
+        credentials = tls.server_credentials(tls.Pki(settings.pki), tls.HUB)
+    port = bind(server, settings.host, settings.port, credentials)
+    # Following the registry starts before serving: other replicas wait for this
+    # one's report once it is listed, and no RPC may come before it is.
+    watch = None
+    if settings.follows_registry:
+        watch = RegistryWatch(
+            membership,
+            every=settings.refresh_every,
+            listen_url=settings.db if settings.postgres else None,
+            offload=settings.postgres,
+        )
+        watch.start()
+    await server.start()
+    stop_metrics = None
+    if settings.metrics_port is not None:
+        stop_metrics = metrics.serve(settings.metrics_port, settings.host)
+    hub = RunningHub(
+        server,
+        port,
+        health,
+        membership,
+        gateway,
+        audit,
+        metrics,
+        issuers,
+        stop_metrics,
+        watch,
+        guard,
+        limiter,
+    )
+    if settings.console is not None:
+        assert feed is not None
+        console = _console(settings, settings.console, port, membership, gateway, feed)
+        try:
+            await console.start()
+        except OSError as error:  # its port is taken: stop what started, say which port
+            await console.actions.close()
+            await hub.stop(grace=0)
+            raise OSError(
+                f"the console cannot listen on {settings.console.host}:{settings.console.port}: "
+                f"{error.strerror or error} (--console 0 picks a free port)"
+            ) from None
+        hub.console = console
+    return hub
+
+
+def _console(
+    settings: HubSettings,
+    console: ConsoleSettings,
+    port: int,
+    membership: Membership,
+    gateway: IssuerGateway,
+    feed: LiveFeed,
+) -> Console:
+    """The console of this hub: it calls the hub back on its own address."""
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "", "localhost") else settings.host
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    tls_mode = settings.mode is IdentityMode.TLS
+    return Console(
+        console,
+        hub_address=address,
+        mode="mtls" if tls_mode else "dev",
+        membership=membership,
+        circuit=gateway.circuit_state,
+        in_flight=gateway.in_flight,
+        feed=feed,
+        actions=Actions(
+            address,
+            pki=settings.pki if tls_mode else None,
+            operator=settings.operators[0],
+            simulator=console.simulator,
+        ),
+    )
+
+
+def run(main: Coroutine[Any, Any, None], *, event_loop: str = "auto") -> None:
+    """Run the hub's coroutine on uvloop ("uvloop"; "auto": when installed) or asyncio's loop.
+
+    uvloop measured 4% less hub CPU per verification at full load and 7% at
+    half load (BENCHMARKS.md); gRPC's own I/O does not run on the loop, so the
+    gain is the loop's callbacks and futures only.
+    """
+    if event_loop != "asyncio":  # the value was checked by HubSettings
+        try:
+            import uvloop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise ValueError("uvloop is not installed (pip install uvloop)") from None
+        else:
+            uvloop.run(main)
+            return
+    asyncio.run(main)
+
+
+async def serve(
+    settings: HubSettings, on_ready: Callable[[RunningHub], None] | None = None
+) -> None:
+    """Run the hub until SIGINT or SIGTERM, then drain within the grace period."""
+    hub = await start_hub(settings)
+    # What exists now lives as long as the process (modules, the directory, channels,
+    # the servicers): frozen out of the collector's sight, a full collection scans
+    # only what requests made since. Measured at 590 req/s: a full collection
+    # stopped the loop for 53-67 ms each time, which set the half-load p99.
+    gc.collect()
+    gc.freeze()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    if on_ready is not None:
+        on_ready(hub)
+    try:
+        await stopping.wait()
+        log.info(
+            "hub draining: NOT_SERVING for %.1fs, then %.1fs for in-flight RPCs",
+            settings.drain_delay,
+            settings.grace,
+        )
+    finally:
+        await hub.stop(settings.grace, settings.drain_delay)
+        log.info("hub stopped")

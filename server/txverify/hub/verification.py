@@ -1,0 +1,33 @@
+"""VerificationService: the gRPC adapter over the Router (which audits and observes)."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import grpc
+
+from txverify.errors import ServiceError, abort
+from txverify.hub.identity import IdentityMode, identify
+from txverify.hub.router import Router
+from txverify.v1 import verification_pb2, verification_pb2_grpc
+
+
+class VerificationServicer(verification_pb2_grpc.VerificationServiceServicer):
+    """Thin adapter: identity and deadline in, VerifyResponse or rich status out."""
+
+    def __init__(self, router: Router, mode: IdentityMode) -> None:
+        self.router = router
+        self.mode = mode
+
+    async def Verify(
+        self,
+        request: verification_pb2.VerifyRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> verification_pb2.VerifyResponse:
+        try:
+            return await self.router.verify(
+                request, partial(identify, context, self.mode), context.time_remaining()
+            )
+        except ServiceError as error:  # audited, logged and counted by the Router
+            await abort(context, error)
