@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from offline_hub import FakeContext, grpc_text, network
 from txverify.errors import Reason, ServiceError
-from txverify.hub.identity import MAX_CLAIM, MEMBER_HEADER, IdentityMode, claimed_member, identify
+from txverify.hub.identity import MAX_CLAIM, IdentityMode, claimed_member, identify
 from txverify.runtime.tls import is_loopback_host, is_loopback_peer
+from txverify.wire import MEMBER_HEADER
 
 _ADMISSION_REASONS = {
     Reason.UNKNOWN_MEMBER,

@@ -32,8 +32,8 @@ from typing import Any, cast
 import grpc
 
 from txverify.hub.admission import Admission, member_rate_limit
-from txverify.hub.audit import open_audit_store
 from txverify.hub.audit_service import AuditLogServicer
+from txverify.hub.audit_stores import open_audit_store
 from txverify.hub.auditlog import AuditWriter
 from txverify.hub.forwarding import ForwardingPolicy, IssuerGateway
 from txverify.hub.identity import IdentityMode
@@ -48,7 +48,8 @@ from txverify.hub.verification import VerificationServicer
 from txverify.simulators.bank import Bank
 from txverify.simulators.faults import FaultSpec
 from txverify.simulators.issuer import IssuerServicer
-from txverify.simulators.ledger import StoredSlip, open_ledger
+from txverify.simulators.ledger import StoredSlip
+from txverify.simulators.ledger_stores import open_ledger
 from txverify.simulators.profiles import profile
 from txverify.simulators.seed import seed_ledger
 from txverify.v1 import audit_pb2, issuer_pb2, verification_pb2

@@ -25,7 +25,8 @@ import grpc
 
 from offline_hub import LOOPBACK_PEER, OPERATOR, REMOTE_PEER, Outcome
 from txverify.errors import REASONS, Reason, details_from_metadata
-from txverify.hub.identity import MEMBER_HEADER, IdentityMode
+from txverify.hub.identity import IdentityMode
+from txverify.wire import MEMBER_HEADER
 
 MAX_MESSAGE = 1000  # characters of a status message
 MAX_TRAILERS = 4096  # bytes of trailing metadata (the serialized google.rpc.Status)

@@ -21,11 +21,12 @@ from google.protobuf.message import DecodeError
 from offline_hub import ALLOWED, LOOPBACK_PEER, REMOTE_PEER, Outcome, network
 from txverify.errors import Reason, ServiceError, details_from_metadata
 from txverify.hub.checks import evaluate, validate_expectations, verdict
-from txverify.hub.identity import MEMBER_HEADER, IdentityMode
+from txverify.hub.identity import IdentityMode
 from txverify.hub.router import checked_request_id
 from txverify.hub.slip import slip_of
 from txverify.simulators.issuer import masked_transaction
 from txverify.v1 import common_pb2, verification_pb2
+from txverify.wire import MEMBER_HEADER
 
 MEMBERS = ("014", "004", "900", "002", "006", "025", "999", "")
 DEADLINES = (None, 5.0, 0.5, 0.06, 0.05, 0.0, -1.0, 86_400.0)

@@ -20,8 +20,8 @@ from txverify.simulators.ledger import (
     ProxyKind,
     ProxyRecord,
     TxStatus,
-    open_ledger,
 )
+from txverify.simulators.ledger_stores import open_ledger
 from txverify.simulators.proxies import natid_check_digit
 from txverify.simulators.seed import seed_ledger
 from txverify.units import BANGKOK, bangkok

@@ -20,7 +20,6 @@ from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
 from txverify.hub.app import HubSettings, RunningHub
 from txverify.hub.breaker import BreakerSettings
-from txverify.hub.issuer_health import issuer_health_name
 from txverify.hub.ratelimit import RateLimit
 from txverify.hub.registry import Member
 from txverify.simulators.bank import SlipVisibility
@@ -32,6 +31,7 @@ from txverify.v1 import (
     verification_pb2,
     verification_pb2_grpc,
 )
+from txverify.wire import issuer_health_name
 
 if TYPE_CHECKING:
     from typing import TypeAlias

@@ -13,7 +13,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from conftest import BANK_CODES, member_channel
 from txverify.hub.app import RunningHub
 from txverify.hub.breaker import BreakerSettings
-from txverify.hub.issuer_health import issuer_health_name
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (
     registry_pb2,
@@ -23,6 +22,7 @@ from txverify.v1 import (
     verification_pb2,
     verification_pb2_grpc,
 )
+from txverify.wire import issuer_health_name
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING

@@ -21,8 +21,8 @@ from txverify.simulators.ledger import (
     ProxyRecord,
     StoredSlip,
     TxStatus,
-    open_ledger,
 )
+from txverify.simulators.ledger_stores import open_ledger
 from txverify.simulators.sqlite_ledger import SqliteLedger
 from txverify.units import BANGKOK
 

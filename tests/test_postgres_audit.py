@@ -29,9 +29,9 @@ from txverify.hub.audit import (
     SlipUse,
     UseCounts,
     Verified,
-    open_audit_store,
 )
 from txverify.hub.audit_postgres import PostgresAuditStore
+from txverify.hub.audit_stores import open_audit_store
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import verification_pb2, verification_pb2_grpc

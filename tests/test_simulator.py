@@ -20,10 +20,10 @@ from txverify.hub.breaker import BreakerSettings
 from txverify.simulators.server import (
     RunningSimulator,
     SimulatorSettings,
-    issuer_health_name,
     start_simulator,
 )
 from txverify.v1 import common_pb2, simulator_pb2, verification_pb2, verification_pb2_grpc
+from txverify.wire import issuer_health_name
 
 if TYPE_CHECKING:
     from typing import TypeAlias

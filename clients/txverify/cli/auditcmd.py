@@ -14,11 +14,12 @@ from rich.table import Table
 
 from txverify import units
 from txverify.cli.network import resolve_target
-from txverify.client import DEFAULT_HUB, MEMBER_HEADER, hub_channel
+from txverify.client import DEFAULT_HUB, hub_channel
 from txverify.client.channels import explain_refusal
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import audit_pb2, audit_pb2_grpc, verification_pb2
+from txverify.wire import MEMBER_HEADER
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)

@@ -53,11 +53,12 @@ from txverify.cli.loadreport import (
 )
 from txverify.cli.network import resolve_target
 from txverify.cli.simulator import ControlOpt, control_target
-from txverify.client import DEFAULT_HUB, MEMBER_HEADER
+from txverify.client import DEFAULT_HUB
 from txverify.client.channels import control_channel, explain_refusal, hub_aio_channel
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
+from txverify.wire import MEMBER_HEADER
 
 KINDS = ("valid", "duplicate", "notfound", "expired", "bad", "unknownissuer")
 FIRST_USE_KINDS = frozenset({"valid", "duplicate"})

@@ -15,11 +15,12 @@ from rich.table import Table
 
 from txverify import units
 from txverify.cli.network import NetworkError, load_network
-from txverify.client import DEFAULT_HUB, MEMBER_HEADER, hub_channel
+from txverify.client import DEFAULT_HUB, hub_channel
 from txverify.client.channels import explain_refusal
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import common_pb2, registry_pb2, registry_pb2_grpc
+from txverify.wire import MEMBER_HEADER
 
 app = typer.Typer(help="Manage the hub's members (operator only).", no_args_is_help=True)
 out = Console()

@@ -23,7 +23,6 @@ from google.protobuf.message import Message
 
 from txverify import units
 from txverify.banks import is_member_code
-from txverify.client import MEMBER_HEADER
 from txverify.errors import ErrorDetails, details_of
 from txverify.runtime import tls
 from txverify.v1 import (
@@ -35,6 +34,7 @@ from txverify.v1 import (
     verification_pb2,
     verification_pb2_grpc,
 )
+from txverify.wire import MEMBER_HEADER
 
 RPC_TIMEOUT = 10.0  # seconds, for control and registry calls
 V, R, S = verification_pb2, registry_pb2, simulator_pb2

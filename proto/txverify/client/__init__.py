@@ -18,6 +18,7 @@ from txverify.client.errors import VerifyFailed, error_from_details
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
+from txverify.wire import MEMBER_HEADER
 
 __all__ = [
     "DEFAULT_HUB",
@@ -35,7 +36,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_HUB = "localhost:50051"
-MEMBER_HEADER = "x-member-id"
 MAX_BACKOFF = 10.0  # seconds: the longest computed wait between attempts (RetryInfo may ask more)
 JITTER = 0.2  # each computed wait is spread +-20%, as gRPC's own connection backoff does
 

@@ -14,8 +14,9 @@ from typing import Any
 import grpc
 
 from txverify.hub.admission import Admission, member_rate_limit
-from txverify.hub.audit import NullAuditStore, open_audit_store
+from txverify.hub.audit import NullAuditStore
 from txverify.hub.audit_service import AuditLogServicer
+from txverify.hub.audit_stores import open_audit_store
 from txverify.hub.auditlog import AuditWriter
 from txverify.hub.breaker import BreakerSettings, CircuitState
 from txverify.hub.console.actions import Actions

@@ -10,7 +10,6 @@ from typing import Any, Protocol
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.runtime.storage import (
     from_micros,
-    is_postgres_url,
     to_micros,
 )
 from txverify.v1 import verification_pb2
@@ -170,25 +169,6 @@ class AuditStore(Protocol):
 
     async def aclose(self) -> None:
         """Release the storage from the event loop the store served (async pools too)."""
-
-
-def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
-    """The store for a URL: `sqlite:///path/hub.sqlite`, `sqlite://` (memory), or
-    `postgresql://...` (also `postgres://`).
-
-    shared: other processes (hub workers) write the same database (a PostgreSQL
-    store is always ready for that)."""
-    if url.startswith("sqlite://"):
-        from txverify.hub.audit_sqlite import SqliteAuditStore  # it imports this module
-
-        return SqliteAuditStore(url, shared=shared)
-    if is_postgres_url(url):
-        from txverify.hub.audit_postgres import PostgresAuditStore  # it imports this module
-
-        return PostgresAuditStore(url)
-    raise ValueError(
-        f"unsupported audit URL {url!r}: use sqlite:///path, sqlite:// or postgresql://..."
-    )
 
 
 # -- the batch, whatever the backend ---------------------------------------------------

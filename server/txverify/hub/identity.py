@@ -10,11 +10,11 @@ import grpc
 
 from txverify.errors import Reason, ServiceError
 from txverify.runtime.tls import peer_identity, peer_is_loopback
+from txverify.wire import MEMBER_HEADER
 
 # Dev mode only: the caller names itself. Trusted only from loopback and
 # logged as insecure at start-up. Under mTLS it may still be sent, and must
 # then agree with the certificate.
-MEMBER_HEADER = "x-member-id"
 
 
 class IdentityMode(StrEnum):

@@ -25,19 +25,13 @@ from grpc_health.v1._async import HealthServicer
 from txverify.hub.breaker import CircuitState
 from txverify.hub.membership import Membership
 from txverify.hub.registry import MemberStatus, Role
-from txverify.v1 import issuer_pb2
+from txverify.wire import issuer_health_name
 
-ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVICE_UNKNOWN = health_pb2.HealthCheckResponse.SERVICE_UNKNOWN
 # A loop's timers may fire a little early by the breaker's clock (uvloop counts in ms).
 _LOOK_LATER = 0.01
-
-
-def issuer_health_name(code: str) -> str:
-    """Health service name, on the hub, of one issuer (see the module's docstring)."""
-    return f"{ISSUER_SERVICE}/{code}"
 
 
 class HubHealth(HealthServicer):

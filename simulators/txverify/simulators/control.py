@@ -20,7 +20,7 @@ from txverify.simulators.profiles import Kind
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
 
 if TYPE_CHECKING:
-    from txverify.simulators.server import BankNode
+    from txverify.simulators.node import BankNode
 
 log = logging.getLogger(__name__)
 Context = grpc.aio.ServicerContext[Any, Any]

@@ -138,12 +138,3 @@ class LedgerStore(Protocol):
 
     def close(self) -> None:
         """Release the storage."""
-
-
-def open_ledger(url: str) -> LedgerStore:
-    """The ledger backend for a URL: `sqlite:///path/bank.sqlite` or `sqlite://` (memory)."""
-    if url.startswith("sqlite://"):
-        from txverify.simulators.sqlite_ledger import SqliteLedger
-
-        return SqliteLedger(url)
-    raise ValueError(f"unsupported ledger URL {url!r}: use sqlite:///path or sqlite://")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import signal
 from collections.abc import Callable
@@ -20,14 +19,15 @@ from txverify.runtime.grpcserver import add_health_and_reflection, bind, new_ser
 from txverify.runtime.storage import MEMORY_URL
 from txverify.simulators.bank import Bank, Clock
 from txverify.simulators.faults import FaultSpec
-from txverify.simulators.issuer import IssuerServicer
-from txverify.simulators.ledger import LedgerStore, open_ledger
+from txverify.simulators.ledger import LedgerStore
+from txverify.simulators.ledger_stores import open_ledger
+from txverify.simulators.node import BankNode
 from txverify.simulators.profiles import profile
 from txverify.simulators.seed import seed_ledger
-from txverify.v1 import issuer_pb2, issuer_pb2_grpc, simulator_pb2, simulator_pb2_grpc
+from txverify.v1 import simulator_pb2, simulator_pb2_grpc
+from txverify.wire import issuer_health_name
 
 log = logging.getLogger(__name__)
-ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
 SIMULATOR_SERVICE = simulator_pb2.DESCRIPTOR.services_by_name["BankSimulator"].full_name
 
 
@@ -38,11 +38,6 @@ _PLAINTEXT = (
     "(BankSimulator: transfers, every slip)",
     "--tls (txverify up) or --certs DIR (txverify banks)",
 )
-
-
-def issuer_health_name(code: str) -> str:
-    """Health service name, on the control port, of one bank's issuer (NOT_SERVING = refusing)."""
-    return f"{ISSUER_SERVICE}/{code}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,93 +80,6 @@ class SimulatorSettings:
         if self.data_dir is None:
             return MEMORY_URL
         return f"sqlite:///{(self.data_dir / f'bank-{code}.sqlite').resolve()}"
-
-
-@dataclass(slots=True)
-class BankNode:
-    """One running bank: its domain object, its faults and its (closable) issuer server."""
-
-    bank: Bank
-    host: str
-    pki: Path | None = None
-    port: int = 0
-    faults: FaultSpec = field(default_factory=FaultSpec)
-    server: grpc.aio.Server | None = None
-    on_listening: Callable[[BankNode], None] | None = None
-    _flapper: asyncio.Task[None] | None = None
-
-    @property
-    def address(self) -> str:
-        return f"{self.host}:{self.port}"
-
-    @property
-    def listening(self) -> bool:
-        return self.server is not None
-
-    async def open(self) -> None:
-        """Listen on the issuer port (the same port every time after the first)."""
-        if self.server is not None:
-            return
-        server = new_server()
-        issuer_pb2_grpc.add_IssuerServiceServicer_to_server(
-            IssuerServicer(self.bank, lambda: self.faults, only_peer=tls.HUB if self.pki else None),
-            server,
-        )
-        await add_health_and_reflection(server, [ISSUER_SERVICE])
-        credentials = None
-        if self.pki is not None:
-            # The issuer presents its member certificate and accepts only
-            # clients (the hub) with a certificate from the same CA.
-            credentials = tls.server_credentials(tls.Pki(self.pki), self.bank.code)
-        self.port = bind(server, self.host, self.port, credentials)
-        await server.start()
-        self.server = server
-        self._changed()
-
-    async def close(self) -> None:
-        """Stop listening at once: callers see connections refused."""
-        server, self.server = self.server, None
-        if server is not None:
-            await server.stop(0)
-            self._changed()
-
-    def _changed(self) -> None:
-        if self.on_listening is not None:
-            self.on_listening(self)
-
-    async def apply(self, spec: FaultSpec) -> None:
-        """Make `spec` the faults in force, opening or closing the port as it says."""
-        self.faults = spec
-        self.bank.visibility_delay = spec.visibility_delay
-        if self._flapper is not None:
-            self._flapper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flapper
-            self._flapper = None
-        if spec.refuse:
-            await self.close()
-        elif spec.flapping:
-            self._flapper = asyncio.create_task(self._flap(spec.flap_down_s, spec.flap_period_s))
-        else:
-            await self.open()
-        log.info("bank %s faults %s", self.bank.code, spec)
-
-    async def _flap(self, down_s: int, period_s: int) -> None:
-        while True:
-            await self.close()
-            await asyncio.sleep(down_s)
-            await self.open()
-            await asyncio.sleep(period_s - down_s)
-
-    async def stop(self) -> None:
-        if self._flapper is not None:
-            self._flapper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flapper
-        if self.server is not None:
-            await self.server.stop(1.0)
-            self.server = None
-        self.bank.ledger.close()
 
 
 @dataclass(slots=True)

@@ -20,12 +20,12 @@ from txverify.client.errors import VerifyFailed
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import registry_pb2, registry_pb2_grpc, simulator_pb2, simulator_pb2_grpc
+from txverify.wire import MEMBER_HEADER
 
 TIMEOUT = 10.0  # seconds per call: the console waits, then says what failed
 # The simulator's faults are read for every snapshot: a simulator that does not
 # answer must not hold the page's live view for long.
 READ_TIMEOUT = 2.0
-MEMBER_HEADER = "x-member-id"
 
 
 class ActionError(Exception):

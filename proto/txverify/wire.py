@@ -1,0 +1,21 @@
+"""Names on the wire that are not in the .proto files: defined here, once.
+
+Clients in other languages need the same values: the member header in dev mode,
+and the health service names of issuers (on the hub and on a simulator's
+control port).
+"""
+
+from __future__ import annotations
+
+from txverify.v1 import issuer_pb2
+
+# Dev mode only (loopback): the member a caller speaks for. Under mTLS the
+# certificate names the member and the header is ignored.
+MEMBER_HEADER = "x-member-id"
+
+ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
+
+
+def issuer_health_name(code: str) -> str:
+    """grpc.health.v1 service name of one issuer: `txverify.v1.IssuerService/CODE`."""
+    return f"{ISSUER_SERVICE}/{code}"
