@@ -1,0 +1,99 @@
+"""The wheel an integrator installs: one top-level package, its data, and a client that
+works from it alone (not from this checkout)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import sysconfig
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from txverify import miniqr
+from txverify.hub.app import RunningHub
+from txverify.simulators.bank import SlipVisibility
+from txverify.simulators.ledger import LedgerTransaction, TxStatus
+from txverify.simulators.server import RunningSimulator
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--wheel-dir", str(out), str(ROOT)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    (built,) = out.glob("txverify-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel installed into a directory of its own (no dependencies: the venv's)."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+         "--disable-pip-version-check", "--target", str(target), str(wheel)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return target
+
+
+def test_the_wheel_installs_txverify_as_its_only_top_level_package(wheel: Path) -> None:
+    names = zipfile.ZipFile(wheel).namelist()
+
+    assert {"txverify"} == {n.split("/")[0] for n in names if ".dist-info/" not in n}
+    assert {
+        "txverify/v1/verification.proto",
+        "txverify/v1/verification_pb2.pyi",
+        "txverify/v1/py.typed",
+        "txverify/client/py.typed",
+        "txverify/hub/console/static/index.html",
+        "txverify/wire.py",
+        "txverify/cli/__main__.py",
+    } <= set(names)
+    assert not any(n.endswith("txverify/__init__.py") for n in names)  # a PEP 420 namespace
+
+
+def _seeded(sim: RunningSimulator, code: str) -> LedgerTransaction:
+    bank = sim.nodes[code].bank
+    for slip in bank.list_slips(100, None):
+        tx = slip.transaction
+        if bank.visibility(tx) is SlipVisibility.VISIBLE and tx.status is TxStatus.COMPLETED:
+            return tx
+    raise AssertionError(f"no visible seeded slip at {code}")
+
+
+async def test_the_installed_client_library_verifies_a_slip(
+    installed: Path, hub: RunningHub, simulator: RunningSimulator
+) -> None:
+    target = installed
+    raw = _seeded(simulator, "014")
+    # -S: no site, so no .pth and none of this checkout's editable install; the
+    # dependencies from the venv's site-packages, the project from the wheel only.
+    script = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(target)!r}, {sysconfig.get_path('purelib')!r}, "
+        f"{sysconfig.get_path('platlib')!r}]\n"
+        "import txverify, txverify.client as c\n"
+        f"assert all(p.startswith({str(target)!r}) for p in txverify.__path__), txverify.__path__\n"
+        f"with c.TxVerifyClient('127.0.0.1:{hub.port}', member='002') as client:\n"
+        f"    r = client.verify(c.SlipQuery(qr_text={miniqr.build('014', raw.trans_ref)!r}))\n"
+        "print(r.transaction.trans_ref, c.__file__)\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-S", "-c", script, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+
+    assert 0 == process.returncode, err.decode()
+    ref, where = out.decode().split()
+    assert raw.trans_ref == ref
+    assert where.startswith(str(target))
