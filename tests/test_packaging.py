@@ -4,6 +4,7 @@ works from it alone (not from this checkout)."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -19,14 +20,20 @@ from txverify.simulators.ledger import LedgerTransaction, TxStatus
 from txverify.simulators.server import RunningSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
+_NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
+               ".hypothesis", "node_modules", "txverify-data")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: setuptools builds in the tree (build/), and what a build
+    # of an earlier tree left there would go into this wheel too.
+    tree = tmp_path_factory.mktemp("tree") / "txverify"
+    shutil.copytree(ROOT, tree, ignore=shutil.ignore_patterns(*_NOT_SOURCE))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--wheel-dir", str(out), str(ROOT)],
+         "--disable-pip-version-check", "--wheel-dir", str(out), str(tree)],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     (built,) = out.glob("txverify-*.whl")

@@ -37,18 +37,8 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-# Exit codes of `txverify verify` (also in its --help).
-EXIT_OK = 0
-EXIT_FAILED = 1
+# Exit code of a command given bad input (typer's own for bad flags).
 EXIT_BAD_INPUT = 2
-EXIT_NOT_FOUND = 3
-EXIT_UNAVAILABLE = 4
-_EXIT_BY_STATUS = {
-    "INVALID_ARGUMENT": EXIT_BAD_INPUT,
-    "NOT_FOUND": EXIT_NOT_FOUND,
-    "UNAVAILABLE": EXIT_UNAVAILABLE,
-    "DEADLINE_EXCEEDED": EXIT_UNAVAILABLE,
-}
 
 
 def _raise_interrupt(signum: int, frame: object) -> None:

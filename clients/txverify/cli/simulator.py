@@ -286,7 +286,6 @@ def iter_slips(stub: Any, bank: str) -> Iterator[simulator_pb2.Slip]:
 
 
 slips_app = typer.Typer(help="Slips of the simulated banks, for load tools.", no_args_is_help=True)
-EXPORT_KINDS = ("valid", "expired", "notfound", "malformed", "unknownissuer")
 
 
 @slips_app.command("export")

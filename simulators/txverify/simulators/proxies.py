@@ -54,17 +54,3 @@ def check_account_number(number: str, *, field: str) -> str:
     if not (_DIGITS.fullmatch(digits) and 10 <= len(digits) <= 12):
         raise invalid_field(field, "an account number is 10-12 digits")
     return digits
-
-
-def guess_proxy_kind(value: str) -> ProxyKind | None:
-    """What a bare `--to` value looks like: mobile, national ID, e-wallet ID or e-mail."""
-    digits = value.strip().translate(_SEPARATORS)
-    if "@" in value:
-        return ProxyKind.EMAIL
-    if digits.startswith(("+66", "0066")) or (len(digits) == 10 and digits.startswith("0")):
-        return ProxyKind.MSISDN
-    if _DIGITS.fullmatch(digits) and len(digits) == 13:
-        return ProxyKind.NATID
-    if _DIGITS.fullmatch(digits) and len(digits) == 15:
-        return ProxyKind.EWALLETID
-    return None
