@@ -22,11 +22,11 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 
 $(RUNTIME_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all]'
 	@touch $@
 
 $(DEV_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev]'
 	@touch $@ $(RUNTIME_STAMP)
 
 ## run: start the hub and five simulated banks in the foreground (Ctrl-C stops them)
@@ -65,7 +65,7 @@ clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
 
 $(BENCH_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev,bench]'
 	@touch $@ $(DEV_STAMP) $(RUNTIME_STAMP)
 
 ## bench: the hub (every feature on), 2 workers and on PostgreSQL, against a bare pass-through yardstick: every M11 target (< 5 min)
@@ -115,7 +115,7 @@ soak: $(DEV_STAMP)
 	$(PY) bench/soak.py --seconds 600 --interval 10 --report soak-report.json
 
 $(FUZZ_STAMP): pyproject.toml | $(PY)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev,fuzz]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[all,dev,fuzz]'
 	@touch $@ $(DEV_STAMP) $(RUNTIME_STAMP)
 
 ## fuzz: coverage-guided fuzzing (atheris) of slip QR, Verify, identity, issuer, issuer answers, MemberRegistry and AuditLog, $(FUZZ_SECONDS) s each

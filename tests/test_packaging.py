@@ -4,6 +4,7 @@ works from it alone (not from this checkout)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import subprocess
 import sys
@@ -14,12 +15,14 @@ from pathlib import Path
 import pytest
 
 from txverify import miniqr
+from txverify.cli import _EXTRAS_MODULES
 from txverify.hub.app import RunningHub
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.ledger import LedgerTransaction, TxStatus
 from txverify.simulators.server import RunningSimulator
 
 ROOT = Path(__file__).resolve().parent.parent
+EXTRAS = _EXTRAS_MODULES
 _NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",
                ".hypothesis", "node_modules", "txverify-data")  # fmt: skip
 
@@ -68,6 +71,49 @@ def test_the_wheel_installs_txverify_as_its_only_top_level_package(wheel: Path) 
     assert not any(n.endswith("txverify/__init__.py") for n in names)  # a PEP 420 namespace
 
 
+def _requirements(wheel: Path) -> list[str]:
+    names = zipfile.ZipFile(wheel).namelist()
+    (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+    text = zipfile.ZipFile(wheel).read(metadata).decode()
+    return [
+        line.split(":", 1)[1].strip()
+        for line in text.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+
+
+def test_the_base_install_is_the_contract_and_the_client_library(wheel: Path) -> None:
+    base = sorted(
+        re.split(r"[\s<>=!~;\[]", r)[0] for r in _requirements(wheel) if "extra ==" not in r
+    )
+
+    assert ["cryptography", "grpcio", "grpcio-status", "protobuf"] == base
+
+
+def test_the_command_without_its_extra_says_what_to_install(installed: Path) -> None:
+    blocker = (
+        "import sys\n"
+        f"sys.path[:0] = [{str(installed)!r}, {sysconfig.get_path('purelib')!r}, "
+        f"{sysconfig.get_path('platlib')!r}]\n"
+        "class Missing:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] == 'typer':\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, Missing())\n"
+        "from txverify.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", blocker], capture_output=True, text=True, timeout=60
+    )
+
+    assert 1 == done.returncode
+    assert (
+        "txverify: the command needs its extra dependencies (typer is not installed): "
+        "pip install 'txverify[cli]'\n"
+    ) == done.stderr
+
+
 def _seeded(sim: RunningSimulator, code: str) -> LedgerTransaction:
     bank = sim.nodes[code].bank
     for slip in bank.list_slips(100, None):
@@ -88,11 +134,18 @@ async def test_the_installed_client_library_verifies_a_slip(
         "import sys\n"
         f"sys.path[:0] = [{str(target)!r}, {sysconfig.get_path('purelib')!r}, "
         f"{sysconfig.get_path('platlib')!r}]\n"
+        # grpc imports grpc_health and grpc_reflection itself when they are there.
+        "import grpc\n"
+        "before = set(sys.modules)\n"
         "import txverify, txverify.client as c\n"
         f"assert all(p.startswith({str(target)!r}) for p in txverify.__path__), txverify.__path__\n"
         f"with c.TxVerifyClient('127.0.0.1:{hub.port}', member='002') as client:\n"
         f"    r = client.verify(c.SlipQuery(qr_text={miniqr.build('014', raw.trans_ref)!r}))\n"
         "print(r.transaction.trans_ref, c.__file__)\n"
+        # The base install suffices: nothing of an extra was imported on the way.
+        f"extras = sorted(m for m in set(sys.modules) - before\n"
+        f"                if m.partition('.')[0] in {sorted(EXTRAS)!r})\n"
+        "assert not extras, extras\n"
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-S", "-c", script, stdout=asyncio.subprocess.PIPE,

@@ -1,5 +1,5 @@
 """`python -m txverify.cli`: the txverify command, as the installed script runs it."""
 
-from txverify.cli.cli import main
+from txverify.cli import main
 
 main()
