@@ -159,11 +159,30 @@ def test_verify_prints_a_table_and_exit_codes_tell_failures_apart(network: UpNet
     assert "ISSUER_NOT_FOUND" in not_member.stderr
 
 
-def test_verify_against_no_hub_is_unavailable() -> None:
-    result = _verify("--hub", "127.0.0.1:1", "--timeout", "2", "--bank", "014", "--ref", "ABC")
+@pytest.mark.parametrize(
+    ("command", "exit_code", "server", "start"),
+    [
+        (("verify", "--timeout", "2", "--bank", "014", "--ref", "ABC"), 4, "hub", "txverify up"),
+        (("members", "list"), 1, "hub", "txverify up"),
+        (("audit",), 1, "hub", "txverify up"),
+        (("faults", "014", "--hang"), 1, "simulator control API", "txverify banks"),
+        (("load", "--member", "002", "--duration", "1"), 4, "simulator control API", "txverify up"),
+    ],
+)
+def test_a_command_with_no_server_there_says_so_in_one_line(
+    command: tuple[str, ...], exit_code: int, server: str, start: str
+) -> None:
+    # Port 1 on loopback: nothing listens, the connection is refused.
+    flag = "--control" if server != "hub" else "--hub"
+    extra = ("--hub", "127.0.0.1:1") if command[0] == "load" else ()
+    result = _run(*command, flag, "127.0.0.1:1", *extra)
 
-    assert 4 == result.returncode
-    assert "UNAVAILABLE" in result.stderr
+    assert exit_code == result.returncode, result.stderr
+    assert [f"no {server} answers at 127.0.0.1:1 (connection refused): "] == [
+        line[: len(f"no {server} answers at 127.0.0.1:1 (connection refused): ")]
+        for line in result.stderr.splitlines()
+    ]
+    assert start in result.stderr
 
 
 @pytest.mark.parametrize(

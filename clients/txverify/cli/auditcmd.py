@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.table import Table
 
 from txverify import units
+from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
 from txverify.client import DEFAULT_HUB, hub_channel
-from txverify.client.channels import explain_refusal
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import audit_pb2, audit_pb2_grpc, verification_pb2
@@ -71,8 +71,8 @@ def audit(
                 request, metadata=metadata, timeout=30
             )
         except grpc.RpcError as error:
-            d = explain_refusal(details_of(error), tls.HUB_DNS)
-            err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
+            d = details_of(error)
+            err.print(failure_line(d, hub, HUB))
             raise typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
     rows: list[dict[str, Any]] = [
         {

@@ -34,14 +34,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from multiprocessing.synchronize import Event
 from pathlib import Path
-from typing import Annotated, Any
+from types import SimpleNamespace
+from typing import Annotated, Any, Protocol
 
 import grpc
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from txverify import miniqr
+from txverify.cli.failures import HUB, SIMULATOR, failure_line, unreachable_cause
 from txverify.cli.loadreport import (
     MAX_EXAMPLES,
     LoadResult,
@@ -54,9 +57,8 @@ from txverify.cli.loadreport import (
 from txverify.cli.network import resolve_target
 from txverify.cli.simulator import ControlOpt, control_target
 from txverify.client import DEFAULT_HUB
-from txverify.client.channels import control_channel, explain_refusal, hub_aio_channel
+from txverify.client.channels import control_channel, hub_aio_channel
 from txverify.errors import details_of
-from txverify.runtime import tls
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
 from txverify.wire import MEMBER_HEADER
 
@@ -76,7 +78,25 @@ PROGRESS_INTERVAL = 0.25
 
 
 class LoadError(RuntimeError):
-    """The load could not run: bad plan, no slips, hub unreachable; the message says which."""
+    """The load could not run: bad plan, no slips, hub unreachable; the message says which.
+
+    exit_code: what `txverify load` exits with: 2 for bad input (as typer's own for
+    bad flags), 4 when the hub or the simulator does not answer, else 1.
+    """
+
+    exit_code = 1
+
+
+class BadInput(LoadError):
+    """A flag, the mix or the slips file is wrong: nothing was sent."""
+
+    exit_code = 2
+
+
+class Unreachable(LoadError):
+    """The hub or the simulator did not answer: nothing was measured."""
+
+    exit_code = 4
 
 
 def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
@@ -85,23 +105,27 @@ def parse_mix(text: str) -> tuple[tuple[str, int], ...]:
     for part in filter(None, (p.strip() for p in text.split(","))):
         kind, _, weight = part.partition("=")
         if kind.strip() not in KINDS or not weight.strip().isdigit():
-            raise LoadError(f"mix: {part!r} is not KIND=WEIGHT with KIND one of {', '.join(KINDS)}")
+            raise BadInput(f"mix: {part!r} is not KIND=WEIGHT with KIND one of {', '.join(KINDS)}")
         mix[kind.strip()] = int(weight)
     if not sum(mix.values()):
-        raise LoadError("mix: the weights add up to 0")
+        raise BadInput("mix: the weights add up to 0")
     return tuple((k, w) for k, w in mix.items() if w)
 
 
 def read_slips(path: Path) -> dict[str, list[str]]:
     """A `txverify slips export --kinds` file: KIND<TAB>QR per line (malformed = bad)."""
     pools: dict[str, list[str]] = {}
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BadInput(f"--slips {path}: {exc}") from None
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.startswith("#"):
             continue
         kind, tab, qr = line.strip().partition("\t")
         kind = "bad" if kind == "malformed" else kind
         if not tab or kind not in KINDS:
-            raise LoadError(f"{path}:{n}: expected KIND<TAB>QR with KIND one of {', '.join(KINDS)}")
+            raise BadInput(f"{path}:{n}: expected KIND<TAB>QR with KIND one of {', '.join(KINDS)}")
         pools.setdefault(kind, []).append(qr.strip())
     return pools
 
@@ -131,11 +155,11 @@ def fetch_slips(
                     elif s.state == expired:
                         old.setdefault(bank, []).append(s.qr_text)
     except grpc.RpcError as error:
-        d = explain_refusal(details_of(error), tls.SIMULATOR_DNS)
-        said = " ".join(part for part in (d.status.name, d.reason, d.message) if part)
-        raise LoadError(f"simulator at {control}: {said}") from None
+        d = details_of(error)
+        line = failure_line(d, control, SIMULATOR, markup=False)
+        raise (Unreachable if unreachable_cause(d) else LoadError)(line) from None
     except OSError as exc:  # a certificate or key file missing or unreadable
-        raise LoadError(f"certificates in {certs}: {exc}") from None
+        raise BadInput(f"certificates in {certs}: {exc}") from None
     ok = _round_robin(valid, sum(map(len, valid.values())))
     return {
         "valid": ok,
@@ -161,9 +185,46 @@ def _settle_pools(
     return settled
 
 
+class _Flags(Protocol):  # read-only: a frozen LoadPlan, or the flags before one is made
+    @property
+    def rate(self) -> float: ...
+    @property
+    def duration(self) -> float | None: ...
+    @property
+    def requests(self) -> int | None: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def connections(self) -> int: ...
+    @property
+    def procs(self) -> int: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def member(self) -> str: ...
+
+
+def flag_problems(f: _Flags) -> list[str]:
+    """What is wrong with the flags of a load, each a sentence; [] when nothing."""
+    problems = [
+        "--rate must not be negative" if f.rate < 0 else "",
+        "give --duration or --requests" if not (f.duration or f.requests) else "",
+        "--concurrency must be at least --procs" if not f.rate and f.concurrency < f.procs else "",
+        "--requests must be at least --procs"
+        if f.requests is not None and f.requests < f.procs
+        else "",
+        "--connections and --procs must be at least 1" if min(f.connections, f.procs) < 1 else "",
+        "--timeout must be positive" if f.timeout <= 0 else "",
+        "no member to speak for: give --member" if not f.member else "",
+    ]
+    return [p for p in problems if p]
+
+
 @dataclass(frozen=True)
 class LoadPlan:
     """What to send, how hard, for how long, to which hub as which member."""
+
+    # (flag_problems checks the fields that flags set: also before any slip is fetched.)
 
     hub: str
     member: str
@@ -185,28 +246,14 @@ class LoadPlan:
     def __post_init__(self) -> None:
         # Frozen, but the pools are settled once here: duplicates set apart from the valid slips.
         object.__setattr__(self, "pools", _settle_pools(self.pools, dict(self.mix), self.procs))
-        problems = [
-            "--rate must not be negative" if self.rate < 0 else "",
-            "give --duration or --requests" if not (self.duration or self.requests) else "",
-            "--concurrency must be at least --procs"
-            if not self.rate and self.concurrency < self.procs
-            else "",
-            "--requests must be at least --procs"
-            if self.requests is not None and self.requests < self.procs
-            else "",
-            "--connections and --procs must be at least 1"
-            if min(self.connections, self.procs) < 1
-            else "",
-            "--timeout must be positive" if self.timeout <= 0 else "",
-            "no member to speak for: give --member" if not self.member else "",
-        ]
+        problems = flag_problems(self)
         problems += [
             f"the mix asks for {k} slips but there are none"
             for k, _ in self.mix
             if not self.pools.get(k)
         ]
         if problems := [p for p in problems if p]:
-            raise LoadError("; ".join(problems))
+            raise BadInput("; ".join(problems))
 
     def settings(self) -> dict[str, Any]:
         return {
@@ -469,7 +516,9 @@ async def _run_share(share: Share, messages: Any, go: Event, stop: Event) -> Tal
             ready = asyncio.gather(*(c.channel_ready() for c in channels))
             await asyncio.wait_for(ready, timeout=10)
         except TimeoutError:
-            raise LoadError(f"cannot connect to the hub at {plan.hub}") from None
+            raise Unreachable(
+                f"no hub answers at {plan.hub} (not connected in 10 s): {HUB[2]}"
+            ) from None
         messages.put(("ready", share.index))
         if not await asyncio.to_thread(_wait_for_go, go, stop):
             raise LoadError("the run was called off before it started")
@@ -505,7 +554,8 @@ def _process_main(share: Share, messages: Any, go: Event, stop: Event) -> None:
     try:
         tally = asyncio.run(_run_share(share, messages, go, stop))
     except Exception as exc:
-        messages.put(("failed", share.index, f"load process {share.index}: {exc}"))
+        code = exc.exit_code if isinstance(exc, LoadError) else 1
+        messages.put(("failed", share.index, f"load process {share.index}: {exc}", code))
         return
     messages.put(("done", share.index, tally))
 
@@ -560,7 +610,9 @@ def run_load(plan: LoadPlan, on_progress: Callable[[int, int], None] | None = No
             elif what == "done":
                 tallies[index] = rest[0]
             else:
-                raise LoadError(rest[0])
+                failed = LoadError(rest[0])
+                failed.exit_code = rest[1]
+                raise failed
     finally:
         stop.set()
         messages.close()
@@ -642,6 +694,14 @@ def load(
         raise typer.BadParameter("give --rate (open loop) or --concurrency (closed loop), not both")
     given_certs = certs
     hub, member, certs = resolve_target(hub_address, member, certs, default_hub=DEFAULT_HUB)
+    flags = SimpleNamespace(
+        rate=rate or 0.0, duration=duration if duration or requests else 10.0,
+        requests=requests, concurrency=concurrency or 16, connections=connections,
+        procs=procs, timeout=timeout, member=member,
+    )  # fmt: skip
+    if problems := flag_problems(flags):  # before a slip is fetched or a process started
+        err.print(f"[red]{escape('; '.join(problems))}[/]")
+        raise typer.Exit(BadInput.exit_code)
     try:
         if slips is not None:
             pools = read_slips(slips)
@@ -667,8 +727,8 @@ def load(
         )
         result = _run_with_progress(plan, err.is_terminal if progress is None else progress)
     except LoadError as exc:
-        err.print(f"[red]{exc}[/]")
-        raise typer.Exit(1) from None
+        err.print(f"[red]{escape(str(exc))}[/]")
+        raise typer.Exit(exc.exit_code) from None
     print(render_text(result))
     if json_file is not None:
         import json

@@ -14,9 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from txverify import units
+from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import NetworkError, load_network
 from txverify.client import DEFAULT_HUB, hub_channel
-from txverify.client.channels import explain_refusal
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import common_pb2, registry_pb2, registry_pb2_grpc
@@ -68,8 +68,8 @@ def _call(hub: str | None, certs: Path | None, rpc: Callable[[Any, Any], Any]) -
         try:
             return rpc(stub, metadata)
         except grpc.RpcError as error:
-            d = explain_refusal(details_of(error), tls.HUB_DNS)
-            err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
+            d = details_of(error)
+            err.print(failure_line(d, address, HUB))
             raise typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
 
 

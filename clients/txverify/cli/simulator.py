@@ -14,12 +14,12 @@ from rich.console import Console
 from rich.table import Table
 
 from txverify import units
+from txverify.cli.failures import SIMULATOR, failure_line
 from txverify.cli.network import NetworkError, load_network
 from txverify.cli.render import transaction_table
 from txverify.client.answers import transaction_dict
-from txverify.client.channels import control_channel, explain_refusal
+from txverify.client.channels import control_channel
 from txverify.errors import details_of
-from txverify.runtime import tls
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
 
 out = Console()
@@ -75,9 +75,9 @@ def _stub(control: str | None, certs: Path | None) -> tuple[grpc.Channel, Any]:
     return channel, simulator_pb2_grpc.BankSimulatorStub(channel)
 
 
-def _fail(error: grpc.RpcError) -> typer.Exit:
-    d = explain_refusal(details_of(error), tls.SIMULATOR_DNS)
-    err.print(f"[red]{d.status.name} {d.reason}[/] {d.message}".rstrip())
+def _fail(error: grpc.RpcError, control: str | None) -> typer.Exit:
+    d = details_of(error)
+    err.print(failure_line(d, control_target(control, None)[0], SIMULATOR))
     return typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1)
 
 
@@ -153,7 +153,7 @@ def slip(
         try:
             response: simulator_pb2.TransferResponse = stub.Transfer(request, timeout=10)
         except grpc.RpcError as error:
-            raise _fail(error) from None
+            raise _fail(error, control) from None
     if png is not None:
         from txverify.slipimage import render_slip_png
 
@@ -193,7 +193,7 @@ def reverse(
                 simulator_pb2.ReverseRequest(bank=bank, trans_ref=trans_ref), timeout=10
             )
         except grpc.RpcError as error:
-            raise _fail(error) from None
+            raise _fail(error, control) from None
     out.print(transaction_table(response.transaction, title="Reversed"))
 
 
@@ -255,7 +255,7 @@ def faults(
                     simulator_pb2.SetFaultsRequest(bank=bank, faults=spec), timeout=10
                 )
         except grpc.RpcError as error:
-            raise _fail(error) from None
+            raise _fail(error, control) from None
     f = current.faults
     table = Table(title=f"Faults of {bank}", show_header=False, title_justify="left")
     for key, value in (
@@ -328,7 +328,7 @@ def export(
                     elif s.state == simulator_pb2.SLIP_STATE_EXPIRED:
                         pools["expired"][bank].append(s.qr_text)
         except grpc.RpcError as error:
-            raise _fail(error) from None
+            raise _fail(error, control) from None
     lines: list[tuple[str, str]] = []
     for kind in ("valid", "expired"):
         picked = _round_robin(pools[kind], wanted[kind])

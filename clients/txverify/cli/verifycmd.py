@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from txverify import miniqr, units
+from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
 from txverify.cli.render import transaction_table
 from txverify.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
@@ -248,7 +249,7 @@ def verify(
             }
             print(json.dumps({"error": error}, ensure_ascii=False))
         else:
-            err.print(f"[red]{d.status.name} {exc.reason}[/] {d.code} {d.message}".rstrip())
+            err.print(failure_line(d, hub, HUB))
         raise typer.Exit(_EXIT_BY_STATUS.get(d.status.name, EXIT_FAILED)) from None
     if as_json:
         print(json.dumps(answer_dict(response), ensure_ascii=False, indent=2))
