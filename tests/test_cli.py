@@ -72,7 +72,8 @@ def _up(record: Path) -> Iterator[UpNetwork]:
                 continue
             if match := re.search(r"hub at (\S+)", line):
                 hub = match.group(1)
-            if match := re.search(r"txverify verify (\S+)", line):
+            # As this command was started: `python -m txverify.cli verify QR`.
+            if match := re.search(r"-m txverify\.cli verify (\S+)", line):
                 qrs.append(match.group(1))
         assert hub, "txverify up did not print the hub address"
         assert MEMBERS == len(qrs), "txverify up did not print a sample slip per member"
@@ -387,7 +388,8 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
                 line = lines.get(timeout=0.5)
             except queue.Empty:
                 continue
-            if match := re.search(r"txverify verify (\S+)", line):
+            # As this command was started: `python -m txverify.cli verify QR`.
+            if match := re.search(r"-m txverify\.cli verify (\S+)", line):
                 qrs.append(match.group(1))
             if match := re.search(r"console (at|operator token:) (\S+)", line):
                 console[match.group(1)] = match.group(2)
@@ -531,3 +533,64 @@ def test_up_stops_its_children_on_sigterm(own_network: UpNetwork) -> None:
     for port in (hub_port, control_port):  # both child processes closed their ports
         with socket.socket() as probe:
             assert 0 != probe.connect_ex(("127.0.0.1", port)), port
+
+
+# --- conventions -----------------------------------------------------------------------
+
+
+def test_version_and_short_help_work_on_every_level() -> None:
+    from importlib.metadata import version
+
+    shown = _run("--version")
+    helps = [_run(*command, "-h") for command in ((), ("verify",), ("members", "list"))]
+
+    assert (0, f"txverify {version('txverify')}\n") == (shown.returncode, shown.stdout)
+    assert [0, 0, 0] == [h.returncode for h in helps]
+    assert all("Usage: txverify" in h.stdout for h in helps)
+
+
+def test_help_shows_flags_without_a_value_type() -> None:
+    shown = _run("verify", "--help").stdout
+
+    flags = [line for line in shown.splitlines() if "--json" in line or "--help" in line]
+    assert 2 == len(flags), shown
+    assert not any("<bool>" in line for line in flags), flags
+    assert any("<str>" in line for line in shown.splitlines() if "--hub" in line), shown
+
+
+def test_shell_completion_can_be_installed() -> None:
+    shown = _run("--show-completion", "bash")
+
+    assert 0 == shown.returncode, shown.stderr
+    assert "complete" in shown.stdout
+    assert "txverify" in shown.stdout
+
+
+def test_a_closed_stdout_pipe_keeps_the_documented_exit_code(network: UpNetwork) -> None:
+    # `txverify verify ... | head -0`: the reader is gone before the table is written.
+    reader_gone = subprocess.Popen(
+        _cli("verify", "--hub", network.hub, "--reference", "closed-pipe", network.sample_qrs[0]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert reader_gone.stdout is not None
+    assert reader_gone.stderr is not None
+    reader_gone.stdout.close()
+    with reader_gone.stderr:
+        stderr = reader_gone.stderr.read()
+
+    assert 0 == reader_gone.wait(30), stderr  # VALID, as with an open pipe
+    assert "BrokenPipe" not in stderr
+
+
+def test_up_on_a_port_in_use_says_so_in_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = _run("up", "--port", str(port), "--console", "-1", "--transactions", "10")
+
+    assert 1 == result.returncode
+    assert [
+        f"up: in use: --port {port} (127.0.0.1): stop what listens there (another "
+        "`txverify up`?), or pass --port 0 --console 0 for free ports"
+    ] == result.stderr.splitlines()

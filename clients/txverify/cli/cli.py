@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shlex
+import shutil
 import signal
+import socket
+import sys
+from importlib.metadata import version
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TextIO
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.markup import escape
 
@@ -31,9 +38,41 @@ from txverify.runtime import logs, tls
 app = typer.Typer(
     help="txverify: a PromptPay-style slip verification hub with simulated member banks.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    # -h as well as --help, on every command (subcommands inherit it).
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+# typer labels the type of every option in help, flags too ("--json <bool>"); a flag
+# takes no value, so it shows none, as click's own help does.
+_display_type = typer.core.TyperOption.display_type_rich
+
+
+def _flags_show_no_type(self: typer.core.TyperOption, ctx: Any) -> str | None:
+    return None if self.is_flag else _display_type(self, ctx)
+
+
+typer.core.TyperOption.display_type_rich = _flags_show_no_type  # type: ignore[method-assign]
+
+
+def _version(show: bool) -> None:
+    if show:
+        print(f"txverify {version('txverify')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """txverify: a PromptPay-style slip verification hub with simulated member banks."""
+
+
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
@@ -113,6 +152,7 @@ def up(
         raise typer.BadParameter("the console port is 0-65535, or -1 for no console")
     if not use_tls:
         _refuse_plaintext_beyond_loopback("up", host)
+    _refuse_ports_in_use("up", [(host, port, "--port"), ("127.0.0.1", console, "--console")])
     _serve_network(
         banks=_codes(banks),
         hub_host=host,
@@ -126,6 +166,56 @@ def up(
         hub_extra_args=hub_arg or (),
         console_port=None if console == -1 else console,
     )
+
+
+def _in_use(host: str, port: int) -> bool:
+    """Whether another process listens on host:port (a bind there fails)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False  # the hub says what is wrong with the host
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            probe.bind(address)
+        except OSError:
+            return True
+    return False
+
+
+def _refuse_ports_in_use(command: str, wanted: list[tuple[str, int, str]]) -> None:
+    """Exit 1 in one line, before anything starts, when a fixed port is taken (a
+    `txverify up` still running, say): the hub would fail on it after the banks."""
+    taken = [(host, port, flag) for host, port, flag in wanted if port > 0 and _in_use(host, port)]
+    if taken:
+        where = ", ".join(f"{flag} {port} ({host})" for host, port, flag in taken)
+        err.print(
+            f"[red]{command}: in use: {escape(where)}[/]: stop what listens there "
+            "(another `txverify up`?), or pass --port 0 --console 0 for free ports"
+        )
+        raise typer.Exit(1)
+
+
+def command_name() -> str:
+    """This command as a user can paste it into another shell: `txverify` when that is
+    what PATH finds, else the path it was started by (`make run` starts
+    .venv/bin/txverify, which no PATH holds until the venv is activated)."""
+    argv0 = Path(sys.argv[0])
+
+    def shown(path: Path) -> str:
+        absolute = path.absolute()
+        try:
+            return shlex.quote(str(absolute.relative_to(Path.cwd())))
+        except ValueError:
+            return shlex.quote(str(absolute))
+
+    if argv0.name == "__main__.py":  # python -m txverify.cli
+        return f"{shown(Path(sys.executable))} -m txverify.cli"
+    found = shutil.which("txverify")
+    if found is not None and Path(found).resolve() == argv0.resolve():
+        return "txverify"
+    return shown(argv0)
 
 
 def _serve_network(**network_args: Any) -> None:
@@ -164,7 +254,9 @@ def _serve_network(**network_args: Any) -> None:
                     )
                     # soft_wrap: a copy-pasted command must never be broken across lines.
                     out.print(
-                        f"  txverify verify {sample['qr_text']}", markup=False, soft_wrap=True
+                        f"  {command_name()} verify {sample['qr_text']}",
+                        markup=False,
+                        soft_wrap=True,
                     )
             out.print(f"\nNetwork recorded in {network_file()}. Ctrl-C stops it.")
             watched = list(network.procs)
@@ -492,8 +584,41 @@ app.command()(simulator.faults)
 app.add_typer(simulator.slips_app, name="slips")
 
 
+class _ClosedPipeSafe:
+    """stdout that a reader may close (`txverify verify ... | head -1`): once the pipe is
+    gone, what is left to print goes nowhere and the command still ends with the exit
+    code it documents (Python would report the BrokenPipeError and exit 1 or 120)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BrokenPipeError:
+            self._gone()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            self._gone()
+
+    def _gone(self) -> None:
+        # The Python docs' recipe: the descriptor onto /dev/null, so that the flush at
+        # exit finds nothing to fail on either.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, self._stream.fileno())
+        os.close(devnull)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
 def main() -> None:
     """Entry point of the `txverify` script."""
+    sys.stdout = _ClosedPipeSafe(sys.stdout)
     app(prog_name="txverify")
 
 
