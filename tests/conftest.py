@@ -38,6 +38,9 @@ from txverify.runtime.logs import JsonFormatter
 from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator
 from txverify.v1 import common_pb2, simulator_pb2_grpc, verification_pb2, verification_pb2_grpc
 
+# The registry and membership tests share their fixtures from a module of their own.
+pytest_plugins = ["membership_support"]
+
 BANK_CODES = ("002", "014", "900")
 
 # The PostgreSQL the tests use: the machine's own (trust auth on loopback), or

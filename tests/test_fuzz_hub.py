@@ -214,7 +214,7 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
                 continue
             if found := re.search(r"hub at (\S+)", line):
                 address = found[1]
-            if found := re.search(r"txverify verify (\S+)", line):
+            if found := re.search(r"-m txverify\.cli verify (\S+)", line):
                 samples.append(found[1])
             if "Network recorded" in line:
                 break
