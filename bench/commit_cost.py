@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified  # noqa: E402
-from txverify.hub.audit_sqlite import SqliteAuditStore  # noqa: E402
+from txverify.hub.audit.sqlite import SqliteAuditStore  # noqa: E402
 from txverify.v1 import verification_pb2  # noqa: E402
 
 

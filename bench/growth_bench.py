@@ -67,7 +67,7 @@ from bank_bench import _cpu_seconds, _run_clients  # noqa: E402
 from growth_fill import LEDGER_BANK, FillInfo, hub_db, ledger_dir, sample_response  # noqa: E402
 from hub_bench import BANKS, _cli, _ready  # noqa: E402
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
-from txverify.hub.audit_sqlite import SqliteAuditStore  # noqa: E402
+from txverify.hub.audit.sqlite import SqliteAuditStore  # noqa: E402
 from txverify.runtime.storage import to_micros  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,

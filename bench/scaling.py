@@ -53,8 +53,8 @@ from txverify.cli import nginx  # noqa: E402
 from txverify.cli.loadgen import LoadPlan, run_load  # noqa: E402
 from txverify.cli.network import wait_serving  # noqa: E402
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
-from txverify.hub.audit_postgres import PostgresAuditStore  # noqa: E402
-from txverify.hub.auditlog import AuditWriter  # noqa: E402
+from txverify.hub.audit.postgres import PostgresAuditStore  # noqa: E402
+from txverify.hub.audit.writer import AuditWriter  # noqa: E402
 from txverify.hub.router import _finish  # noqa: E402
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc  # noqa: E402
 from txverify.v1 import verification_pb2 as v1  # noqa: E402

@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "proto"), str(ROOT / "bench")]
 
 from commit_cost import named_record  # noqa: E402
-from txverify.hub.audit_sqlite import SqliteAuditStore  # noqa: E402
-from txverify.hub.auditlog import AuditWriter  # noqa: E402
+from txverify.hub.audit.sqlite import SqliteAuditStore  # noqa: E402
+from txverify.hub.audit.writer import AuditWriter  # noqa: E402
 from txverify.v1 import verification_pb2  # noqa: E402
 
 RESPONSE = verification_pb2.VerifyResponse(request_id="x" * 32).SerializeToString()

@@ -32,17 +32,17 @@ from typing import Any, cast
 import grpc
 
 from txverify.hub.admission import Admission, member_rate_limit
-from txverify.hub.audit_service import AuditLogServicer
-from txverify.hub.audit_stores import open_audit_store
-from txverify.hub.auditlog import AuditWriter
+from txverify.hub.audit.service import AuditLogServicer
+from txverify.hub.audit.stores import open_audit_store
+from txverify.hub.audit.writer import AuditWriter
 from txverify.hub.forwarding import ForwardingPolicy, IssuerGateway
 from txverify.hub.identity import IdentityMode
 from txverify.hub.membership import Membership
 from txverify.hub.metrics import Metrics
-from txverify.hub.ratelimit import RateLimiter
 from txverify.hub.registry import Member, MemberKind, MemberStatus, with_default_roles
-from txverify.hub.registry_service import MemberRegistryServicer
-from txverify.hub.registry_store import open_registry_store
+from txverify.hub.registry.service import MemberRegistryServicer
+from txverify.hub.registry.store import open_registry_store
+from txverify.hub.resilience.ratelimit import RateLimiter
 from txverify.hub.router import Router
 from txverify.hub.verification import VerificationServicer
 from txverify.simulators.bank import Bank
@@ -72,8 +72,8 @@ OPERATOR = "operator"  # the hub's operator identity (txverify.runtime.tls.OPERA
 # The loggers of the servicers that answer INTERNAL on a bug (after logging it).
 SERVICER_LOGGERS = (
     "txverify.hub.verification",
-    "txverify.hub.registry_service",
-    "txverify.hub.audit_service",
+    "txverify.hub.registry.service",
+    "txverify.hub.audit.service",
 )
 # What a Verify may end with: anything but INTERNAL and UNKNOWN (tests/test_fuzz_hub.py).
 ALLOWED = frozenset(

@@ -27,9 +27,9 @@ from offline_hub import ALLOWED, SUSPENDED, network
 from rpc_checks import Caller, RpcCounts, callers, check_refusal
 from txverify.errors import Reason, ServiceError
 from txverify.hub.admission import member_rate_limit
-from txverify.hub.ratelimit import RateLimiter
 from txverify.hub.registry import MemberDirectory
-from txverify.hub.registry_service import member_to_pb
+from txverify.hub.registry.service import member_to_pb
+from txverify.hub.resilience.ratelimit import RateLimiter
 from txverify.v1 import registry_pb2
 
 RPCS: tuple[tuple[str, type[Message]], ...] = (

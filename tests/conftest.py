@@ -30,9 +30,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg import sql
 
 from txverify.hub.app import HubSettings, RunningHub, start_hub
-from txverify.hub.breaker import BreakerSettings
 from txverify.hub.console.web import ConsoleSettings
 from txverify.hub.registry import Member, MemberKind, dump_members, with_default_roles
+from txverify.hub.resilience.breaker import BreakerSettings
 from txverify.runtime import tls
 from txverify.runtime.logs import JsonFormatter
 from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator

@@ -23,7 +23,7 @@ from txverify.hub.registry import (
     load_members,
     with_changes,
 )
-from txverify.hub.registry_store import Change, RegistryStore, open_registry_store
+from txverify.hub.registry.store import Change, RegistryStore, open_registry_store
 from txverify.units import BANGKOK
 
 T0 = datetime(2025, 3, 14, 9, 26, 53, 589793, tzinfo=BANGKOK)

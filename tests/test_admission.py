@@ -14,12 +14,12 @@ from txverify.errors import Reason, ServiceError
 from txverify.hub.admission import Admission
 from txverify.hub.identity import Caller
 from txverify.hub.membership import Membership
-from txverify.hub.ratelimit import RateLimit, RateLimiter
 from txverify.hub.registry import (
     SLIP_VERIFICATION,
     MemberStatus,
     Role,
 )
+from txverify.hub.resilience.ratelimit import RateLimit, RateLimiter
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from typing import Any
 import psycopg
 
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
-from txverify.hub.audit_postgres import _LOOK_UP, _REMEMBERED, PostgresAuditStore
-from txverify.hub.audit_sqlite import SqliteAuditStore
+from txverify.hub.audit.postgres import _LOOK_UP, _REMEMBERED, PostgresAuditStore
+from txverify.hub.audit.sqlite import SqliteAuditStore
 from txverify.runtime.storage import to_micros
 from txverify.v1 import verification_pb2
 
@@ -145,7 +145,7 @@ def test_no_postgres_statement_of_a_batch_or_a_lookup_scans_a_growing_table(
 def test_a_one_row_statement_goes_as_values_with_scalars() -> None:
     """At light load most batches hold one verification: their statements go as
     VALUES of scalars (psycopg dumps arrays far more slowly); two rows keep the arrays."""
-    from txverify.hub.audit_postgres import _COUNT_ALL, _ONE_ROW, _Exec, _statement
+    from txverify.hub.audit.postgres import _COUNT_ALL, _ONE_ROW, _Exec, _statement
 
     for statement, single in _ONE_ROW.items():
         assert ("unnest" in statement, "unnest" in single, "[]" in single) == (True, False, False)

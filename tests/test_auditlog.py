@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, UseCounts, Verified
-from txverify.hub.audit_sqlite import SqliteAuditStore
-from txverify.hub.auditlog import AuditWriter
+from txverify.hub.audit.sqlite import SqliteAuditStore
+from txverify.hub.audit.writer import AuditWriter
 from txverify.v1 import verification_pb2
 
 

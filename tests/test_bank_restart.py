@@ -33,9 +33,9 @@ import pytest
 from conftest import stop_process
 from restart_recovery import HUBS, Restart, measure
 from txverify.errors import ServiceError, details_of
-from txverify.hub.breaker import BreakerSettings, CircuitState
 from txverify.hub.forwarding import ForwardingPolicy, IssuerGateway
 from txverify.hub.registry import Member
+from txverify.hub.resilience.breaker import BreakerSettings, CircuitState
 from txverify.v1 import (
     common_pb2,
     simulator_pb2,

@@ -19,9 +19,9 @@ from conftest import member_channel
 from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
 from txverify.hub.app import HubSettings, RunningHub
-from txverify.hub.breaker import BreakerSettings
-from txverify.hub.ratelimit import RateLimit
 from txverify.hub.registry import Member
+from txverify.hub.resilience.breaker import BreakerSettings
+from txverify.hub.resilience.ratelimit import RateLimit
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (

@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import BANK_CODES, member_channel
 from txverify.hub.app import RunningHub
-from txverify.hub.breaker import BreakerSettings
+from txverify.hub.resilience.breaker import BreakerSettings
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (
     registry_pb2,

@@ -24,7 +24,7 @@ from txverify.cli.loadgen import (
     run_load,
 )
 from txverify.cli.loadreport import LoadResult, Tally, new_histogram, render_html, to_json
-from txverify.cli.simulator import _not_found
+from txverify.cli.simulatorcmd import _not_found
 from txverify.hub.app import RunningHub
 from txverify.runtime import tls
 from txverify.simulators.server import RunningSimulator

@@ -28,7 +28,7 @@ from txverify.hub.registry import (
     Subscription,
     default_roles,
 )
-from txverify.hub.registry_store import open_registry_store
+from txverify.hub.registry.store import open_registry_store
 
 
 def test_register_makes_an_issuer_active_with_both_roles(membership: Membership) -> None:

@@ -18,7 +18,7 @@ from txverify.hub.registry import (
     Member,
     MemberStatus,
 )
-from txverify.hub.registry_store import RegistryStore, open_registry_store
+from txverify.hub.registry.store import RegistryStore, open_registry_store
 
 
 def test_refresh_takes_in_a_change_made_through_another_store(

@@ -30,8 +30,8 @@ from txverify.hub.audit import (
     UseCounts,
     Verified,
 )
-from txverify.hub.audit_postgres import PostgresAuditStore
-from txverify.hub.audit_stores import open_audit_store
+from txverify.hub.audit.postgres import PostgresAuditStore
+from txverify.hub.audit.stores import open_audit_store
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import verification_pb2, verification_pb2_grpc
@@ -308,7 +308,7 @@ def test_batches_counting_the_same_slips_in_opposite_orders_neither_deadlock_nor
         threading.Thread(target=run, args=(store, order))
         for store, order in zip(pg_stores, (refs, refs[::-1]), strict=True)
     ]
-    with caplog.at_level(logging.WARNING, logger="txverify.hub.audit_postgres"):
+    with caplog.at_level(logging.WARNING, logger="txverify.hub.audit.postgres"):
         for thread in threads:
             thread.start()
         for thread in threads:

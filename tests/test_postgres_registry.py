@@ -30,8 +30,8 @@ from txverify.errors import details_of
 from txverify.hub.app import HubSettings, RunningHub
 from txverify.hub.membership import Membership
 from txverify.hub.registry import Member, MemberStatus
-from txverify.hub.registry_store import CHANNEL, SAVE_LOCK, Change, Replicas, open_registry_store
-from txverify.hub.registry_watch import RegistryWatch
+from txverify.hub.registry.store import CHANNEL, SAVE_LOCK, Change, Replicas, open_registry_store
+from txverify.hub.registry.watch import RegistryWatch
 from txverify.hub.workers import prepare_database
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.ledger import TxStatus
@@ -339,7 +339,7 @@ async def test_a_change_written_without_notify_arrives_with_the_periodic_re_read
 async def test_the_listener_reconnects_after_its_backend_is_killed_and_hears_later_changes(
     hub_factory: HubFactory, postgres_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="txverify.hub.registry_watch")
+    caplog.set_level(logging.INFO, logger="txverify.hub.registry.watch")
     # A re-read every minute: within this test, only a notification can bring a change.
     hub = await hub_factory(db=postgres_url, audit=False, registry_refresh=60)
     watch = hub.watch

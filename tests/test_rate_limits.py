@@ -17,9 +17,9 @@ import redis.asyncio as aioredis
 
 from txverify.errors import Reason, ServiceError, details_from_metadata
 from txverify.hub.admission import member_rate_limit
-from txverify.hub.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, RateLimit, TokenBucket
-from txverify.hub.ratelimit_redis import SharedRateLimiter
 from txverify.hub.registry import Member
+from txverify.hub.resilience.ratelimit import MAX_BURST, MAX_RATE, MIN_RATE, RateLimit, TokenBucket
+from txverify.hub.resilience.ratelimit_redis import SharedRateLimiter
 
 
 class Clock:

@@ -21,7 +21,7 @@ from txverify.hub.registry import (
     Role,
     Subscription,
 )
-from txverify.hub.registry_store import RegistryStore, open_registry_store
+from txverify.hub.registry.store import RegistryStore, open_registry_store
 
 
 def test_store_loads_a_saved_member_with_every_field(backend: RegistryStore) -> None:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from txverify.hub.breaker import BreakerSettings, CircuitBreaker, CircuitState
-from txverify.hub.bulkhead import Bulkhead
 from txverify.hub.forwarding import issuer_error
-from txverify.hub.ratelimit import RateLimit, RateLimiter, TokenBucket
 from txverify.hub.registry import Member
+from txverify.hub.resilience.breaker import BreakerSettings, CircuitBreaker, CircuitState
+from txverify.hub.resilience.bulkhead import Bulkhead
+from txverify.hub.resilience.ratelimit import RateLimit, RateLimiter, TokenBucket
 
 
 class FakeClock:

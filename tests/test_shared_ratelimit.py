@@ -1,4 +1,4 @@
-"""Rate limits shared by hub replicas through Redis (txverify.hub.ratelimit_redis), on a real Redis.
+"""Rate limits shared by hub replicas through Redis (resilience.ratelimit_redis), on a real Redis.
 
 Two limiters (or two hub processes) on one Redis share one bucket per member;
 without Redis they fall back to their own buckets; members without a limit
@@ -19,8 +19,8 @@ import redis
 
 from conftest import member_channel, members_file, start_hub_process
 from txverify.errors import details_of
-from txverify.hub.ratelimit import RateLimit
-from txverify.hub.ratelimit_redis import SharedRateLimiter
+from txverify.hub.resilience.ratelimit import RateLimit
+from txverify.hub.resilience.ratelimit_redis import SharedRateLimiter
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import verification_pb2, verification_pb2_grpc

@@ -16,7 +16,7 @@ from conftest import member_channel
 from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
 from txverify.hub.app import RunningHub
-from txverify.hub.breaker import BreakerSettings
+from txverify.hub.resilience.breaker import BreakerSettings
 from txverify.simulators.server import (
     RunningSimulator,
     SimulatorSettings,

@@ -34,7 +34,7 @@ from txverify.hub.audit import (
     UseCounts,
     Verified,
 )
-from txverify.hub.audit_sqlite import SqliteAuditStore
+from txverify.hub.audit.sqlite import SqliteAuditStore
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.ledger import LedgerTransaction, TxStatus
 from txverify.simulators.server import RunningSimulator

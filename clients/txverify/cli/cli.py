@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from txverify import units
 from txverify.banks import is_member_code
-from txverify.cli import auditcmd, loadgen, members, simulator, verifycmd
+from txverify.cli import auditcmd, loadgen, members, simulatorcmd, verifycmd
 from txverify.cli import certs as certs_cli
 from txverify.cli.network import (
     DEFAULT_BANKS,
@@ -425,10 +425,10 @@ def hub(
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
     from txverify.hub.app import HubSettings, RunningHub, run, serve  # the CLI may start the hub
-    from txverify.hub.breaker import BreakerSettings
     from txverify.hub.console.web import ConsoleSettings
     from txverify.hub.identity import IdentityMode
-    from txverify.hub.ratelimit import RateLimit
+    from txverify.hub.resilience.breaker import BreakerSettings
+    from txverify.hub.resilience.ratelimit import RateLimit
 
     logs.configure(log_level)
 
@@ -575,13 +575,13 @@ app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
 app.command("audit")(auditcmd.audit)
 app.command("load")(loadgen.load)
 app.add_typer(scenario_app, name="scenario")
-app.command()(simulator.slip)
+app.command()(simulatorcmd.slip)
 app.add_typer(members.app, name="members")
 app.add_typer(cluster_app, name="cluster")
 app.add_typer(certs_cli.app, name="certs")
-app.command()(simulator.reverse)
-app.command()(simulator.faults)
-app.add_typer(simulator.slips_app, name="slips")
+app.command()(simulatorcmd.reverse)
+app.command()(simulatorcmd.faults)
+app.add_typer(simulatorcmd.slips_app, name="slips")
 
 
 class _ClosedPipeSafe:

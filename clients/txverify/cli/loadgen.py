@@ -55,7 +55,7 @@ from txverify.cli.loadreport import (
     to_json,
 )
 from txverify.cli.network import resolve_target
-from txverify.cli.simulator import ControlOpt, control_target
+from txverify.cli.simulatorcmd import ControlOpt, control_target
 from txverify.client import DEFAULT_HUB
 from txverify.client.channels import control_channel, hub_aio_channel
 from txverify.errors import details_of
@@ -135,7 +135,7 @@ def fetch_slips(
 ) -> dict[str, list[str]]:
     """Slips of every kind from the simulated banks (BankSimulator at `control`; over
     mTLS with the operator's or QA's certificate from `certs`)."""
-    from txverify.cli.simulator import _break, _not_found, _round_robin, _unknown, iter_slips
+    from txverify.cli.simulatorcmd import _break, _not_found, _round_robin, _unknown, iter_slips
     from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
     visible, expired = simulator_pb2.SLIP_STATE_VISIBLE, simulator_pb2.SLIP_STATE_EXPIRED

@@ -575,9 +575,9 @@ async def fresh_network(spec: NetworkSpec) -> AsyncIterator[Target]:
     """Simulated banks and a hub in this process, on loopback port 0, as `txverify up` runs them."""
     # Imported here: clients depend on server and simulators only to start them.
     from txverify.hub.app import HubSettings, start_hub
-    from txverify.hub.breaker import BreakerSettings
-    from txverify.hub.ratelimit import RateLimit
     from txverify.hub.registry import Member, MemberKind, with_default_roles
+    from txverify.hub.resilience.breaker import BreakerSettings
+    from txverify.hub.resilience.ratelimit import RateLimit
     from txverify.simulators.server import SimulatorSettings, start_simulator
 
     sim = await start_simulator(

@@ -7,8 +7,8 @@ from typing import Protocol
 from txverify.errors import Reason, ServiceError
 from txverify.hub.identity import Caller
 from txverify.hub.membership import Membership
-from txverify.hub.ratelimit import RateLimit
 from txverify.hub.registry import Member, MemberStatus, Role
+from txverify.hub.resilience.ratelimit import RateLimit
 
 
 def member_rate_limit(member: Member) -> RateLimit | None:

@@ -15,10 +15,9 @@ import grpc
 
 from txverify.hub.admission import Admission, member_rate_limit
 from txverify.hub.audit import NullAuditStore
-from txverify.hub.audit_service import AuditLogServicer
-from txverify.hub.audit_stores import open_audit_store
-from txverify.hub.auditlog import AuditWriter
-from txverify.hub.breaker import BreakerSettings, CircuitState
+from txverify.hub.audit.service import AuditLogServicer
+from txverify.hub.audit.stores import open_audit_store
+from txverify.hub.audit.writer import AuditWriter
 from txverify.hub.console.actions import Actions
 from txverify.hub.console.feed import LiveFeed
 from txverify.hub.console.web import Console, ConsoleSettings
@@ -33,12 +32,13 @@ from txverify.hub.issuer_health import HubHealth, IssuerHealth
 from txverify.hub.membership import Membership
 from txverify.hub.metrics import Metrics
 from txverify.hub.outcome import Observers, RequestLog
-from txverify.hub.ratelimit import RateLimit, RateLimiter
-from txverify.hub.ratelimit_redis import SharedRateLimiter
 from txverify.hub.registry import Member, load_members
-from txverify.hub.registry_service import MemberRegistryServicer
-from txverify.hub.registry_store import open_registry_store
-from txverify.hub.registry_watch import RegistryWatch
+from txverify.hub.registry.service import MemberRegistryServicer
+from txverify.hub.registry.store import open_registry_store
+from txverify.hub.registry.watch import RegistryWatch
+from txverify.hub.resilience.breaker import BreakerSettings, CircuitState
+from txverify.hub.resilience.ratelimit import RateLimit, RateLimiter
+from txverify.hub.resilience.ratelimit_redis import SharedRateLimiter
 from txverify.hub.router import Router
 from txverify.hub.verification import VerificationServicer
 from txverify.runtime import tls
@@ -80,7 +80,7 @@ class HubSettings:
     operators: tuple[str, ...] = (tls.OPERATOR,)
     rate_limit: RateLimit | None = None  # default per member; None = unlimited
     # Where replicas share their rate-limit buckets (redis://host:port/db);
-    # None = each process limits on its own (server/txverify/hub/ratelimit_redis.py says why Redis).
+    # None = each process limits on its own (resilience/ratelimit_redis.py says why).
     rate_limit_store: str | None = None
     issuer_timeout: float = 5.0
     max_in_flight_per_issuer: int = 200

@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 import grpc
 
 from txverify.errors import Reason, ServiceError, details_of
-from txverify.hub.breaker import BreakerSettings, CircuitBreaker, CircuitState
-from txverify.hub.bulkhead import Bulkhead
 from txverify.hub.registry import Member
+from txverify.hub.resilience.breaker import BreakerSettings, CircuitBreaker, CircuitState
+from txverify.hub.resilience.bulkhead import Bulkhead
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc
 
 if TYPE_CHECKING:

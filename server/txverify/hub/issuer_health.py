@@ -22,9 +22,9 @@ import grpc
 from grpc_health.v1 import health_pb2
 from grpc_health.v1._async import HealthServicer
 
-from txverify.hub.breaker import CircuitState
 from txverify.hub.membership import Membership
 from txverify.hub.registry import MemberStatus, Role
+from txverify.hub.resilience.breaker import CircuitState
 from txverify.wire import issuer_health_name
 
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -25,7 +25,7 @@ from txverify.hub.registry import (
     shown,
     with_changes,
 )
-from txverify.hub.registry_store import Change, RegistryStore, Snapshot
+from txverify.hub.registry.store import Change, RegistryStore, Snapshot
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
@@ -64,7 +64,7 @@ class Membership:
 
     shared: other processes (hub workers, hubs on one PostgreSQL) change the
     same store. Their changes arrive through `refresh`, or `take` for a read
-    made elsewhere (server/txverify/hub/registry_watch.py calls them when told of a change
+    made elsewhere (server/txverify/hub/registry/watch.py calls them when told of a change
     and periodically), and every change made here starts from a fresh read, so
     its checks see the others' changes. `wait_applied` waits until the others
     have a change made here (PostgreSQL), so a client that made it through

@@ -23,7 +23,7 @@ from txverify.hub.audit import (
     Verified,
     request_id_reused,
 )
-from txverify.hub.auditlog import AuditWriter
+from txverify.hub.audit.writer import AuditWriter
 from txverify.hub.checks import evaluate, validate_expectations, verdict
 from txverify.hub.forwarding import IssuerGateway
 from txverify.hub.identity import Caller

@@ -103,7 +103,7 @@ CREATE INDEX member_history_code ON member_history (code, id);
         "hub processes following the registry, and how far each has applied it",
         # SQLite: nothing. Its workers share a file and re-read it every second;
         # a row per worker would be one more write to the lock the audit needs.
-        sqlite="\n-- nothing on SQLite: see Replicas in server/txverify/hub/registry_store.py\n",
+        sqlite="\n-- nothing on SQLite: see Replicas in server/txverify/hub/registry/store.py\n",
         postgres="""
 CREATE TABLE registry_replicas (
     replica    TEXT PRIMARY KEY,         -- host:pid:random, one per hub process

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from txverify.hub.app import HubSettings
-from txverify.hub.audit_stores import open_audit_store
+from txverify.hub.audit.stores import open_audit_store
 from txverify.hub.membership import Membership
-from txverify.hub.registry_store import open_registry_store
+from txverify.hub.registry.store import open_registry_store
 from txverify.runtime.logs import FIELDS
 from txverify.runtime.storage import sqlite_path
 

@@ -29,11 +29,11 @@ from typing import Any
 from aiohttp import web
 
 from txverify import miniqr
-from txverify.hub.breaker import CircuitState
 from txverify.hub.console.actions import ActionError, Actions
 from txverify.hub.console.feed import LiveFeed
 from txverify.hub.membership import Membership
 from txverify.hub.registry import Member
+from txverify.hub.resilience.breaker import CircuitState
 from txverify.runtime import tls
 from txverify.units import BANGKOK
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from txverify.banks import is_member_code
-from txverify.hub.ratelimit import burst_problem, rate_problem
+from txverify.hub.resilience.ratelimit import burst_problem, rate_problem
 from txverify.runtime import tls
 
 _ENDPOINT = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9]{1,5}")  # fullmatch

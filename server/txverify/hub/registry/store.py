@@ -24,7 +24,7 @@ from txverify.runtime.storage import (
 )
 
 # Every committed registry change is announced here (payload: the member's code),
-# so each hub process re-reads the registry at once (server/txverify/hub/registry_watch.py).
+# so each hub process re-reads the registry at once (server/txverify/hub/registry/watch.py).
 CHANNEL = "txverify_registry"
 # Saves on PostgreSQL take turns under this transaction-scoped advisory lock, so
 # member_history ids are handed out in commit order (see Snapshot.last_change).
@@ -309,7 +309,7 @@ class Replicas:
     applied it (table registry_replicas): so a change can be answered once every
     live one has it, and a client sent to any of them next sees it.
 
-    Each process (server/txverify/hub/registry_watch.py) upserts its row after every re-read,
+    Each process (server/txverify/hub/registry/watch.py) upserts its row after every re-read,
     which is also its heartbeat, and deletes it when it stops cleanly. One that
     dies leaves its row, which stops counting at its expires_at: the process
     sets that from its own re-read period, so processes with different periods

@@ -7,7 +7,7 @@ the factory in it made audit.py, audit_sqlite.py and audit_postgres.py a cycle.
 from __future__ import annotations
 
 from txverify.hub.audit import AuditStore
-from txverify.hub.audit_sqlite import SqliteAuditStore
+from txverify.hub.audit.sqlite import SqliteAuditStore
 from txverify.runtime.storage import is_postgres_url
 
 
@@ -21,7 +21,7 @@ def open_audit_store(url: str, *, shared: bool = False) -> AuditStore:
         return SqliteAuditStore(url, shared=shared)
     if is_postgres_url(url):
         # Imported here: psycopg is loaded only by a hub on PostgreSQL.
-        from txverify.hub.audit_postgres import PostgresAuditStore
+        from txverify.hub.audit.postgres import PostgresAuditStore
 
         return PostgresAuditStore(url)
     raise ValueError(

@@ -25,7 +25,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from txverify.hub.ratelimit import RateLimit, RateLimiter
+from txverify.hub.resilience.ratelimit import RateLimit, RateLimiter
 
 log = logging.getLogger(__name__)
 

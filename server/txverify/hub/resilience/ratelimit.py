@@ -20,7 +20,7 @@ _EPSILON = 1e-9
 # (MemberRegistry, the members file; there 0 means the hub's default). The wait an
 # empty bucket says is at most 1 / MIN_RATE = 1,000 s, which a RetryInfo holds (a
 # rate of 1e-300/s said 1e300 s: no Duration can, and Verify answered UNKNOWN), and
-# the shared limiter's numbers stay exact (server/txverify/hub/ratelimit_redis.py). An infinite
+# the shared limiter's numbers stay exact (ratelimit_redis.py). An infinite
 # rate would make refills NaN (0 s * inf): "no limit" is None, not a rate.
 MIN_RATE = 0.001  # requests per second: one every 1,000 s
 MAX_RATE = 1_000_000.0

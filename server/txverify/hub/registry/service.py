@@ -11,7 +11,6 @@ from typing import Any, TypeVar
 import grpc
 
 from txverify.errors import Reason, ServiceError, abort, invalid_field
-from txverify.hub.breaker import CircuitState
 from txverify.hub.identity import IdentityMode, identify
 from txverify.hub.membership import UPDATABLE, Membership, invalid_member
 from txverify.hub.registry import (
@@ -23,7 +22,8 @@ from txverify.hub.registry import (
     Role,
     shown,
 )
-from txverify.hub.registry_store import Change
+from txverify.hub.registry.store import Change
+from txverify.hub.resilience.breaker import CircuitState
 from txverify.units import to_timestamp
 from txverify.v1 import common_pb2, registry_pb2, registry_pb2_grpc
 

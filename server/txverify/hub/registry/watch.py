@@ -16,7 +16,7 @@ from psycopg import sql
 from txverify.hub.membership import Membership
 from txverify.hub.pg import connect_kwargs
 from txverify.hub.registry import Member
-from txverify.hub.registry_store import CHANNEL
+from txverify.hub.registry.store import CHANNEL
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
