@@ -14,7 +14,7 @@ BENCH_POSTGRES ?= postgresql://127.0.0.1:5432/test
 FUZZ_STAMP    := $(VENV)/.installed-fuzz
 FUZZ_SECONDS  ?= 60
 
-.PHONY: run test lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
+.PHONY: run test test-fast lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
 	bench-faults bench-restarts bench-scaling soak fuzz browser screenshots
 
 $(PY):
@@ -45,6 +45,10 @@ typecheck: $(DEV_STAMP)
 
 pytest: $(DEV_STAMP)
 	$(BIN)/pytest
+
+## test-fast: the developer's loop (< 2 minutes): lint, types, the tests not marked slow
+test-fast: lint typecheck $(DEV_STAMP)
+	$(BIN)/pytest -q -m "not slow"
 
 ## proto: regenerate the Python code and stubs of proto/txverify/v1 (committed)
 proto: $(DEV_STAMP)

@@ -21,6 +21,9 @@ from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import registry_pb2, registry_pb2_grpc, verification_pb2, verification_pb2_grpc
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 
 async def _start_hub(members: Path, db: Path) -> tuple[asyncio.subprocess.Process, int]:
     return await start_hub_process(members, "--db", f"sqlite:///{db}")

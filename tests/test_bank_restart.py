@@ -44,6 +44,9 @@ from txverify.v1 import (
     verification_pb2_grpc,
 )
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 READY = "TXVERIFY-READY "
 
 

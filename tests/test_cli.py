@@ -28,6 +28,9 @@ from txverify import miniqr
 from txverify.runtime import tls
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 STARTUP_SECONDS = 30
 
 

@@ -29,6 +29,9 @@ from conftest import postgres_schema_url, stop_process
 from txverify.cli import nginx
 from txverify.cli.loadgen import LoadPlan, fetch_slips, run_load
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 # Scenarios whose answers depend on one process's circuit breaker or issuer
 # channel: behind nginx the next request may reach a replica whose circuit is

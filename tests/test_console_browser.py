@@ -34,7 +34,8 @@ playwright_api = pytest.importorskip("playwright.async_api", reason="playwright 
 CHROMIUM = os.environ.get("TXVERIFY_CHROMIUM", "/usr/bin/chromium")
 WAIT_MS = 8000  # what "within a few seconds" means here
 
-pytestmark = pytest.mark.timeout(90)
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(90)]
 
 
 @pytest.fixture

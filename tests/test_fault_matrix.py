@@ -32,6 +32,9 @@ from fault_matrix import (
     start_network,
 )
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 LOAD = Load(seconds=2.5, healthy_rate=100.0, faulty_rate=20.0)
 
 

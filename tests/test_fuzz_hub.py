@@ -60,6 +60,9 @@ from txverify.v1 import (
     verification_pb2_grpc,
 )
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 EXAMPLES = 600  # 1,000 until `make test` neared 10 minutes; `make fuzz` goes far deeper
 # The other RPCs share about as many again (`make fuzz` runs their fuzz targets longer).
 REGISTRY_EXAMPLES = 240  # as the operator; members get REGISTRY_MEMBER_EXAMPLES

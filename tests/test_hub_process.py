@@ -19,6 +19,9 @@ from txverify.errors import details_of
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import simulator_pb2, verification_pb2, verification_pb2_grpc
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 DRAIN_DELAY = 0.5  # seconds of NOT_SERVING, still answering, before the hub refuses new RPCs
 
 

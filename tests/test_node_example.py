@@ -37,7 +37,8 @@ _OFFLINE_MARKERS = (
 )
 
 # npm ci is part of the first test's time.
-pytestmark = pytest.mark.timeout(NPM_CI_TIMEOUT + 60)
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(NPM_CI_TIMEOUT + 60)]
 
 
 @pytest.fixture(scope="module")

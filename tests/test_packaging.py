@@ -21,6 +21,9 @@ from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.ledger import LedgerTransaction, TxStatus
 from txverify.simulators.server import RunningSimulator
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 EXTRAS = _EXTRAS_MODULES
 _NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".*_cache",

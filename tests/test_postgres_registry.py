@@ -45,6 +45,10 @@ T0 = datetime(2025, 3, 14, 9, 26, 53, tzinfo=UTC)
 HUB_FLAGS = ("--no-audit", "--drain-delay", "0", "--grace", "1")
 
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
+
 def _slip(sim: RunningSimulator, code: str = "014") -> str:
     """The QR text of a completed slip of bank `code`, visible to inquiries."""
     bank = sim.nodes[code].bank
@@ -553,6 +557,7 @@ async def test_the_verify_right_after_a_change_through_one_hub_process_sees_it_o
 _FOLLOWER = """
 import asyncio, json, sys
 from txverify.hub.app import HubSettings, serve
+
 settings = HubSettings(port=0, db=sys.argv[1], audit=False, registry_refresh=0.2)
 ready = lambda hub: print("TXVERIFY-READY " + json.dumps({"address": f"x:{hub.port}"}), flush=True)
 asyncio.run(serve(settings, ready))

@@ -18,6 +18,9 @@ from txverify.cli.scenario import (
     scenario_app,
 )
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 SHIPPED = sorted((Path(__file__).parents[1] / "scenarios").glob("*.yaml"))
 WRONG_VERDICT = """
 name: Wrong verdict on purpose

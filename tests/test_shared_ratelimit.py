@@ -25,6 +25,9 @@ from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import verification_pb2, verification_pb2_grpc
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 DEAD_REDIS = "redis://127.0.0.1:1/0"  # nothing listens on port 1
 
 

@@ -11,6 +11,9 @@ from typing import Any
 
 import pytest
 
+# slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 SOAK = ROOT / "bench" / "soak.py"
 SECONDS, INTERVAL = 20, 2.0
