@@ -29,10 +29,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg import sql
 
-from txverify.hub.app import HubSettings, RunningHub, start_hub
-from txverify.hub.console.web import ConsoleSettings
+from txverify.hub.app import RunningHub, start_hub
 from txverify.hub.registry import Member, MemberKind, dump_members, with_default_roles
 from txverify.hub.resilience.breaker import BreakerSettings
+from txverify.hub.settings import ConsoleSettings, HubSettings
 from txverify.runtime import tls
 from txverify.runtime.logs import JsonFormatter
 from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator

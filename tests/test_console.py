@@ -17,9 +17,10 @@ from conftest import HubFactory, personal_data
 from txverify import units
 from txverify.hub.app import RunningHub
 from txverify.hub.console.feed import LiveFeed, mask_reference, percentile
-from txverify.hub.console.web import TOKEN_HEADER, ConsoleSettings
+from txverify.hub.console.web import TOKEN_HEADER
 from txverify.hub.outcome import Verification
 from txverify.hub.registry import MemberStatus
+from txverify.hub.settings import ConsoleSettings
 from txverify.simulators.server import RunningSimulator
 from txverify.slipimage import render_slip_png
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
@@ -289,7 +290,7 @@ async def test_a_refused_verification_is_an_answer_not_an_error(
 
 
 async def test_the_console_is_refused_with_workers_and_off_loopback() -> None:
-    from txverify.hub.app import HubSettings
+    from txverify.hub.settings import HubSettings
 
     with pytest.raises(ValueError, match="loopback only"):
         ConsoleSettings(0, host="0.0.0.0")

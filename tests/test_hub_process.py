@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import subprocess
@@ -205,3 +206,30 @@ def test_hub_with_a_bad_members_file_exits_with_a_clear_message(tmp_path: Path) 
 
     assert 1 == result.returncode
     assert "member code must be 3 digits" in result.stderr
+
+
+def test_the_hub_takes_its_settings_from_txverify_hub_variables(tmp_path: Path) -> None:
+    # Flags, then TXVERIFY_HUB_* variables, then the settings' defaults: a database
+    # URL (and its password) need not be in argv.
+    (tmp_path / "members.toml").write_text(
+        '[[member]]\ncode = "002"\nname = "Bangkok Bank"\n', encoding="utf-8"
+    )
+    db = tmp_path / "from-env.sqlite"
+    env = {
+        **os.environ,
+        "TXVERIFY_HUB_MEMBERS": str(tmp_path / "members.toml"),
+        "TXVERIFY_HUB_DB": f"sqlite:///{db}",
+        "TXVERIFY_HUB_PORT": "0",
+        "TXVERIFY_HUB_LOG_LEVEL": "WARNING",
+    }
+    argv = [sys.executable, "-m", "txverify.cli", "hub", "--ready-line"]
+    hub = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        assert hub.stdout is not None
+        line = hub.stdout.readline()
+        assert line.startswith("TXVERIFY-READY "), hub.stderr.read() if hub.stderr else line
+        assert db.exists()
+        assert str(db) not in " ".join(argv)
+    finally:
+        hub.send_signal(signal.SIGTERM)
+        hub.communicate(timeout=20)

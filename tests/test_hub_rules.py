@@ -18,10 +18,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from conftest import member_channel
 from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
-from txverify.hub.app import HubSettings, RunningHub
+from txverify.hub.app import RunningHub
 from txverify.hub.registry import Member
 from txverify.hub.resilience.breaker import BreakerSettings
 from txverify.hub.resilience.ratelimit import RateLimit
+from txverify.hub.settings import HubSettings
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.v1 import (

@@ -19,8 +19,9 @@ from txverify.cli.scenario import Target, load_scenario, run_scenario
 from txverify.client import AsyncTxVerifyClient, SlipQuery
 from txverify.client.channels import control_aio_channel
 from txverify.errors import ErrorDetails, details_of
-from txverify.hub.app import HubSettings, RunningHub, start_hub
+from txverify.hub.app import RunningHub, start_hub
 from txverify.hub.identity import IdentityMode
+from txverify.hub.settings import HubSettings
 from txverify.runtime import tls
 from txverify.runtime.grpcserver import bind, new_server
 from txverify.simulators.bank import SlipVisibility

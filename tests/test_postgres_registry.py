@@ -27,11 +27,12 @@ import pytest
 
 from conftest import HubFactory, member_channel, members_file
 from txverify.errors import details_of
-from txverify.hub.app import HubSettings, RunningHub
+from txverify.hub.app import RunningHub
 from txverify.hub.membership import Membership
 from txverify.hub.registry import Member, MemberStatus
 from txverify.hub.registry.store import CHANNEL, SAVE_LOCK, Change, Replicas, open_registry_store
 from txverify.hub.registry.watch import RegistryWatch
+from txverify.hub.settings import HubSettings
 from txverify.hub.workers import prepare_database
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.ledger import TxStatus
@@ -556,7 +557,8 @@ async def test_the_verify_right_after_a_change_through_one_hub_process_sees_it_o
 # port in the CLI's ready line.
 _FOLLOWER = """
 import asyncio, json, sys
-from txverify.hub.app import HubSettings, serve
+from txverify.hub.app import serve
+from txverify.hub.settings import HubSettings
 
 settings = HubSettings(port=0, db=sys.argv[1], audit=False, registry_refresh=0.2)
 ready = lambda hub: print("TXVERIFY-READY " + json.dumps({"address": f"x:{hub.port}"}), flush=True)

@@ -18,8 +18,9 @@ from google.protobuf import field_mask_pb2
 
 from conftest import member_channel
 from txverify.errors import ErrorDetails, details_of
-from txverify.hub.app import HubSettings, RunningHub, start_hub
+from txverify.hub.app import RunningHub, start_hub
 from txverify.hub.registry import Member, with_default_roles
+from txverify.hub.settings import HubSettings
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from pathlib import Path
 from typing import Annotated, Any
 
 import grpc
@@ -15,6 +14,7 @@ from rich.table import Table
 from txverify import units
 from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
+from txverify.cli.options import CertsOpt, HubOpt
 from txverify.client import DEFAULT_HUB, hub_channel
 from txverify.errors import details_of
 from txverify.runtime import tls
@@ -47,12 +47,8 @@ def audit(
     as_member: Annotated[
         str, typer.Option("--as", help="Read as this member instead of as operator.")
     ] = "",
-    hub_address: Annotated[
-        str | None, typer.Option("--hub", envvar="TXVERIFY_HUB", help="Hub host:port.")
-    ] = None,
-    certs: Annotated[
-        Path | None, typer.Option(envvar="TXVERIFY_CERTS", help="Certificate directory (mTLS).")
-    ] = None,
+    hub_address: HubOpt = None,
+    certs: CertsOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """Query the audit trail: one record per Verify, newest first, no personal data."""

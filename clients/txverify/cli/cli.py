@@ -33,6 +33,7 @@ from txverify.cli.network import (
     wait_any,
 )
 from txverify.cli.scenario import scenario_app
+from txverify.hub.settings import HubSettings
 from txverify.runtime import logs, tls
 
 app = typer.Typer(
@@ -75,6 +76,10 @@ def _main(
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
+
+# The hub's flag defaults, from its settings (defined once, in txverify.hub.settings).
+_HUB = HubSettings()
+_RATE_LIMIT_BURST = 100  # the default burst once --rate-limit-rps sets a rate
 
 # Exit code of a command given bad input (typer's own for bad flags).
 EXIT_BAD_INPUT = 2
@@ -338,69 +343,123 @@ def cluster_up(
 @app.command()
 def hub(
     members: Annotated[
-        Path, typer.Option(help="TOML file of members ([[member]] code, name, issuer_endpoint).")
+        Path,
+        typer.Option(
+            envvar="TXVERIFY_HUB_MEMBERS",
+            help="TOML file of members (\\[\\[member]] code, name, issuer_endpoint).",
+        ),
     ],
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port; 0 picks a free one.")] = 50051,
-    issuer_timeout: Annotated[float, typer.Option(help="Cap in seconds per issuer inquiry.")] = 5.0,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    host: Annotated[
+        str, typer.Option(envvar="TXVERIFY_HUB_HOST", help="Address to listen on.")
+    ] = _HUB.host,
+    port: Annotated[
+        int, typer.Option(envvar="TXVERIFY_HUB_PORT", help="Port; 0 picks a free one.")
+    ] = _HUB.port,
+    issuer_timeout: Annotated[
+        float,
+        typer.Option(
+            envvar="TXVERIFY_HUB_ISSUER_TIMEOUT", help="Cap in seconds per issuer inquiry."
+        ),
+    ] = _HUB.issuer_timeout,
+    log_level: Annotated[
+        str, typer.Option(envvar="TXVERIFY_HUB_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
     ready_line: Annotated[
-        bool, typer.Option(help="Print one ready line (JSON) on stdout once listening.")
+        bool,
+        typer.Option(
+            envvar="TXVERIFY_HUB_READY_LINE",
+            help="Print one ready line (JSON) on stdout once listening.",
+        ),
     ] = False,
     db: Annotated[
         str,
         typer.Option(
+            envvar="TXVERIFY_HUB_DB",
             help="Hub database URL (members and audit): sqlite:///path/hub.sqlite, "
-            "sqlite:// (in memory) or postgresql://user@host:port/db."
+            "sqlite:// (in memory) or postgresql://user@host:port/db.",
         ),
-    ] = "sqlite://",
+    ] = _HUB.db,
     certs: Annotated[
-        Path | None, typer.Option(help="Certificate directory: serve with mutual TLS.")
+        Path | None,
+        typer.Option(
+            envvar="TXVERIFY_HUB_CERTS", help="Certificate directory: serve with mutual TLS."
+        ),
     ] = None,
     rate_limit_rps: Annotated[
-        float, typer.Option(help="Default Verify/s per member (0 = unlimited).")
+        float,
+        typer.Option(
+            envvar="TXVERIFY_HUB_RATE_LIMIT_RPS",
+            help="Default Verify/s per member (0 = unlimited).",
+        ),
     ] = 0.0,
-    rate_limit_burst: Annotated[int, typer.Option(help="Default burst per member.")] = 100,
+    rate_limit_burst: Annotated[
+        int, typer.Option(envvar="TXVERIFY_HUB_RATE_LIMIT_BURST", help="Default burst per member.")
+    ] = _RATE_LIMIT_BURST,
     rate_limit_store: Annotated[
         str | None,
         typer.Option(
+            envvar="TXVERIFY_HUB_RATE_LIMIT_STORE",
             help="Share rate limits between hub processes and replicas in this Redis "
-            "(redis://host:port/db); default: each process limits on its own."
+            "(redis://host:port/db); default: each process limits on its own.",
         ),
     ] = None,
-    max_in_flight: Annotated[int, typer.Option(help="Inquiries in flight per issuer.")] = 200,
+    max_in_flight: Annotated[
+        int,
+        typer.Option(envvar="TXVERIFY_HUB_MAX_IN_FLIGHT", help="Inquiries in flight per issuer."),
+    ] = _HUB.max_in_flight_per_issuer,
     breaker_failures: Annotated[
-        int, typer.Option(help="Consecutive issuer failures that open its circuit.")
-    ] = 5,
+        int,
+        typer.Option(
+            envvar="TXVERIFY_HUB_BREAKER_FAILURES",
+            help="Consecutive issuer failures that open its circuit.",
+        ),
+    ] = _HUB.breaker.failure_threshold,
     breaker_cooldown: Annotated[
-        float, typer.Option(help="Seconds a circuit stays open before a probe.")
-    ] = 5.0,
+        float,
+        typer.Option(
+            envvar="TXVERIFY_HUB_BREAKER_COOLDOWN",
+            help="Seconds a circuit stays open before a probe.",
+        ),
+    ] = _HUB.breaker.cooldown,
     breaker_failing_seconds: Annotated[
         float,
         typer.Option(
+            envvar="TXVERIFY_HUB_BREAKER_FAILING_SECONDS",
             help="Seconds the consecutive failures must span before the circuit opens "
             "(0: the count alone), so that an issuer failing some inquiries at a high "
-            "rate is not cut off."
+            "rate is not cut off.",
         ),
-    ] = 1.0,
+    ] = _HUB.breaker.failing_seconds,
     drain_delay: Annotated[
-        float, typer.Option(help="On SIGTERM, seconds of NOT_SERVING before refusing RPCs.")
-    ] = 1.0,
-    grace: Annotated[float, typer.Option(help="Seconds in-flight RPCs get on SIGTERM.")] = 5.0,
+        float,
+        typer.Option(
+            envvar="TXVERIFY_HUB_DRAIN_DELAY",
+            help="On SIGTERM, seconds of NOT_SERVING before refusing RPCs.",
+        ),
+    ] = _HUB.drain_delay,
+    grace: Annotated[
+        float,
+        typer.Option(envvar="TXVERIFY_HUB_GRACE", help="Seconds in-flight RPCs get on SIGTERM."),
+    ] = _HUB.grace,
     metrics_port: Annotated[
         int | None,
         typer.Option(
+            envvar="TXVERIFY_HUB_METRICS_PORT",
             help="Serve Prometheus /metrics on this port (0 = any); "
-            "with --workers, worker i serves port + i."
+            "with --workers, worker i serves port + i.",
         ),
     ] = None,
     audit: Annotated[
         bool,
-        typer.Option(help="Audit, duplicates and idempotency (--no-audit only for benchmarks)."),
-    ] = True,
+        typer.Option(
+            envvar="TXVERIFY_HUB_AUDIT",
+            help="Audit, duplicates and idempotency (--no-audit only for benchmarks).",
+        ),
+    ] = _HUB.audit,
     workers: Annotated[
         int,
         typer.Option(
+            envvar="TXVERIFY_HUB_WORKERS",
             min=1,
             max=256,
             help="Hub processes sharing the port (SO_REUSEPORT) and the --db database; "
@@ -409,26 +468,33 @@ def hub(
     ] = 1,
     event_loop: Annotated[
         str,
-        typer.Option(help="auto (uvloop when installed), uvloop or asyncio."),
-    ] = "auto",
+        typer.Option(
+            envvar="TXVERIFY_HUB_EVENT_LOOP",
+            help="auto (uvloop when installed), uvloop or asyncio.",
+        ),
+    ] = _HUB.event_loop,
     console: Annotated[
         int | None,
         typer.Option(
+            envvar="TXVERIFY_HUB_CONSOLE",
             help="Serve the web console on this loopback port (0 = any); its operator "
-            "token is printed on stderr."
+            "token is printed on stderr.",
         ),
     ] = None,
     console_simulator: Annotated[
         str | None,
-        typer.Option(help="The simulator's control address, for the console's fault controls."),
+        typer.Option(
+            envvar="TXVERIFY_HUB_CONSOLE_SIMULATOR",
+            help="The simulator's control address, for the console's fault controls.",
+        ),
     ] = None,
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
-    from txverify.hub.app import HubSettings, RunningHub, run, serve  # the CLI may start the hub
-    from txverify.hub.console.web import ConsoleSettings
+    from txverify.hub.app import RunningHub, run, serve  # the CLI may start the hub
     from txverify.hub.identity import IdentityMode
     from txverify.hub.resilience.breaker import BreakerSettings
     from txverify.hub.resilience.ratelimit import RateLimit
+    from txverify.hub.settings import ConsoleSettings, HubSettings
 
     logs.configure(log_level)
 

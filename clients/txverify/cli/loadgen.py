@@ -55,7 +55,8 @@ from txverify.cli.loadreport import (
     to_json,
 )
 from txverify.cli.network import resolve_target
-from txverify.cli.simulatorcmd import ControlOpt, control_target
+from txverify.cli.options import CertsOpt, ControlOpt, HubOpt, MemberOpt
+from txverify.cli.simulatorcmd import control_target
 from txverify.client import DEFAULT_HUB
 from txverify.client.channels import control_channel, hub_aio_channel
 from txverify.errors import details_of
@@ -657,25 +658,9 @@ def load(
         typer.Option(help="KIND<TAB>QR lines (`slips export --kinds`) instead of the simulator."),
     ] = None,
     control: ControlOpt = None,
-    hub_address: Annotated[
-        str | None,
-        typer.Option(
-            "--hub",
-            envvar="TXVERIFY_HUB",
-            help=f"Hub host:port (default: as `txverify up` recorded, else {DEFAULT_HUB}).",
-        ),
-    ] = None,
-    member: Annotated[
-        str,
-        typer.Option(
-            envvar="TXVERIFY_MEMBER",
-            help="Member to speak for (default: the one `txverify up` recorded).",
-        ),
-    ] = "",
-    certs: Annotated[
-        Path | None,
-        typer.Option(envvar="TXVERIFY_CERTS", help="Certificate directory: call over mTLS."),
-    ] = None,
+    hub_address: HubOpt = None,
+    member: MemberOpt = "",
+    certs: CertsOpt = None,
     timeout: Annotated[float, typer.Option(help="Deadline per request, in seconds.")] = 10.0,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Write the report and timeline as JSON here.")

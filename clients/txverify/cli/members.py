@@ -16,6 +16,7 @@ from rich.table import Table
 from txverify import units
 from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import NetworkError, load_network
+from txverify.cli.options import CertsOpt, HubOpt
 from txverify.client import DEFAULT_HUB, hub_channel
 from txverify.errors import details_of
 from txverify.runtime import tls
@@ -26,15 +27,6 @@ app = typer.Typer(help="Manage the hub's members (operator only).", no_args_is_h
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
 
-HubOpt = Annotated[str | None, typer.Option("--hub", envvar="TXVERIFY_HUB", help="Hub host:port.")]
-CertsOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--certs",
-        envvar="TXVERIFY_CERTS",
-        help="Certificate directory: call over mTLS as operator.",
-    ),
-]
 _STATUS = {
     registry_pb2.MEMBER_STATUS_ACTIVE: "ACTIVE",
     registry_pb2.MEMBER_STATUS_SUSPENDED: "SUSPENDED",

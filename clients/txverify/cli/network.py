@@ -205,10 +205,15 @@ def running_network(
             members = workdir / "members.toml"
             members.write_text(members_toml(infos), encoding="utf-8")
             hub_args = ["--members", str(members), "--host", hub_host, *hub_extra_args]
+            # The database URL (it may hold a password) goes in the environment, not
+            # in argv, where `ps` shows it to every user of the machine.
+            # The hub's own TXVERIFY_HUB_* from this shell are left out: the network's
+            # flags decide, as they did before the hub read the environment.
+            hub_env = {k: v for k, v in os.environ.items() if not k.startswith("TXVERIFY_HUB_")}
             if db is not None:
-                hub_args += ["--db", db]
+                hub_env["TXVERIFY_HUB_DB"] = db
             elif data_dir is not None:
-                hub_args += ["--db", f"sqlite:///{(data_dir / 'hub.sqlite').resolve()}"]
+                hub_env["TXVERIFY_HUB_DB"] = f"sqlite:///{(data_dir / 'hub.sqlite').resolve()}"
             if use_tls:
                 hub_args += ["--certs", str(certs)]
             if console_port is not None and not replicas:
@@ -223,6 +228,7 @@ def running_network(
                          "--ready-line"),
                     stdout=subprocess.PIPE,
                     text=True,
+                    env=hub_env,
                 )  # fmt: skip
                 procs.append(hub)
                 if replicas:

@@ -574,10 +574,11 @@ class ScenarioResult:
 async def fresh_network(spec: NetworkSpec) -> AsyncIterator[Target]:
     """Simulated banks and a hub in this process, on loopback port 0, as `txverify up` runs them."""
     # Imported here: clients depend on server and simulators only to start them.
-    from txverify.hub.app import HubSettings, start_hub
+    from txverify.hub.app import start_hub
     from txverify.hub.registry import Member, MemberKind, with_default_roles
     from txverify.hub.resilience.breaker import BreakerSettings
     from txverify.hub.resilience.ratelimit import RateLimit
+    from txverify.hub.settings import HubSettings
     from txverify.simulators.server import SimulatorSettings, start_simulator
 
     sim = await start_simulator(

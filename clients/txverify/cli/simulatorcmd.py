@@ -16,6 +16,7 @@ from rich.table import Table
 from txverify import units
 from txverify.cli.failures import SIMULATOR, failure_line
 from txverify.cli.network import NetworkError, load_network
+from txverify.cli.options import ControlOpt
 from txverify.cli.render import transaction_table
 from txverify.client.answers import transaction_dict
 from txverify.client.channels import control_channel
@@ -24,14 +25,6 @@ from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-ControlOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--control",
-        envvar="TXVERIFY_CONTROL",
-        help="Simulator control host:port (default: the network `txverify up` recorded).",
-    ),
-]
 CertsOpt = Annotated[
     Path | None,
     typer.Option(

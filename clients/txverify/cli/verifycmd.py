@@ -14,6 +14,7 @@ from rich.table import Table
 from txverify import miniqr, units
 from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
+from txverify.cli.options import CertsOpt, HubOpt, MemberOpt
 from txverify.cli.render import transaction_table
 from txverify.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from txverify.client.answers import answer_dict
@@ -195,25 +196,9 @@ def verify(
     request_id: Annotated[
         str, typer.Option(help="Your request id: a retry with it is answered once.")
     ] = "",
-    hub_address: Annotated[
-        str | None,
-        typer.Option(
-            "--hub",
-            envvar="TXVERIFY_HUB",
-            help=f"Hub host:port (default: as `txverify up` recorded, else {DEFAULT_HUB}).",
-        ),
-    ] = None,
-    member: Annotated[
-        str,
-        typer.Option(
-            envvar="TXVERIFY_MEMBER",
-            help="Your member code (default: the one `txverify up` recorded).",
-        ),
-    ] = "",
-    certs: Annotated[
-        Path | None,
-        typer.Option(envvar="TXVERIFY_CERTS", help="Certificate directory: call over mTLS."),
-    ] = None,
+    hub_address: HubOpt = None,
+    member: MemberOpt = "",
+    certs: CertsOpt = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 10.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:

@@ -6,9 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -20,7 +19,7 @@ from txverify.hub.audit.stores import open_audit_store
 from txverify.hub.audit.writer import AuditWriter
 from txverify.hub.console.actions import Actions
 from txverify.hub.console.feed import LiveFeed
-from txverify.hub.console.web import Console, ConsoleSettings
+from txverify.hub.console.web import Console
 from txverify.hub.forwarding import (
     CHANNEL_OPTIONS,
     ForwardingPolicy,
@@ -32,14 +31,15 @@ from txverify.hub.issuer_health import HubHealth, IssuerHealth
 from txverify.hub.membership import Membership
 from txverify.hub.metrics import Metrics
 from txverify.hub.outcome import Observers, RequestLog
-from txverify.hub.registry import Member, load_members
+from txverify.hub.registry import Member
 from txverify.hub.registry.service import MemberRegistryServicer
 from txverify.hub.registry.store import open_registry_store
 from txverify.hub.registry.watch import RegistryWatch
-from txverify.hub.resilience.breaker import BreakerSettings, CircuitState
-from txverify.hub.resilience.ratelimit import RateLimit, RateLimiter
+from txverify.hub.resilience.breaker import CircuitState
+from txverify.hub.resilience.ratelimit import RateLimiter
 from txverify.hub.resilience.ratelimit_redis import SharedRateLimiter
 from txverify.hub.router import Router
+from txverify.hub.settings import ConsoleSettings, HubSettings
 from txverify.hub.verification import VerificationServicer
 from txverify.runtime import tls
 from txverify.runtime.grpcserver import (
@@ -49,7 +49,6 @@ from txverify.runtime.grpcserver import (
     new_server,
     stop_server,
 )
-from txverify.runtime.storage import MEMORY_URL, is_postgres_url, sqlite_path
 from txverify.v1 import (
     audit_pb2,
     audit_pb2_grpc,
@@ -63,116 +62,6 @@ log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name
-DEFAULT_PORT = 50051
-
-
-@dataclass(frozen=True, slots=True)
-class HubSettings:
-    """How to run the hub."""
-
-    host: str = "127.0.0.1"
-    port: int = DEFAULT_PORT  # 0 = any free port (tests)
-    db: str = MEMORY_URL  # the hub's database URL: sqlite:///path, sqlite:// or postgresql://...
-    members_file: Path | None = None  # TOML bootstrap
-    members: tuple[Member, ...] = ()  # bootstrap when members_file is None
-    mode: IdentityMode = IdentityMode.DEV
-    pki: Path | None = None  # certificate directory (txverify certs init), for mode TLS
-    operators: tuple[str, ...] = (tls.OPERATOR,)
-    rate_limit: RateLimit | None = None  # default per member; None = unlimited
-    # Where replicas share their rate-limit buckets (redis://host:port/db);
-    # None = each process limits on its own (resilience/ratelimit_redis.py says why).
-    rate_limit_store: str | None = None
-    issuer_timeout: float = 5.0
-    max_in_flight_per_issuer: int = 200
-    breaker: BreakerSettings = field(default_factory=BreakerSettings)
-    max_concurrent_rpcs: int = 10_000
-    grace: float = 5.0  # seconds to finish in-flight RPCs on shutdown
-    # On SIGTERM, health says NOT_SERVING this long while RPCs are still
-    # served, so load balancers polling health move traffic away first.
-    drain_delay: float = 1.0
-    metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
-    # Audit, duplicate counting and idempotency; off only to measure their cost.
-    audit: bool = True
-    event_loop: str = "auto"  # uvloop when installed ("auto"), or "uvloop" / "asyncio"
-    # Set by the supervisor (server/txverify/hub/workers.py) in each of `--workers N` processes:
-    # the port is shared with the other workers (SO_REUSEPORT) and so is the database.
-    shared: bool = False
-    # The web console (server/txverify/hub/console/), on loopback; None = off. One process only:
-    # with workers each would see a share of the traffic.
-    console: ConsoleSettings | None = None
-    # Seconds between re-reads of the registry, for changes other processes made
-    # (workers, or hubs on one PostgreSQL); None = the backend's default, see
-    # `refresh_every`.
-    registry_refresh: float | None = None
-
-    def __post_init__(self) -> None:
-        if self.event_loop not in ("auto", "uvloop", "asyncio"):
-            raise ValueError(f"event loop must be auto, uvloop or asyncio, not {self.event_loop!r}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be 0-65535, got {self.port}")
-        if self.rate_limit_store is not None and not self.rate_limit_store.startswith(
-            ("redis://", "rediss://", "unix://")
-        ):
-            raise ValueError(
-                f"the rate-limit store is a Redis URL (redis://host:port/db), "
-                f"not {self.rate_limit_store!r}"
-            )
-        if not (self.db.startswith("sqlite://") or is_postgres_url(self.db)):
-            raise ValueError(
-                f"database URL must be sqlite:///path, sqlite:// or postgresql://..., "
-                f"not {self.db!r}"
-            )
-        if self.shared and not self.postgres and sqlite_path(self.db) is None:
-            raise ValueError(
-                "hub workers share one database: a file (sqlite:///path) or postgresql://..."
-            )
-        if self.console is not None and self.shared:
-            raise ValueError("the console runs in a single hub process: not with --workers")
-        if self.registry_refresh is not None and self.registry_refresh <= 0:
-            raise ValueError("registry_refresh must be positive")
-        if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
-            raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
-        if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
-            raise ValueError("in-flight and concurrency limits must be at least 1")
-        if self.mode is IdentityMode.TLS and self.pki is None:
-            raise ValueError("mTLS needs a certificate directory (txverify certs init DIR)")
-        if self.mode is IdentityMode.DEV and not tls.is_loopback_host(self.host):
-            raise ValueError(
-                f"dev mode trusts a header for identity, so it listens on loopback only, "
-                f"not {self.host!r}: use --tls to serve other hosts"
-            )
-
-    @property
-    def postgres(self) -> bool:
-        return is_postgres_url(self.db)
-
-    @property
-    def follows_registry(self) -> bool:
-        """Other processes may change the registry: workers on one file, and any hub on
-        PostgreSQL (nothing tells a hub whether it is the only one on its database)."""
-        return self.shared or self.postgres
-
-    @property
-    def refresh_every(self) -> float:
-        """SQLite: 1 s, the only way workers learn of each other's changes. PostgreSQL:
-        5 s, a safety net only, as LISTEN/NOTIFY brings every change within
-        milliseconds; it bounds how stale a process can be while its listener is
-        down (or a change was written by hand), at one read of the members per
-        process every 5 s."""
-        if self.registry_refresh is not None:
-            return self.registry_refresh
-        return 5.0 if self.postgres else 1.0
-
-    @property
-    def policy(self) -> ForwardingPolicy:
-        return ForwardingPolicy(
-            issuer_timeout=self.issuer_timeout,
-            max_in_flight=self.max_in_flight_per_issuer,
-            breaker=self.breaker,
-        )
-
-    def bootstrap_members(self) -> Sequence[Member]:
-        return load_members(self.members_file) if self.members_file else self.members
 
 
 @dataclass(slots=True)
@@ -266,7 +155,11 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         else RateLimiter(settings.rate_limit)
     )
     gateway = IssuerGateway(
-        settings.policy,
+        ForwardingPolicy(
+            issuer_timeout=settings.issuer_timeout,
+            max_in_flight=settings.max_in_flight_per_issuer,
+            breaker=settings.breaker,
+        ),
         channel_factory=_channel_factory(settings),
         on_circuit_change=circuit_changed,
     )

@@ -15,6 +15,7 @@ from txverify.errors import Reason, ServiceError, details_of
 from txverify.hub.registry import Member
 from txverify.hub.resilience.breaker import BreakerSettings, CircuitBreaker, CircuitState
 from txverify.hub.resilience.bulkhead import Bulkhead
+from txverify.hub.settings import ISSUER_TIMEOUT, MAX_IN_FLIGHT
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc
 
 if TYPE_CHECKING:
@@ -80,13 +81,13 @@ class ForwardingPolicy:
     """How the hub treats issuers."""
 
     # Cap on one issuer inquiry, and what it gets when the caller set no deadline.
-    issuer_timeout: float = 5.0
+    issuer_timeout: float = ISSUER_TIMEOUT
     # Time kept back from the caller's deadline so the hub can still answer
     # with ISSUER_TIMEOUT before the caller gives up.
     margin: float = 0.05
     # Inquiries in flight per issuer; one more fails at once (bulkhead), so a
     # slow issuer cannot tie up the hub's capacity for the others.
-    max_in_flight: int = 200
+    max_in_flight: int = MAX_IN_FLIGHT
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
 
     def timeout(self, caller_remaining: float | None) -> float:

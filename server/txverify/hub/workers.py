@@ -34,10 +34,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
-from txverify.hub.app import HubSettings
 from txverify.hub.audit.stores import open_audit_store
 from txverify.hub.membership import Membership
 from txverify.hub.registry.store import open_registry_store
+from txverify.hub.settings import HubSettings
 from txverify.runtime.logs import FIELDS
 from txverify.runtime.storage import sqlite_path
 

@@ -19,9 +19,7 @@ import contextlib
 import hmac
 import json
 import logging
-import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from txverify.hub.console.feed import LiveFeed
 from txverify.hub.membership import Membership
 from txverify.hub.registry import Member
 from txverify.hub.resilience.breaker import CircuitState
-from txverify.runtime import tls
+from txverify.hub.settings import ConsoleSettings
 from txverify.units import BANGKOK
 
 log = logging.getLogger(__name__)
@@ -51,20 +49,6 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ConsoleSettings:
-    port: int  # 0 = any free port
-    host: str = "127.0.0.1"
-    simulator: str | None = None  # BankSimulator control address (fault controls)
-    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
-
-    def __post_init__(self) -> None:
-        if not tls.is_loopback_host(self.host):
-            raise ValueError(f"the console listens on loopback only, not {self.host!r}")
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"console port must be 0-65535, got {self.port}")
 
 
 Circuit = Callable[[str], CircuitState | None]

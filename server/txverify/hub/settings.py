@@ -1,0 +1,151 @@
+"""The hub's settings: one frozen dataclass, its defaults defined here once.
+
+`txverify hub` builds HubSettings from its flags, then TXVERIFY_HUB_* environment
+variables (so a database password need not sit in argv), then these defaults; its
+--help shows them from here. Light to import: the CLI reads it for every command.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from txverify.hub.identity import IdentityMode
+from txverify.hub.registry import Member, load_members
+from txverify.hub.resilience.breaker import BreakerSettings
+from txverify.hub.resilience.ratelimit import RateLimit
+from txverify.runtime import tls
+from txverify.runtime.storage import MEMORY_URL, is_postgres_url, sqlite_path
+
+DEFAULT_PORT = 50051
+# Also the defaults of forwarding.ForwardingPolicy, which the hub builds from these.
+ISSUER_TIMEOUT = 5.0  # seconds: cap on one issuer inquiry
+MAX_IN_FLIGHT = 200  # inquiries in flight per issuer
+
+
+def default_of(settings: type[Any], name: str) -> Any:
+    """The default of one field of a settings dataclass (its factory's value if it has one)."""
+    (found,) = [f for f in fields(settings) if f.name == name]
+    if found.default is not MISSING:
+        return found.default
+    if found.default_factory is not MISSING:
+        return found.default_factory()
+    raise KeyError(f"{settings.__name__}.{name} has no default")
+
+
+@dataclass(frozen=True, slots=True)
+class ConsoleSettings:
+    port: int  # 0 = any free port
+    host: str = "127.0.0.1"
+    simulator: str | None = None  # BankSimulator control address (fault controls)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24), repr=False)
+
+    def __post_init__(self) -> None:
+        if not tls.is_loopback_host(self.host):
+            raise ValueError(f"the console listens on loopback only, not {self.host!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"console port must be 0-65535, got {self.port}")
+
+
+@dataclass(frozen=True, slots=True)
+class HubSettings:
+    """How to run the hub."""
+
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT  # 0 = any free port (tests)
+    db: str = MEMORY_URL  # the hub's database URL: sqlite:///path, sqlite:// or postgresql://...
+    members_file: Path | None = None  # TOML bootstrap
+    members: tuple[Member, ...] = ()  # bootstrap when members_file is None
+    mode: IdentityMode = IdentityMode.DEV
+    pki: Path | None = None  # certificate directory (txverify certs init), for mode TLS
+    operators: tuple[str, ...] = (tls.OPERATOR,)
+    rate_limit: RateLimit | None = None  # default per member; None = unlimited
+    # Where replicas share their rate-limit buckets (redis://host:port/db);
+    # None = each process limits on its own (resilience/ratelimit_redis.py says why).
+    rate_limit_store: str | None = None
+    issuer_timeout: float = ISSUER_TIMEOUT
+    max_in_flight_per_issuer: int = MAX_IN_FLIGHT
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    max_concurrent_rpcs: int = 10_000
+    grace: float = 5.0  # seconds to finish in-flight RPCs on shutdown
+    # On SIGTERM, health says NOT_SERVING this long while RPCs are still
+    # served, so load balancers polling health move traffic away first.
+    drain_delay: float = 1.0
+    metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
+    # Audit, duplicate counting and idempotency; off only to measure their cost.
+    audit: bool = True
+    event_loop: str = "auto"  # uvloop when installed ("auto"), or "uvloop" / "asyncio"
+    # Set by the supervisor (server/txverify/hub/workers.py) in each of `--workers N` processes:
+    # the port is shared with the other workers (SO_REUSEPORT) and so is the database.
+    shared: bool = False
+    # The web console (server/txverify/hub/console/), on loopback; None = off. One process only:
+    # with workers each would see a share of the traffic.
+    console: ConsoleSettings | None = None
+    # Seconds between re-reads of the registry, for changes other processes made
+    # (workers, or hubs on one PostgreSQL); None = the backend's default, see
+    # `refresh_every`.
+    registry_refresh: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.event_loop not in ("auto", "uvloop", "asyncio"):
+            raise ValueError(f"event loop must be auto, uvloop or asyncio, not {self.event_loop!r}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.rate_limit_store is not None and not self.rate_limit_store.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError(
+                f"the rate-limit store is a Redis URL (redis://host:port/db), "
+                f"not {self.rate_limit_store!r}"
+            )
+        if not (self.db.startswith("sqlite://") or is_postgres_url(self.db)):
+            raise ValueError(
+                f"database URL must be sqlite:///path, sqlite:// or postgresql://..., "
+                f"not {self.db!r}"
+            )
+        if self.shared and not self.postgres and sqlite_path(self.db) is None:
+            raise ValueError(
+                "hub workers share one database: a file (sqlite:///path) or postgresql://..."
+            )
+        if self.console is not None and self.shared:
+            raise ValueError("the console runs in a single hub process: not with --workers")
+        if self.registry_refresh is not None and self.registry_refresh <= 0:
+            raise ValueError("registry_refresh must be positive")
+        if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
+            raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
+        if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
+            raise ValueError("in-flight and concurrency limits must be at least 1")
+        if self.mode is IdentityMode.TLS and self.pki is None:
+            raise ValueError("mTLS needs a certificate directory (txverify certs init DIR)")
+        if self.mode is IdentityMode.DEV and not tls.is_loopback_host(self.host):
+            raise ValueError(
+                f"dev mode trusts a header for identity, so it listens on loopback only, "
+                f"not {self.host!r}: use --tls to serve other hosts"
+            )
+
+    @property
+    def postgres(self) -> bool:
+        return is_postgres_url(self.db)
+
+    @property
+    def follows_registry(self) -> bool:
+        """Other processes may change the registry: workers on one file, and any hub on
+        PostgreSQL (nothing tells a hub whether it is the only one on its database)."""
+        return self.shared or self.postgres
+
+    @property
+    def refresh_every(self) -> float:
+        """SQLite: 1 s, the only way workers learn of each other's changes. PostgreSQL:
+        5 s, a safety net only, as LISTEN/NOTIFY brings every change within
+        milliseconds; it bounds how stale a process can be while its listener is
+        down (or a change was written by hand), at one read of the members per
+        process every 5 s."""
+        if self.registry_refresh is not None:
+            return self.registry_refresh
+        return 5.0 if self.postgres else 1.0
+
+    def bootstrap_members(self) -> Sequence[Member]:
+        return load_members(self.members_file) if self.members_file else self.members
