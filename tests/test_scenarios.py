@@ -15,8 +15,8 @@ from txverify.cli.scenario import (
     fresh_network,
     load_scenario,
     run_scenario,
-    scenario_app,
 )
+from txverify.cli.scenario_cmd import scenario_app
 
 # slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
 pytestmark = pytest.mark.slow

@@ -32,7 +32,7 @@ from txverify.cli.network import (
     running_network,
     wait_any,
 )
-from txverify.cli.scenario import scenario_app
+from txverify.cli.scenario_cmd import scenario_app
 from txverify.hub.settings import HubSettings
 from txverify.runtime import logs, tls
 

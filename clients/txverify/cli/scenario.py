@@ -67,27 +67,19 @@ A reason or metadata without a status means any error that carries them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
 import math
 import re
 import time
-import xml.etree.ElementTree as ET
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
 import grpc
-import typer
 import yaml
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
 
 from txverify.cli.scenario_steps import (
     STEP_TYPES,
@@ -113,7 +105,6 @@ from txverify.cli.scenario_steps import (
 )
 from txverify.client.channels import control_aio_channel, hub_aio_channel
 from txverify.errors import REASONS, Reason, details_of
-from txverify.runtime import logs
 from txverify.v1 import verification_pb2
 
 KINDS = (*STEP_TYPES, "repeat")
@@ -675,177 +666,3 @@ async def _run_step(number: int, step: Step, ctx: Context) -> StepResult:
     return StepResult(
         number, step.label, status, summary, tuple(problems), time.perf_counter() - started
     )
-
-
-# --- reports --------------------------------------------------------------------------------
-
-_STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "dim"}
-
-
-def print_result(result: ScenarioResult, console: Console) -> None:
-    """The scenario's verdict, then one row per step (what failed and why, in red)."""
-    verdict = Text("PASS", "bold green") if result.passed else Text("FAIL", "bold red")
-    console.print(
-        Text.assemble(verdict, " ", (result.scenario.name, "bold"), f"  {result.scenario.path}")
-        + Text(f"  {result.seconds:.1f} s", "dim")
-    )
-    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
-    for column in ("#", "result", "step", "ms", "what happened"):
-        table.add_column(column, justify="right" if column in ("#", "ms") else "left")
-    for step in result.steps:
-        happened = Text(step.summary)
-        for problem in step.problems:
-            happened.append(f"\n{problem}", "red")
-        ms = f"{step.seconds * 1000:.0f}" if step.status != "skipped" else ""
-        table.add_row(
-            str(step.number), Text(step.status, _STYLE[step.status]), Text(step.label), ms, happened
-        )
-    console.print(table)
-    if result.error:
-        console.print(Text(f"  {result.error}", "red"))
-
-
-def summary_line(results: Sequence[ScenarioResult]) -> Text:
-    """'9 scenarios: 8 passed, 1 failed (60 steps: 57 passed, 1 failed, 2 skipped) in 9.1 s'."""
-    steps = Counter(s.status for r in results for s in r.steps)
-    passed, seconds = sum(r.passed for r in results), sum(r.seconds for r in results)
-    said = ", ".join(
-        f"{steps[k]} {k}" for k in ("passed", "failed", "error", "skipped") if steps[k]
-    )
-    line = (
-        f"{len(results)} scenarios: {passed} passed, {len(results) - passed} failed "
-        f"({steps.total()} steps: {said}) in {seconds:.1f} s"
-    )
-    return Text(line, "bold green" if passed == len(results) else "bold red")
-
-
-def junit_xml(results: Sequence[ScenarioResult]) -> ET.ElementTree[ET.Element]:
-    """JUnit XML: a testsuite per scenario file, a testcase per step (`failure` says why)."""
-    suites = ET.Element("testsuites", name="txverify scenarios")
-    totals: Counter[str] = Counter()
-    for result in results:
-        scenario = result.scenario
-        suite = ET.SubElement(suites, "testsuite", name=scenario.name, file=str(scenario.path))
-        steps = list(result.steps)
-        if result.error:
-            steps.insert(0, StepResult(0, "start the network", "error", problems=(result.error,)))
-        for step in steps:
-            case = ET.SubElement(
-                suite,
-                "testcase",
-                name=f"{step.number:02d} {step.label}",
-                classname=scenario.path.stem,
-                file=str(scenario.path),
-                time=f"{step.seconds:.3f}",
-            )
-            if step.status in ("failed", "error"):
-                tag = "failure" if step.status == "failed" else "error"
-                detail = ET.SubElement(case, tag, message=step.problems[0], type=tag)
-                detail.text = "\n".join((*step.problems, f"outcome: {step.summary}"))
-            elif step.status == "skipped":
-                ET.SubElement(case, "skipped", message="an earlier step did not pass")
-            else:
-                ET.SubElement(case, "system-out").text = step.summary
-        counts = Counter(s.status for s in steps) + Counter(tests=len(steps))
-        _counts(suite, counts, result.seconds)
-        totals += counts
-    _counts(suites, totals, sum(r.seconds for r in results))
-    return ET.ElementTree(suites)
-
-
-def _counts(element: ET.Element, counts: Counter[str], seconds: float) -> None:
-    for attribute, status in (("failures", "failed"), ("errors", "error")):
-        element.set(attribute, str(counts[status]))
-    element.set("tests", str(counts["tests"]))
-    element.set("skipped", str(counts["skipped"]))
-    element.set("time", f"{seconds:.3f}")
-
-
-def write_junit(path: Path, results: Sequence[ScenarioResult]) -> None:
-    tree = junit_xml(results)
-    ET.indent(tree)
-    tree.write(path, encoding="utf-8", xml_declaration=True)
-
-
-# --- the command ----------------------------------------------------------------------------
-
-scenario_app = typer.Typer(
-    help="Scripted journeys through a txverify network, checked step by step.",
-    no_args_is_help=True,
-)
-out = Console()
-err = Console(stderr=True, soft_wrap=True)
-EXIT_FAILED = 1
-EXIT_INVALID = 2
-
-
-@scenario_app.callback()
-def scenarios() -> None:
-    """Scenario files (YAML): see scenarios/README.md and clients/txverify/cli/scenario.py."""
-
-
-@scenario_app.command("run")
-def run(
-    files: Annotated[
-        list[Path], typer.Argument(help="Scenario files, or directories of *.yaml files.")
-    ],
-    hub: Annotated[
-        str | None,
-        typer.Option(help="Run against this hub (dev mode) instead of a fresh network."),
-    ] = None,
-    control: Annotated[
-        str | None, typer.Option(help="The simulator control host:port that goes with --hub.")
-    ] = None,
-    certs: Annotated[
-        Path | None,
-        typer.Option(
-            help="With --hub and --control: call over mTLS with the certificates here "
-            "(each member its own, the operator's for member and control steps)."
-        ),
-    ] = None,
-    junit: Annotated[Path | None, typer.Option(help="Also write a JUnit XML report here.")] = None,
-    log_level: Annotated[
-        str, typer.Option(help="Log level of the in-process hub and banks.")
-    ] = "ERROR",
-) -> None:
-    """Run scenarios, each on a fresh in-process network unless --hub and --control are given.
-
-    Exit 0 when every step passed, 1 when any failed, 2 when a file is invalid
-    (nothing is run then)."""
-    if (hub is None) != (control is None):
-        err.print("[red]--hub and --control go together[/] (or give neither: a fresh network)")
-        raise typer.Exit(EXIT_INVALID)
-    if certs is not None and hub is None:
-        err.print("[red]--certs goes with --hub and --control[/] (a fresh network is dev mode)")
-        raise typer.Exit(EXIT_INVALID)
-    loaded, problems = [], []
-    for path in scenario_files(files):
-        try:
-            loaded.append(load_scenario(path))
-        except ScenarioError as exc:
-            problems.append(str(exc))
-    for problem in problems or ([] if loaded else ["no scenario files found"]):
-        err.print(Text(problem, "red"))
-    if problems or not loaded:
-        raise typer.Exit(EXIT_INVALID)
-    if not logging.getLogger().handlers:  # leave a host's logging (e.g. pytest's) alone
-        logs.configure(log_level)
-    target = Target(hub, control, certs) if hub and control else None
-    results = asyncio.run(_run_all(loaded, target, lambda r: print_result(r, out)))
-    out.print(summary_line(results))
-    if junit is not None:
-        write_junit(junit, results)
-    if not all(r.passed for r in results):
-        raise typer.Exit(EXIT_FAILED)
-
-
-async def _run_all(
-    scenarios: Sequence[Scenario],
-    target: Target | None,
-    report: Callable[[ScenarioResult], None],
-) -> list[ScenarioResult]:
-    results = []
-    for scenario in scenarios:
-        results.append(await run_scenario(scenario, target))
-        report(results[-1])
-    return results
