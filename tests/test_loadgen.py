@@ -11,6 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from txverify.cli.loadcmd import load
 from txverify.cli.loadgen import (
     FirstUses,
     LoadError,
@@ -18,7 +19,6 @@ from txverify.cli.loadgen import (
     aio_hub_channel,
     fetch_slips,
     judge_error,
-    load,
     parse_mix,
     read_slips,
     run_load,

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from txverify import units
 from txverify.banks import is_member_code
-from txverify.cli import auditcmd, loadgen, members, simulatorcmd, verifycmd
+from txverify.cli import auditcmd, loadcmd, members, simulatorcmd, verifycmd
 from txverify.cli import certs as certs_cli
 from txverify.cli.network import (
     DEFAULT_BANKS,
@@ -639,7 +639,7 @@ def banks(
 
 app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
 app.command("audit")(auditcmd.audit)
-app.command("load")(loadgen.load)
+app.command("load")(loadcmd.load)
 app.add_typer(scenario_app, name="scenario")
 app.command()(simulatorcmd.slip)
 app.add_typer(members.app, name="members")
