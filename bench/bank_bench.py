@@ -66,7 +66,8 @@ def serve(kind: str, transactions: int, conn: Connection) -> None:
 
     async def main() -> None:
         from txverify.runtime.grpcserver import bind, new_server
-        from txverify.simulators.server import SimulatorSettings, start_simulator
+        from txverify.simulators.server import start_simulator
+        from txverify.simulators.settings import SimulatorSettings
 
         sim = await start_simulator(SimulatorSettings(codes=(BANK,), transactions=transactions))
         bank = sim.nodes[BANK].bank

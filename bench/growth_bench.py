@@ -720,7 +720,8 @@ def serve_bank(data_dir: str, cached: bool, conn: Connection) -> None:
             # the name from bank.py, so it has its own binding to change).
             txverify.simulators.bank.CACHE_SIZE = 0
             setattr(txverify.simulators.issuer, "CACHE_SIZE", 0)  # noqa: B010 (not re-exported)
-        from txverify.simulators.server import SimulatorSettings, start_simulator
+        from txverify.simulators.server import start_simulator
+        from txverify.simulators.settings import SimulatorSettings
 
         sim = await start_simulator(
             SimulatorSettings(codes=(LEDGER_BANK,), data_dir=Path(data_dir), transactions=0)

@@ -35,7 +35,8 @@ from txverify.hub.resilience.breaker import BreakerSettings
 from txverify.hub.settings import ConsoleSettings, HubSettings
 from txverify.runtime import tls
 from txverify.runtime.logs import JsonFormatter
-from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator
+from txverify.simulators.server import RunningSimulator, start_simulator
+from txverify.simulators.settings import SimulatorSettings
 from txverify.v1 import common_pb2, simulator_pb2_grpc, verification_pb2, verification_pb2_grpc
 
 # The registry and membership tests share their fixtures from a module of their own.

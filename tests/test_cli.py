@@ -597,3 +597,18 @@ def test_up_on_a_port_in_use_says_so_in_one_line() -> None:
         f"up: in use: --port {port} (127.0.0.1): stop what listens there (another "
         "`txverify up`?), or pass --port 0 --console 0 for free ports"
     ] == result.stderr.splitlines()
+
+
+def test_banks_take_their_settings_from_txverify_banks_variables() -> None:
+    env = {**os.environ, "TXVERIFY_BANKS_CODES": "014", "TXVERIFY_BANKS_TRANSACTIONS": "3",
+           "TXVERIFY_BANKS_LOG_LEVEL": "WARNING"}  # fmt: skip
+    banks = subprocess.Popen(
+        _cli("banks"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env
+    )
+    try:
+        assert banks.stdout is not None
+        ready = json.loads(banks.stdout.readline().removeprefix("TXVERIFY-READY "))
+    finally:
+        stop_process(banks, signal.SIGINT)
+
+    assert ["014"] == [b["code"] for b in ready["banks"]]

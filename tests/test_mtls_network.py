@@ -26,7 +26,8 @@ from txverify.runtime import tls
 from txverify.runtime.grpcserver import bind, new_server
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.control import BankSimulatorServicer
-from txverify.simulators.server import RunningSimulator, SimulatorSettings, start_simulator
+from txverify.simulators.server import RunningSimulator, start_simulator
+from txverify.simulators.settings import SimulatorSettings
 from txverify.v1 import (
     common_pb2,
     issuer_pb2,

@@ -17,11 +17,8 @@ from txverify import miniqr
 from txverify.errors import ErrorDetails, details_of
 from txverify.hub.app import RunningHub
 from txverify.hub.resilience.breaker import BreakerSettings
-from txverify.simulators.server import (
-    RunningSimulator,
-    SimulatorSettings,
-    start_simulator,
-)
+from txverify.simulators.server import RunningSimulator, start_simulator
+from txverify.simulators.settings import SimulatorSettings
 from txverify.v1 import common_pb2, simulator_pb2, verification_pb2, verification_pb2_grpc
 from txverify.wire import issuer_health_name
 

@@ -35,6 +35,7 @@ from txverify.cli.network import (
 from txverify.cli.scenario_cmd import scenario_app
 from txverify.hub.settings import HubSettings
 from txverify.runtime import logs, tls
+from txverify.simulators.settings import SimulatorSettings
 
 app = typer.Typer(
     help="txverify: a PromptPay-style slip verification hub with simulated member banks.",
@@ -79,6 +80,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 # The hub's flag defaults, from its settings (defined once, in txverify.hub.settings).
 _HUB = HubSettings()
+_BANKS = SimulatorSettings(codes=DEFAULT_BANKS)  # the simulated banks' defaults, likewise
 _RATE_LIMIT_BURST = 100  # the default burst once --rate-limit-rps sets a rate
 
 # Exit code of a command given bad input (typer's own for bad flags).
@@ -124,16 +126,18 @@ DEFAULT_BANK_LIST = ",".join(DEFAULT_BANKS)
 
 @app.command()
 def up(
-    port: Annotated[int, typer.Option(help="Hub port; 0 picks a free one.")] = 50051,
+    port: Annotated[int, typer.Option(help="Hub port; 0 picks a free one.")] = _HUB.port,
     host: HostOption = "127.0.0.1",
     banks: BanksOption = DEFAULT_BANK_LIST,
-    seed: SeedOption = 1,
-    transactions: TransactionsOption = 2000,
+    seed: SeedOption = _BANKS.seed,
+    transactions: TransactionsOption = _BANKS.transactions,
     data: Annotated[
         Path | None,
         typer.Option(help="Keep ledgers in this directory across restarts (default: temporary)."),
     ] = None,
-    retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
+    retention_days: Annotated[
+        int, typer.Option(help="Days a slip stays verifiable.")
+    ] = _BANKS.retention_days,
     use_tls: Annotated[
         bool, typer.Option("--tls", help="Mutual TLS on both legs (member -> hub -> issuer).")
     ] = False,
@@ -302,11 +306,11 @@ def cluster_up(
         ),
     ],
     replicas: Annotated[int, typer.Option(min=1, max=64, help="Hub processes.")] = 2,
-    port: Annotated[int, typer.Option(help="nginx's port; 0 picks a free one.")] = 50051,
+    port: Annotated[int, typer.Option(help="nginx's port; 0 picks a free one.")] = _HUB.port,
     host: HostOption = "127.0.0.1",
     banks: BanksOption = DEFAULT_BANK_LIST,
-    seed: SeedOption = 1,
-    transactions: TransactionsOption = 2000,
+    seed: SeedOption = _BANKS.seed,
+    transactions: TransactionsOption = _BANKS.transactions,
     rate_limit_store: Annotated[
         str | None,
         typer.Option(help="Redis the replicas share rate limits in (redis://host:port/db)."),
@@ -552,27 +556,53 @@ def hub(
 
 @app.command()
 def banks(
-    codes: Annotated[str, typer.Option(help="Member codes to simulate.")] = ",".join(DEFAULT_BANKS),
+    codes: Annotated[
+        str, typer.Option(envvar="TXVERIFY_BANKS_CODES", help="Member codes to simulate.")
+    ] = ",".join(DEFAULT_BANKS),
     host: Annotated[
-        str, typer.Option(help="Address to listen on (loopback only without --certs).")
-    ] = "127.0.0.1",
-    control_port: Annotated[int, typer.Option(help="Control (BankSimulator) port.")] = 0,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated ledgers.")] = 1,
-    transactions: Annotated[int, typer.Option(help="Transactions seeded per new bank.")] = 2000,
-    data: Annotated[Path | None, typer.Option(help="Keep ledgers in this directory.")] = None,
-    retention_days: Annotated[int, typer.Option(help="Days a slip stays verifiable.")] = 7,
+        str,
+        typer.Option(
+            envvar="TXVERIFY_BANKS_HOST",
+            help="Address to listen on (loopback only without --certs).",
+        ),
+    ] = _BANKS.host,
+    control_port: Annotated[
+        int,
+        typer.Option(envvar="TXVERIFY_BANKS_CONTROL_PORT", help="Control (BankSimulator) port."),
+    ] = _BANKS.control_port,
+    seed: Annotated[
+        int, typer.Option(envvar="TXVERIFY_BANKS_SEED", help="Seed of the simulated ledgers.")
+    ] = _BANKS.seed,
+    transactions: Annotated[
+        int,
+        typer.Option(
+            envvar="TXVERIFY_BANKS_TRANSACTIONS", help="Transactions seeded per new bank."
+        ),
+    ] = _BANKS.transactions,
+    data: Annotated[
+        Path | None,
+        typer.Option(envvar="TXVERIFY_BANKS_DATA", help="Keep ledgers in this directory."),
+    ] = None,
+    retention_days: Annotated[
+        int,
+        typer.Option(envvar="TXVERIFY_BANKS_RETENTION_DAYS", help="Days a slip stays verifiable."),
+    ] = _BANKS.retention_days,
     certs: Annotated[
         Path | None,
         typer.Option(
+            envvar="TXVERIFY_BANKS_CERTS",
             help="Certificate directory: the issuer ports (the hub's certificate) and the "
-            "control API (the operator's or QA's) require mTLS."
+            "control API (the operator's or QA's) require mTLS.",
         ),
     ] = None,
-    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(envvar="TXVERIFY_BANKS_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
     issuer_port: Annotated[
         list[str] | None,
         typer.Option(
-            help="CODE=PORT: a fixed issuer port for a bank (repeatable; others: any free port)."
+            envvar="TXVERIFY_BANKS_ISSUER_PORT",
+            help="CODE=PORT: a fixed issuer port for a bank (repeatable; others: any free port).",
         ),
     ] = None,
 ) -> None:
@@ -580,7 +610,7 @@ def banks(
     line (JSON)."""
     from txverify.simulators.bank import SlipVisibility
     from txverify.simulators.ledger import TxStatus
-    from txverify.simulators.server import RunningSimulator, SimulatorSettings, serve_simulator
+    from txverify.simulators.server import RunningSimulator, serve_simulator
 
     logs.configure(log_level)
 

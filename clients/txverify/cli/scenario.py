@@ -570,7 +570,8 @@ async def fresh_network(spec: NetworkSpec) -> AsyncIterator[Target]:
     from txverify.hub.resilience.breaker import BreakerSettings
     from txverify.hub.resilience.ratelimit import RateLimit
     from txverify.hub.settings import HubSettings
-    from txverify.simulators.server import SimulatorSettings, start_simulator
+    from txverify.simulators.server import start_simulator
+    from txverify.simulators.settings import SimulatorSettings
 
     sim = await start_simulator(
         SimulatorSettings(

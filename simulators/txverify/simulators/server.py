@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,7 +16,6 @@ from grpc_health.v1._async import HealthServicer
 
 from txverify.runtime import tls
 from txverify.runtime.grpcserver import add_health_and_reflection, bind, new_server
-from txverify.runtime.storage import MEMORY_URL
 from txverify.simulators.bank import Bank, Clock
 from txverify.simulators.faults import FaultSpec
 from txverify.simulators.ledger import LedgerStore
@@ -24,62 +23,12 @@ from txverify.simulators.ledger_stores import open_ledger
 from txverify.simulators.node import BankNode
 from txverify.simulators.profiles import profile
 from txverify.simulators.seed import seed_ledger
+from txverify.simulators.settings import SimulatorSettings
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 from txverify.wire import issuer_health_name
 
 log = logging.getLogger(__name__)
 SIMULATOR_SERVICE = simulator_pb2.DESCRIPTOR.services_by_name["BankSimulator"].full_name
-
-
-# Without TLS nobody is authenticated: any caller could transfer money, read every
-# slip through the control API, or query an issuer directly.
-_PLAINTEXT = (
-    "without TLS the simulator authenticates nobody on its issuer ports and control API "
-    "(BankSimulator: transfers, every slip)",
-    "--tls (txverify up) or --certs DIR (txverify banks)",
-)
-
-
-@dataclass(frozen=True, slots=True)
-class SimulatorSettings:
-    """How to run a set of simulated banks."""
-
-    codes: tuple[str, ...]
-    host: str = "127.0.0.1"  # without pki: loopback only
-    control_port: int = 0
-    data_dir: Path | None = None  # None: in-memory ledgers, gone at exit
-    seed: int = 1
-    transactions: int = 2000  # seeded per bank, only into an empty ledger
-    retention_days: int = 7
-    # Certificate directory (txverify certs init): the issuer ports then require
-    # mTLS (the hub's certificate), the control port too (the operator's or QA's).
-    pki: Path | None = None
-    # Fixed issuer ports by bank code (others: any free port). A bank restarted on
-    # its port is found again by a hub that registered that address.
-    issuer_ports: dict[str, int] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if not self.codes:
-            raise ValueError("at least one bank code is needed")
-        if len(set(self.codes)) != len(self.codes):
-            raise ValueError("a bank code is listed twice")
-        for code in self.codes:
-            profile(code)  # validates the code
-        if unknown := sorted(set(self.issuer_ports) - set(self.codes)):
-            raise ValueError(f"issuer ports given for banks not simulated: {', '.join(unknown)}")
-        if any(not 0 <= p <= 65535 for p in self.issuer_ports.values()):
-            raise ValueError("issuer ports must be 0-65535")
-        if self.transactions < 0:
-            raise ValueError("transactions must not be negative")
-        if self.retention_days < 1:
-            raise ValueError("retention_days must be at least 1")
-        if self.pki is None and (refused := tls.plaintext_host_error(self.host, *_PLAINTEXT)):
-            raise ValueError(refused)
-
-    def ledger_url(self, code: str) -> str:
-        if self.data_dir is None:
-            return MEMORY_URL
-        return f"sqlite:///{(self.data_dir / f'bank-{code}.sqlite').resolve()}"
 
 
 @dataclass(slots=True)
