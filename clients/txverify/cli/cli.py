@@ -91,7 +91,7 @@ DEFAULT_BANK_LIST = ",".join(DEFAULT_BANKS)
 @app.command()
 def up(
     port: Annotated[int, typer.Option(help="Hub port; 0 picks a free one.")] = HUB_DEFAULTS.port,
-    host: HostOption = "127.0.0.1",
+    host: HostOption = HUB_DEFAULTS.host,
     banks: BanksOption = DEFAULT_BANK_LIST,
     seed: SeedOption = BANKS_DEFAULTS.seed,
     transactions: TransactionsOption = BANKS_DEFAULTS.transactions,
@@ -277,7 +277,7 @@ def cluster_up(
     port: Annotated[
         int, typer.Option(help="nginx's port; 0 picks a free one.")
     ] = HUB_DEFAULTS.port,
-    host: HostOption = "127.0.0.1",
+    host: HostOption = HUB_DEFAULTS.host,
     banks: BanksOption = DEFAULT_BANK_LIST,
     seed: SeedOption = BANKS_DEFAULTS.seed,
     transactions: TransactionsOption = BANKS_DEFAULTS.transactions,
