@@ -37,15 +37,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
 
+from txverify.cli.faultlab.processes import cpu_seconds  # noqa: E402
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc  # noqa: E402
 
 BANK = "014"
-
-
-def _cpu_seconds(pid: int) -> float:
-    """utime + stime of a process, from /proc (Linux)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # --- servers (each in its own process) -----------------------------------------------------
@@ -181,11 +176,11 @@ def measure(kind: str, rnd: int, args: argparse.Namespace) -> Figures:
     address = f"127.0.0.1:{port}"
     # Warm up (connections, caches), then measure.
     _run_clients(ctx, address, refs, args, 1.0)
-    cpu0 = _cpu_seconds(server.pid)  # type: ignore[arg-type]
+    cpu0 = cpu_seconds(server.pid)  # type: ignore[arg-type]
     started = time.perf_counter()
     latencies = _run_clients(ctx, address, refs, args, args.seconds)
     elapsed = time.perf_counter() - started
-    cpu = _cpu_seconds(server.pid) - cpu0  # type: ignore[arg-type]
+    cpu = cpu_seconds(server.pid) - cpu0  # type: ignore[arg-type]
     parent.send("stop")
     server.join(timeout=10)
     latencies.sort()

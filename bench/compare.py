@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from harness import READY, Bench, Run, Server  # noqa: E402
+from harness import Bench, Run  # noqa: E402
+from txverify.cli.faultlab.processes import READY, Server  # noqa: E402
 
 
 def start_tree(name: str, spec: str, tmp: Path) -> Server:

@@ -63,9 +63,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 import grpc  # noqa: E402
 
 from bank_bench import BANK as INQUIRY_BANK  # noqa: E402
-from bank_bench import _cpu_seconds, _run_clients  # noqa: E402
+from bank_bench import _run_clients  # noqa: E402
 from growth_fill import LEDGER_BANK, FillInfo, hub_db, ledger_dir, sample_response  # noqa: E402
-from hub_bench import BANKS, _cli, _ready  # noqa: E402
+from hub_bench import BANKS, _ready  # noqa: E402
+from txverify.cli.faultlab.processes import cpu_seconds  # noqa: E402
+from txverify.cli.network import cli_argv  # noqa: E402
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
 from txverify.hub.audit.sqlite import SqliteAuditStore  # noqa: E402
 from txverify.runtime.storage import to_micros  # noqa: E402
@@ -550,7 +552,7 @@ def measure_hub(
     started = time.perf_counter()
     with log.open("w") as stderr:
         hub = subprocess.Popen(
-            _cli("hub", "--members", str(members), "--port", "0", "--ready-line",
+            cli_argv("hub", "--members", str(members), "--port", "0", "--ready-line",
                  "--db", f"sqlite:///{dest}"),
             stdout=subprocess.PIPE, stderr=stderr, text=True,
         )  # fmt: skip
@@ -560,11 +562,11 @@ def measure_hub(
         run.hub_start_s = time.perf_counter() - started
         # Warm up: connections, the issuers' caches, the hub's page cache.
         run_load(address, qrs, args.concurrency, 1.0)
-        cpu0 = _cpu_seconds(hub.pid)
+        cpu0 = cpu_seconds(hub.pid)
         latencies, run.errors, run.load_seconds, run.error = run_load(
             address, qrs, args.concurrency, args.seconds
         )
-        cpu = _cpu_seconds(hub.pid) - cpu0
+        cpu = cpu_seconds(hub.pid) - cpu0
     finally:
         hub.terminate()
         try:
@@ -631,7 +633,7 @@ def part_audit(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
     banks = subprocess.Popen(
-        _cli("banks", "--codes", BANKS, "--transactions", str(args.bank_transactions),
+        cli_argv("banks", "--codes", BANKS, "--transactions", str(args.bank_transactions),
              "--log-level", "WARNING"),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
@@ -801,9 +803,9 @@ def measure_bank(
         for concurrency in (args.ledger_concurrency, 1):
             load = argparse.Namespace(client_procs=1, concurrency=concurrency, rate=0.0)
             _run_clients(ctx, address, refs, load, 1.0)  # warm up
-            cpu0 = _cpu_seconds(server.pid)
+            cpu0 = cpu_seconds(server.pid)
             latencies = _run_clients(ctx, address, refs, load, args.seconds)
-            cpu = _cpu_seconds(server.pid) - cpu0
+            cpu = cpu_seconds(server.pid) - cpu0
             latencies.sort()
             n = len(latencies)
             runs.append(

@@ -46,9 +46,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
 
-from bank_bench import _cpu_seconds  # noqa: E402
-from hub_bench import _cli  # noqa: E402
-from txverify.cli.loadgen import LoadPlan, run_load  # noqa: E402
+from txverify.cli.faultlab.processes import Server, start_banks, start_server  # noqa: E402
+from txverify.cli.load.engine import run_load  # noqa: E402
+from txverify.cli.load.plan import LoadPlan  # noqa: E402
+from txverify.cli.network import cli_argv  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,
     simulator_pb2_grpc,
@@ -58,111 +59,12 @@ from txverify.v1 import (  # noqa: E402
 
 BANKS = "002,014"
 REQUESTER = "014"  # the member the load speaks for (dev mode: x-member-id)
-READY = "TXVERIFY-READY "
 WORKERS = "hub-workers"  # the hub with --compare-workers processes, on its own database
 POSTGRES = "hub-pg"  # the hub on PostgreSQL (--postgres)
 LOW, LOW_RATE = "low", 200.0  # the PostgreSQL hub at 200 req/s: batches of one or two
 
 
 # --- processes ------------------------------------------------------------------------------
-
-
-def _tree(pid: int) -> list[int]:
-    """`pid` and all its descendants (hub workers are children of the supervisor)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        for task in Path(f"/proc/{p}/task").glob("*/children"):
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in task.read_text().split()]
-    return out
-
-
-def _stat_cpu(pid: int) -> float:
-    """CPU seconds of a process; 0 for one that has just gone (a worker that exited)."""
-    try:
-        return _cpu_seconds(pid)
-    except OSError:
-        return 0.0
-
-
-def _status_kb(pid: int, key: str) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-@dataclass
-class Server:
-    """A process under measurement (with its children)."""
-
-    name: str
-    popen: subprocess.Popen[str]
-    address: str = ""
-    ready: dict[str, Any] = field(default_factory=dict)
-
-    def cpu(self) -> float:
-        return sum(_stat_cpu(p) for p in _tree(self.popen.pid))
-
-    def rss_mb(self) -> float:
-        return sum(_status_kb(p, "VmRSS") for p in _tree(self.popen.pid)) / 1024
-
-    def peak_rss_mb(self) -> float:
-        """Peak RSS of the biggest process of the tree (VmHWM), in MB."""
-        return max(_status_kb(p, "VmHWM") for p in _tree(self.popen.pid)) / 1024
-
-    def stop(self) -> None:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        if self.popen.stdout is not None:
-            self.popen.stdout.close()
-
-
-def _start(name: str, argv: list[str], log: Path) -> Server:
-    with log.open("w") as stderr:
-        popen = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=stderr, text=True)
-    server = Server(name, popen)
-    assert popen.stdout is not None
-    for line in popen.stdout:
-        if line.startswith(READY):
-            server.ready = json.loads(line[len(READY) :])
-            server.address = server.ready.get("address", "")
-            return server
-    raise RuntimeError(f"{name} exited before it was ready; see {log}")
-
-
-def write_members(path: Path, banks_ready: dict[str, Any]) -> None:
-    """The members file for a hub routing to the banks of a `txverify banks` ready line."""
-    path.write_text(
-        "".join(
-            f'[[member]]\ncode = "{b["code"]}"\nname = "{b["name"]}"\n'
-            f'issuer_endpoint = "{b["address"]}"\n\n'
-            for b in banks_ready["banks"]
-        )
-    )
-
-
-def start_banks(work: Path, *args: str) -> tuple[Server, Path]:
-    """`txverify banks ARGS` (log in WORK/banks.log) and the members file for a hub
-    routing to them (WORK/members.toml)."""
-    banks = _start("banks", _cli("banks", *args), work / "banks.log")
-    members = work / "members.toml"
-    try:
-        write_members(members, banks.ready)
-    except BaseException:
-        banks.stop()
-        raise
-    return banks, members
 
 
 def _hub_errors(log: Path, start: int) -> int:
@@ -246,7 +148,7 @@ class Bench:
                     s.qr_text for s in page.slips if s.state == simulator_pb2.SLIP_STATE_VISIBLE
                 ]
         bank_args = [f"--bank={b['code']}={b['address']}" for b in ready["banks"]]
-        self.servers["yardstick"] = _start(
+        self.servers["yardstick"] = start_server(
             "yardstick",
             [sys.executable, str(ROOT / "bench" / "yardstick.py"), *bank_args],
             self.tmp / "yardstick.log",
@@ -254,22 +156,22 @@ class Bench:
         hub = ["hub", "--members", str(members), "--port", "0", "--ready-line",
                "--metrics-port", "0", "--rate-limit-rps", "1000000",
                "--rate-limit-burst", "100000"]  # fmt: skip
-        self.servers["hub"] = _start(
+        self.servers["hub"] = start_server(
             "hub",
-            _cli(*hub, "--db", f"sqlite:///{self.tmp / 'hub.sqlite'}",
+            cli_argv(*hub, "--db", f"sqlite:///{self.tmp / 'hub.sqlite'}",
                  *(["--workers", str(a.workers)] if a.workers != 1 else [])),
             self.tmp / "hub.log",
         )  # fmt: skip
         if a.compare_workers:
-            self.servers[WORKERS] = _start(
+            self.servers[WORKERS] = start_server(
                 WORKERS,
-                _cli(*hub, "--db", f"sqlite:///{self.tmp / 'hub-workers.sqlite'}",
+                cli_argv(*hub, "--db", f"sqlite:///{self.tmp / 'hub-workers.sqlite'}",
                      "--workers", str(a.compare_workers)),
                 self.tmp / f"{WORKERS}.log",
             )  # fmt: skip
         if self.postgres_url:
-            self.servers[POSTGRES] = _start(
-                POSTGRES, _cli(*hub, "--db", self.postgres_url), self.tmp / f"{POSTGRES}.log"
+            self.servers[POSTGRES] = start_server(
+                POSTGRES, cli_argv(*hub, "--db", self.postgres_url), self.tmp / f"{POSTGRES}.log"
             )
         for name, server in self.servers.items():
             self._check(name, server.address)

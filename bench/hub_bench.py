@@ -36,7 +36,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "proto")]
 
 import grpc  # noqa: E402
 
-from bank_bench import _cpu_seconds  # noqa: E402
+from txverify.cli.faultlab.processes import cpu_seconds  # noqa: E402
+from txverify.cli.network import cli_argv  # noqa: E402
 from txverify.v1 import (  # noqa: E402
     simulator_pb2,
     simulator_pb2_grpc,
@@ -45,10 +46,6 @@ from txverify.v1 import (  # noqa: E402
 )
 
 BANKS = "002,014"
-
-
-def _cli(*args: str) -> list[str]:
-    return [sys.executable, "-m", "txverify.cli", *args]
 
 
 def _ready(proc: subprocess.Popen[str]) -> dict[str, Any]:
@@ -142,15 +139,15 @@ def measure(
         ["--no-audit"] if config == "off" else ["--db", f"sqlite:///{tmp / f'hub-{rnd}.sqlite'}"]
     )
     hub = subprocess.Popen(
-        _cli("hub", "--members", str(members), "--port", "0", "--ready-line", *extra),
+        cli_argv("hub", "--members", str(members), "--port", "0", "--ready-line", *extra),
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     try:
         address = _ready(hub)["address"]
         _clients(address, qrs, args, 1.0)  # warm up
-        cpu0 = _cpu_seconds(hub.pid)
+        cpu0 = cpu_seconds(hub.pid)
         latencies, _ = _clients(address, qrs, args, args.seconds)
-        cpu = _cpu_seconds(hub.pid) - cpu0
+        cpu = cpu_seconds(hub.pid) - cpu0
     finally:
         hub.terminate()
         hub.wait(timeout=20)
@@ -174,7 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="txverify-bench-") as tmpdir:
         tmp = Path(tmpdir)
         banks = subprocess.Popen(
-            _cli("banks", "--codes", BANKS, "--transactions", "2000", "--log-level", "WARNING"),
+            cli_argv("banks", "--codes", BANKS, "--transactions", "2000", "--log-level", "WARNING"),
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )  # fmt: skip
         try:

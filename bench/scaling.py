@@ -47,11 +47,12 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from growth_fill import sample_response  # noqa: E402
-from harness import BANKS, REQUESTER, Server, _start, machine, start_banks  # noqa: E402
-from hub_bench import _cli  # noqa: E402
+from harness import BANKS, REQUESTER, machine  # noqa: E402
 from txverify.cli import nginx  # noqa: E402
-from txverify.cli.loadgen import LoadPlan, run_load  # noqa: E402
-from txverify.cli.network import wait_serving  # noqa: E402
+from txverify.cli.faultlab.processes import Server, start_banks, start_server  # noqa: E402
+from txverify.cli.load.engine import run_load  # noqa: E402
+from txverify.cli.load.plan import LoadPlan  # noqa: E402
+from txverify.cli.network import cli_argv, wait_serving  # noqa: E402
 from txverify.hub.audit import AuditEntry, BatchItem, SlipUse, Verified  # noqa: E402
 from txverify.hub.audit.postgres import PostgresAuditStore  # noqa: E402
 from txverify.hub.audit.writer import AuditWriter  # noqa: E402
@@ -198,7 +199,7 @@ class Replicas:
         hubs: list[Server] = []
         try:
             for i in range(1, n + 1):
-                hubs.append(_start(f"hub-{i}", _cli(
+                hubs.append(start_server(f"hub-{i}", cli_argv(
                     "hub", "--members", str(self.members), "--port", "0", "--ready-line",
                     "--db", url, "--rate-limit-rps", "1000000", "--rate-limit-burst", "100000",
                     "--drain-delay", "0"), self.work / f"hub-{i}.log"))  # fmt: skip

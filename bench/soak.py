@@ -9,7 +9,7 @@ and the hub (`txverify hub`: identity, membership, rate limit set never to
 refuse, QR decoding, duplicates, idempotency, durable audit in a file SQLite
 database, metrics, its log line per RPC), both started as bench/harness.py
 starts them. The capacity is the throughput of a closed loop of the load
-generator (clients/txverify/cli/loadgen.py: 2 processes, 8 HTTP/2 connections, 64 in
+generator (clients/txverify/cli/load/engine.py: 2 processes, 8 HTTP/2 connections, 64 in
 flight) for --capacity-seconds, unless --rate is given; then an open loop at
 --load x capacity for --seconds, with a mix of slip kinds and every answer
 checked (a wrong answer or no answer is an error). Every --interval seconds:
@@ -40,39 +40,32 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from harness import (  # noqa: E402
-    BANKS,
-    REQUESTER,
+from harness import BANKS, REQUESTER, machine  # noqa: E402
+from txverify.cli.faultlab.processes import (  # noqa: E402
     Server,
-    _start,
-    _status_kb,
-    _tree,
-    machine,
+    process_tree,
     start_banks,
+    start_server,
+    status_kb,
 )
-from hub_bench import _cli  # noqa: E402
-from txverify.cli.loadgen import (  # noqa: E402
-    DEFAULT_MIX,
-    PROGRESS_INTERVAL,
-    LoadPlan,
-    fetch_slips,
-    parse_mix,
-    run_load,
-)
-from txverify.cli.loadreport import LoadResult  # noqa: E402
+from txverify.cli.load.engine import PROGRESS_INTERVAL, run_load  # noqa: E402
+from txverify.cli.load.plan import DEFAULT_MIX, LoadPlan, parse_mix  # noqa: E402
+from txverify.cli.load.results import LoadResult  # noqa: E402
+from txverify.cli.load.slips import fetch_slips  # noqa: E402
+from txverify.cli.network import cli_argv  # noqa: E402
 
 
 def _fds(pid: int) -> int:
     """Open file descriptors of `pid` and its descendants."""
     total = 0
-    for p in _tree(pid):
+    for p in process_tree(pid):
         with contextlib.suppress(OSError):
             total += len(os.listdir(f"/proc/{p}/fd"))
     return total
 
 
 def _threads(pid: int) -> int:
-    return sum(_status_kb(p, "Threads") for p in _tree(pid))
+    return sum(status_kb(p, "Threads") for p in process_tree(pid))
 
 
 @dataclass(frozen=True)
@@ -165,9 +158,9 @@ class Soak:
         )  # fmt: skip
         ready = self.banks.ready
         self.pools = {k: tuple(v) for k, v in fetch_slips(ready["control"]).items()}
-        self.hub = _start(
+        self.hub = start_server(
             "hub",
-            _cli("hub", "--members", str(members), "--port", "0", "--ready-line",
+            cli_argv("hub", "--members", str(members), "--port", "0", "--ready-line",
                  "--db", f"sqlite:///{self.tmp / 'hub.sqlite'}", "--metrics-port", "0",
                  "--rate-limit-rps", "1000000", "--rate-limit-burst", "100000", *a.hub_arg),
             self.tmp / "hub.log",

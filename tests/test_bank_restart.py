@@ -31,7 +31,7 @@ import grpc
 import pytest
 
 from conftest import stop_process
-from restart_recovery import HUBS, Restart, measure
+from txverify.cli.faultlab.restart import HUBS, Restart, measure
 from txverify.errors import ServiceError, details_of
 from txverify.hub.forwarding import ForwardingPolicy, IssuerGateway
 from txverify.hub.registry import Member

@@ -27,7 +27,9 @@ import pytest
 
 from conftest import postgres_schema_url, stop_process
 from txverify.cli import nginx
-from txverify.cli.loadgen import LoadPlan, fetch_slips, run_load
+from txverify.cli.load.engine import run_load
+from txverify.cli.load.plan import LoadPlan
+from txverify.cli.load.slips import fetch_slips
 
 # slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
 pytestmark = pytest.mark.slow

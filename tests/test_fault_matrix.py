@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from fault_matrix import (
+from txverify.cli.faultlab.matrix import (
     BREAKER_COOLDOWN,
     BREAKER_FAILING_SECONDS,
     FAULTS,

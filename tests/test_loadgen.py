@@ -11,20 +11,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from txverify.cli.loadcmd import load
-from txverify.cli.loadgen import (
-    FirstUses,
-    LoadError,
-    LoadPlan,
-    aio_hub_channel,
-    fetch_slips,
-    judge_error,
-    parse_mix,
-    read_slips,
-    run_load,
-)
-from txverify.cli.loadreport import LoadResult, Tally, new_histogram, render_html, to_json
-from txverify.cli.simulatorcmd import _not_found
+from txverify.cli.load.command import load
+from txverify.cli.load.engine import aio_hub_channel, run_load
+from txverify.cli.load.html import render_html
+from txverify.cli.load.judge import FirstUses, judge_error
+from txverify.cli.load.plan import LoadError, LoadPlan, parse_mix
+from txverify.cli.load.results import LoadResult, Tally, new_histogram, to_json
+from txverify.cli.load.slips import fetch_slips, read_slips
+from txverify.cli.slipkinds import not_found
 from txverify.hub.app import RunningHub
 from txverify.runtime import tls
 from txverify.simulators.server import RunningSimulator
@@ -256,7 +250,7 @@ async def test_a_wrong_answer_is_reported_with_examples_and_exits_1(
     hub: RunningHub, tmp_path: Path
 ) -> None:
     slips = tmp_path / "slips.txt"
-    slips.write_text(f"valid\t{_not_found(['014'], 1)[0]}\n", encoding="utf-8")
+    slips.write_text(f"valid\t{not_found(['014'], 1)[0]}\n", encoding="utf-8")
     app = typer.Typer()
     app.command()(load)
     args = ["--slips", str(slips), "--requests", "5", "--concurrency", "2"]

@@ -15,7 +15,9 @@ from google.protobuf import field_mask_pb2
 
 from conftest import logged, members_of, personal_data, secrets_of
 from txverify import miniqr
-from txverify.cli.scenario import Target, load_scenario, run_scenario
+from txverify.cli.scenario.files import load_scenario
+from txverify.cli.scenario.network import Target
+from txverify.cli.scenario.runner import run_scenario
 from txverify.client import AsyncTxVerifyClient, SlipQuery
 from txverify.client.channels import control_aio_channel
 from txverify.errors import ErrorDetails, details_of

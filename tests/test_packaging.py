@@ -74,6 +74,19 @@ def test_the_wheel_installs_txverify_as_its_only_top_level_package(wheel: Path) 
     assert not any(n.endswith("txverify/__init__.py") for n in names)  # a PEP 420 namespace
 
 
+def test_the_wheel_holds_every_module_of_the_source_roots(wheel: Path) -> None:
+    # A subpackage left out of pyproject's list would be missing from the wheel only.
+    names = set(zipfile.ZipFile(wheel).namelist())
+    sources = {
+        path.relative_to(ROOT / folder).as_posix()
+        for folder in ("proto", "runtime", "server", "simulators", "clients")
+        for path in (ROOT / folder / "txverify").rglob("*.py")
+    }
+
+    assert len(sources) > 100
+    assert set() == sources - names
+
+
 def _requirements(wheel: Path) -> list[str]:
     names = zipfile.ZipFile(wheel).namelist()
     (metadata,) = [n for n in names if n.endswith(".dist-info/METADATA")]

@@ -9,14 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from txverify.cli.scenario import (
-    NetworkSpec,
-    ScenarioError,
-    fresh_network,
-    load_scenario,
-    run_scenario,
-)
-from txverify.cli.scenario_cmd import scenario_app
+from txverify.cli.scenario.command import scenario_app
+from txverify.cli.scenario.files import NetworkSpec, ScenarioError, load_scenario
+from txverify.cli.scenario.network import fresh_network
+from txverify.cli.scenario.runner import run_scenario
 
 # slow: real processes or long runs; `make test-fast` leaves it out (`make test` runs it).
 pytestmark = pytest.mark.slow

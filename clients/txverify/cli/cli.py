@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from txverify import units
-from txverify.cli import auditcmd, bankscmd, hubcmd, loadcmd, members, simulatorcmd, verifycmd
+from txverify.cli import auditcmd, bankscmd, hubcmd, members, simulatorcmd, verifycmd
 from txverify.cli import certs as certs_cli
 from txverify.cli.common import (
     BANKS_DEFAULTS,
@@ -28,6 +28,7 @@ from txverify.cli.common import (
     raise_interrupt,
     refuse_plaintext_beyond_loopback,
 )
+from txverify.cli.load import command as loadcmd
 from txverify.cli.network import (
     DEFAULT_BANKS,
     DEFAULT_CONSOLE_PORT,
@@ -36,7 +37,7 @@ from txverify.cli.network import (
     running_network,
     wait_any,
 )
-from txverify.cli.scenario_cmd import scenario_app
+from txverify.cli.scenario.command import scenario_app
 
 app = typer.Typer(
     help="txverify: a PromptPay-style slip verification hub with simulated member banks.",

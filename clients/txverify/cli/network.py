@@ -97,7 +97,7 @@ def load_network() -> dict[str, Any]:
     return data
 
 
-def _cli(*args: str) -> list[str]:
+def cli_argv(*args: str) -> list[str]:
     return [sys.executable, "-m", "txverify.cli", *args]
 
 
@@ -186,7 +186,7 @@ def running_network(
             if use_tls:
                 sim_args += ["--certs", str(certs)]
             sim = subprocess.Popen(
-                _cli(*sim_args, *extra_sim_args), stdout=subprocess.PIPE, text=True
+                cli_argv(*sim_args, *extra_sim_args), stdout=subprocess.PIPE, text=True
             )
             procs.append(sim)
             assert sim.stdout is not None
@@ -224,7 +224,7 @@ def running_network(
             replica_procs: list[subprocess.Popen[str]] = []
             for n in range(replicas or 1):
                 hub = subprocess.Popen(
-                    _cli("hub", *hub_args, "--port", "0" if replicas else str(hub_port),
+                    cli_argv("hub", *hub_args, "--port", "0" if replicas else str(hub_port),
                          "--ready-line"),
                     stdout=subprocess.PIPE,
                     text=True,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -14,10 +13,12 @@ from rich.console import Console
 from rich.table import Table
 
 from txverify import units
+from txverify.cli import slipkinds
 from txverify.cli.failures import SIMULATOR, failure_line
 from txverify.cli.network import NetworkError, load_network
 from txverify.cli.options import ControlOpt
 from txverify.cli.render import transaction_table
+from txverify.cli.slipkinds import iter_slips
 from txverify.client.answers import transaction_dict
 from txverify.client.channels import control_channel
 from txverify.errors import details_of
@@ -264,20 +265,6 @@ def faults(
     out.print(table)
 
 
-def iter_slips(stub: Any, bank: str) -> Iterator[simulator_pb2.Slip]:
-    """Every slip of a bank, newest first, page by page."""
-    token = ""
-    while True:
-        page = stub.ListTransactions(
-            simulator_pb2.ListTransactionsRequest(bank=bank, page_size=1000, page_token=token),
-            timeout=30,
-        )
-        yield from page.slips
-        token = page.next_page_token
-        if not token:
-            return
-
-
 slips_app = typer.Typer(help="Slips of the simulated banks, for load tools.", no_args_is_help=True)
 
 
@@ -324,7 +311,7 @@ def export(
             raise _fail(error, control) from None
     lines: list[tuple[str, str]] = []
     for kind in ("valid", "expired"):
-        picked = _round_robin(pools[kind], wanted[kind])
+        picked = slipkinds.round_robin(pools[kind], wanted[kind])
         if len(picked) < wanted[kind]:
             err.print(
                 f"[red]only {len(picked)} {kind} slips exist, {wanted[kind]} asked[/]: "
@@ -332,43 +319,14 @@ def export(
             )
             raise typer.Exit(1)
         lines += [(kind, qr) for qr in picked]
-    lines += [("notfound", qr) for qr in _not_found(banks, wanted["notfound"])]
+    lines += [("notfound", qr) for qr in slipkinds.not_found(banks, wanted["notfound"])]
     valid = [qr for _, qr in lines if _ == "valid"] or ["0041000600000101030140220" + "A" * 20]
-    lines += [("malformed", _break(valid[i % len(valid)], i)) for i in range(wanted["malformed"])]
-    lines += [("unknownissuer", _unknown(i)) for i in range(wanted["unknownissuer"])]
+    lines += [
+        ("malformed", slipkinds.broken(valid[i % len(valid)], i))
+        for i in range(wanted["malformed"])
+    ]
+    lines += [
+        ("unknownissuer", slipkinds.unknown_issuer(i)) for i in range(wanted["unknownissuer"])
+    ]
     for kind, qr in lines:
         sys.stdout.write(f"{kind}\t{qr}\n" if kinds else f"{qr}\n")
-
-
-def _round_robin(pools: dict[str, list[str]], n: int) -> list[str]:
-    picked: list[str] = []
-    iters = [iter(p) for p in pools.values() if p]
-    while len(picked) < n and iters:
-        for it in list(iters):
-            qr = next(it, None)
-            if qr is None:
-                iters.remove(it)
-            elif len(picked) < n:
-                picked.append(qr)
-    return picked
-
-
-def _not_found(banks: list[str], n: int) -> list[str]:
-    from txverify import miniqr
-
-    issuers = [b for b in banks if b != miniqr.TRUEMONEY_MEMBER_CODE] or ["014"]
-    # "NF" never starts a simulated bank's transRef, so these are well-formed and unknown.
-    return [miniqr.build(issuers[i % len(issuers)], f"NF{i:018d}") for i in range(n)]
-
-
-def _unknown(i: int) -> str:
-    from txverify import miniqr
-
-    return miniqr.build("011", f"UI{i:018d}")  # TTB: a real bank code, not simulated
-
-
-def _break(qr: str, i: int) -> str:
-    """A QR text with one CRC digit changed: what a misread scan looks like."""
-    last = qr[-1]
-    replacement = "0123456789ABCDEF"[(int(last, 16) + 1 + i % 15) % 16]
-    return qr[:-1] + replacement

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from txverify.cli.scenario import ScenarioResult, StepResult
+from txverify.cli.scenario.runner import ScenarioResult, StepResult
 
 _STYLE = {"passed": "green", "failed": "bold red", "error": "bold red", "skipped": "dim"}
 

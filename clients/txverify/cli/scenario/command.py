@@ -13,16 +13,10 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from txverify.cli.scenario import (
-    Scenario,
-    ScenarioError,
-    ScenarioResult,
-    Target,
-    load_scenario,
-    run_scenario,
-    scenario_files,
-)
-from txverify.cli.scenario_report import print_result, summary_line, write_junit
+from txverify.cli.scenario.files import Scenario, ScenarioError, load_scenario, scenario_files
+from txverify.cli.scenario.network import Target
+from txverify.cli.scenario.report import print_result, summary_line, write_junit
+from txverify.cli.scenario.runner import ScenarioResult, run_scenario
 from txverify.runtime import logs
 
 scenario_app = typer.Typer(
@@ -37,7 +31,7 @@ EXIT_INVALID = 2
 
 @scenario_app.callback()
 def scenarios() -> None:
-    """Scenario files (YAML): see scenarios/README.md and clients/txverify/cli/scenario.py."""
+    """Scenario files (YAML): see scenarios/README.md and the txverify.cli.scenario docstring."""
 
 
 @scenario_app.command("run")

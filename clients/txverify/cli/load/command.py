@@ -1,4 +1,4 @@
-"""`txverify load`: the command, its flags and its progress bar; the engine is loadgen.py."""
+"""`txverify load`: the command, its flags and its progress bar; the engine is engine.py."""
 
 from __future__ import annotations
 
@@ -12,25 +12,20 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from txverify.cli.loadgen import (
+from txverify.cli.load.engine import PROGRESS_INTERVAL, run_load
+from txverify.cli.load.html import render_html
+from txverify.cli.load.plan import (
     DEFAULT_MIX,
     KINDS,
-    PROGRESS_INTERVAL,
     BadInput,
     LoadError,
     LoadPlan,
-    fetch_slips,
     flag_problems,
     parse_mix,
-    read_slips,
-    run_load,
 )
-from txverify.cli.loadreport import (
-    LoadResult,
-    render_html,
-    render_text,
-    to_json,
-)
+from txverify.cli.load.report import render_text
+from txverify.cli.load.results import LoadResult, to_json
+from txverify.cli.load.slips import fetch_slips, read_slips
 from txverify.cli.network import resolve_target
 from txverify.cli.options import CertsOpt, ControlOpt, HubOpt, MemberOpt
 from txverify.cli.simulatorcmd import control_target

@@ -1,0 +1,293 @@
+"""The load engine: load processes, each an event loop sending its share of the plan (open
+loop on a schedule, or closed loop), their tallies merged into one LoadResult."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import multiprocessing as mp
+import os
+import queue
+import random
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from multiprocessing.synchronize import Event
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from txverify import miniqr
+from txverify.cli.failures import HUB
+from txverify.cli.load.judge import (
+    FIRST_USE_KINDS,
+    FirstUses,
+    expected_of,
+    judge_answer,
+    judge_error,
+)
+from txverify.cli.load.plan import LoadError, LoadPlan, Share, Unreachable
+from txverify.cli.load.results import MAX_EXAMPLES, LoadResult, Tally, new_histogram
+from txverify.client.channels import hub_aio_channel
+from txverify.errors import details_of
+from txverify.v1 import verification_pb2, verification_pb2_grpc
+from txverify.wire import MEMBER_HEADER
+
+STARTUP_TIMEOUT = 60.0
+PROGRESS_INTERVAL = 0.25
+
+
+def aio_hub_channel(hub: str, *, certs: Path | None, identity: str) -> grpc.aio.Channel:
+    """txverify.client.channels.hub_aio_channel (mTLS as `identity` with `certs`, accepting only the
+    hub's certificate; else plaintext), each channel with a TCP connection of its own."""
+    # A local subchannel pool: channels to one target would otherwise share one
+    # subchannel, i.e. one TCP connection, and --connections would mean nothing.
+    options = (("grpc.use_local_subchannel_pool", 1),)
+    return hub_aio_channel(hub, certs=certs, identity=identity, options=options)
+
+
+class Runner:
+    """One process's load: sends, times and judges requests, and tallies what it saw."""
+
+    def __init__(self, share: Share, stubs: list[Any]) -> None:
+        self.plan, self.index, self.stubs = share.plan, share.index, stubs
+        self.shared = share.shared
+        weights = dict(self.plan.mix)
+        gcd = math.gcd(*weights.values())
+        self.cycle = [k for k, w in weights.items() for _ in range(w // gcd)]
+        random.Random(share.index).shuffle(self.cycle)
+        self.picked: Counter[str] = Counter()
+        self.slips: dict[str, miniqr.SlipRef | None] = {}
+        self.uses = FirstUses()
+        self.tally, self.histogram = Tally(), new_histogram()
+        self.metadata = ((MEMBER_HEADER, self.plan.member),)
+        self.reference = f"load-{self.plan.run_id}"
+        self.seq = 0
+        self.stopping = False
+        self.t0 = time.perf_counter()
+
+    def _next(self) -> tuple[str, str]:
+        kind = self.cycle[self.seq % len(self.cycle)]
+        pool = self.plan.pools[kind]
+        self.picked[kind] += 1
+        return kind, pool[(self.picked[kind] - 1) % len(pool)]
+
+    def _slip(self, qr: str) -> miniqr.SlipRef | None:
+        if qr not in self.slips:
+            try:
+                self.slips[qr] = miniqr.parse(qr)
+            except miniqr.InvalidSlipQR:
+                self.slips[qr] = None
+        return self.slips[qr]
+
+    async def one(self, scheduled: float) -> None:
+        """One request, its latency counted from `scheduled` (its planned send time)."""
+        kind, qr = self._next()
+        self.seq += 1
+        request_id = f"{self.plan.run_id}-{self.index}-{self.seq}"
+        request = verification_pb2.VerifyRequest(
+            qr_text=qr, request_id=request_id, requester_reference=self.reference
+        )
+        slip = self._slip(qr) if kind in FIRST_USE_KINDS else None
+        key = f"{slip.sending_bank}:{slip.trans_ref}" if slip else qr
+        answered_before = self.uses.send(key) if kind in FIRST_USE_KINDS else 0
+        stub = self.stubs[self.seq % len(self.stubs)]
+        try:
+            response = await stub.Verify(request, timeout=self.plan.timeout, metadata=self.metadata)
+        except grpc.aio.AioRpcError as error:
+            d = details_of(error)
+            outcome = f"{d.status.name}/{d.reason}" if d.reason else d.status.name
+            judged = judge_error(kind, outcome) if self.plan.check else "failed"
+            detail = d.message
+        else:
+            verdict = verification_pb2.Verdict.Name(response.verdict).removeprefix("VERDICT_")
+            outcome = f"OK/{verdict}"
+            detail = judge_answer(kind, response, request_id, slip) if self.plan.check else ""
+            if self.plan.check and not detail and verdict in ("VALID", "DUPLICATE"):
+                exclusive = kind not in self.shared
+                detail = self.uses.judge(key, verdict, answered_before, exclusive=exclusive)
+            judged = "wrong" if detail else "ok"
+        done = time.perf_counter()
+        latency_us = max(1, round((done - scheduled) * 1e6))
+        self.histogram.record_value(min(latency_us, self.histogram.highest_trackable_value))
+        self.tally.outcomes[kind, outcome] += 1
+        self.tally.count(int(done - self.t0), latency_us, error=judged != "ok")
+        if judged != "ok":
+            counts = self.tally.wrong if judged == "wrong" else self.tally.failed
+            counts[kind, outcome] += 1
+            if counts[kind, outcome] == 1 and len(self.tally.examples) < MAX_EXAMPLES:
+                example = {"class": judged, "kind": kind, "qr": qr, "request_id": request_id}
+                example |= {"expected": expected_of(kind), "got": outcome, "detail": detail}
+                self.tally.examples.append(example)
+
+    def _more(self, issued: int, at: float) -> bool:
+        plan = self.plan
+        return (
+            not self.stopping
+            and (plan.requests is None or issued < plan.requests)
+            and (not plan.duration or at < self.t0 + plan.duration)
+        )
+
+    async def run(self) -> Tally:
+        self.t0 = time.perf_counter()
+        cpu0 = _cpu_seconds()
+        if self.plan.rate:
+            await self._open_loop()
+        else:
+            issued = 0
+
+            async def worker() -> None:
+                nonlocal issued
+                while self._more(issued, time.perf_counter()):
+                    issued += 1
+                    await self.one(time.perf_counter())
+
+            await asyncio.gather(*(worker() for _ in range(self.plan.concurrency)))
+        self.tally.elapsed = time.perf_counter() - self.t0
+        self.tally.cpu_seconds = _cpu_seconds() - cpu0
+        self.tally.histogram = self.histogram.encode()
+        return self.tally
+
+    async def _open_loop(self) -> None:
+        """Sends on a fixed schedule whatever the answers do: no coordinated omission."""
+        interval = 1 / self.plan.rate
+        tasks: set[asyncio.Task[None]] = set()
+        i = 0
+        while self._more(i, scheduled := self.t0 + i * interval):
+            if (wait := scheduled - time.perf_counter()) > 0:
+                await asyncio.sleep(wait)
+            elif i % 64 == 0:
+                await asyncio.sleep(0)  # late: catch up, but let answers in now and then
+            self.tally.send_lag_max = max(self.tally.send_lag_max, time.perf_counter() - scheduled)
+            task = asyncio.create_task(self.one(scheduled))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            i += 1
+        if tasks:
+            await asyncio.gather(*tasks)
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+async def _run_share(share: Share, messages: Any, go: Event, stop: Event) -> Tally:
+    plan = share.plan
+    channels = [
+        aio_hub_channel(plan.hub, certs=plan.certs, identity=plan.member)
+        for _ in range(plan.connections)
+    ]
+    try:
+        try:
+            ready = asyncio.gather(*(c.channel_ready() for c in channels))
+            await asyncio.wait_for(ready, timeout=10)
+        except TimeoutError:
+            raise Unreachable(
+                f"no hub answers at {plan.hub} (not connected in 10 s): {HUB[2]}"
+            ) from None
+        messages.put(("ready", share.index))
+        if not await asyncio.to_thread(_wait_for_go, go, stop):
+            raise LoadError("the run was called off before it started")
+        runner = Runner(share, [verification_pb2_grpc.VerificationServiceStub(c) for c in channels])
+
+        async def watch() -> None:
+            while True:
+                await asyncio.sleep(PROGRESS_INTERVAL)
+                runner.stopping = runner.stopping or stop.is_set()
+                t = runner.tally
+                messages.put(("progress", share.index, sum(t.completed), sum(t.errors)))
+
+        watcher = asyncio.create_task(watch())
+        try:
+            return await runner.run()
+        finally:
+            watcher.cancel()
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+def _wait_for_go(go: Event, stop: Event) -> bool:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while not go.wait(0.1):
+        if stop.is_set() or time.monotonic() > deadline:
+            return False
+    return True
+
+
+def _process_main(share: Share, messages: Any, go: Event, stop: Event) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches us as `stop`, from the parent
+    try:
+        tally = asyncio.run(_run_share(share, messages, go, stop))
+    except Exception as exc:
+        code = exc.exit_code if isinstance(exc, LoadError) else 1
+        messages.put(("failed", share.index, f"load process {share.index}: {exc}", code))
+        return
+    messages.put(("done", share.index, tally))
+
+
+def run_load(plan: LoadPlan, on_progress: Callable[[int, int], None] | None = None) -> LoadResult:
+    """Run the plan in `plan.procs` spawned processes, started together; merge their tallies.
+
+    `on_progress(answers, errors)` is called a few times a second. Ctrl-C stops
+    sending; requests in flight finish and the result covers what was sent.
+    """
+    ctx = mp.get_context("spawn")
+    messages = ctx.Queue()
+    go, stop = ctx.Event(), ctx.Event()
+    shares = plan.shares()
+    procs = [
+        ctx.Process(target=_process_main, args=(s, messages, go, stop), name=f"load-{s.index}")
+        for s in shares
+    ]
+    for p in procs:
+        p.start()
+    tallies: dict[int, Tally] = {}
+    progress: dict[int, tuple[int, int]] = {}
+    ready: set[int] = set()
+    started = time.monotonic()
+    try:
+        while len(tallies) < len(procs):
+            try:
+                message = messages.get(timeout=0.2)
+            except queue.Empty:
+                if not go.is_set() and time.monotonic() - started > STARTUP_TIMEOUT:
+                    raise LoadError("the load processes did not start in time") from None
+                gone = [
+                    i for i, p in enumerate(procs) if p.exitcode is not None and i not in tallies
+                ]
+                if gone and messages.empty():
+                    time.sleep(0.5)  # its last message may still be in the pipe
+                    if messages.empty():
+                        raise LoadError(f"load process {gone[0]} exited") from None
+                continue
+            except KeyboardInterrupt:
+                stop.set()
+                continue
+            what, index, *rest = message
+            if what == "ready":
+                ready.add(index)
+                if len(ready) == len(procs):
+                    go.set()
+            elif what == "progress":
+                progress[index] = rest[0], rest[1]
+                if on_progress is not None:
+                    on_progress(*map(sum, zip(*progress.values(), strict=True)))
+            elif what == "done":
+                tallies[index] = rest[0]
+            else:
+                failed = LoadError(rest[0])
+                failed.exit_code = rest[1]
+                raise failed
+    finally:
+        stop.set()
+        messages.close()
+        for p in procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    return LoadResult.merge(plan.settings(), [tallies[i] for i in sorted(tallies)])
