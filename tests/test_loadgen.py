@@ -154,7 +154,8 @@ def sample_result() -> LoadResult:
          "got": "NOT_FOUND/SLIP_NOT_FOUND", "detail": "<no such slip>"}
     )  # fmt: skip
     for second, us in ((0, 800), (0, 1200), (1, 1500), (1, 9000)):
-        tally.count(second, us, error=us == 9000)
+        tally.count(second, us, "NOT_FOUND/SLIP_NOT_FOUND" if us == 9000 else "OK/VALID",
+                    error=us == 9000)  # fmt: skip
     return LoadResult.merge(plan_of().settings(), [tally, Tally(elapsed=1.0)])
 
 
@@ -177,16 +178,14 @@ def test_json_report_has_throughput_percentiles_outcomes_and_timeline() -> None:
     assert report["percentile_curve"][-1]["percentile"] == 100.0
 
 
-def test_html_report_is_self_contained_with_both_charts() -> None:
-    page = render_html(sample_result())
+def test_html_report_of_a_result_is_self_contained_with_its_charts() -> None:
+    # tests/test_load_html.py covers the page section by section; here: from a LoadResult.
+    page = render_html(to_json(sample_result()))
 
     assert "http://" not in page
     assert "https://" not in page
-    assert "<script src" not in page
-    assert 2 == page.count("<svg")
-    assert "Throughput over time" in page
-    assert "percentile curve" in page
-    assert 3 == page.count("<polyline")  # answers/s, errors/s, latency by percentile
+    assert "<script" not in page
+    assert page.count("<svg") >= 3  # over time, latency over time, the histogram
     assert "&lt;no such slip&gt;" in page  # examples are escaped
 
 

@@ -317,7 +317,7 @@ def cluster_up(
 
 app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
 app.command("audit")(auditcmd.audit)
-app.command("load")(loadcmd.load)
+app.add_typer(loadcmd.load_app, name="load")
 app.add_typer(scenario_app, name="scenario")
 app.command()(simulatorcmd.slip)
 app.add_typer(members.app, name="members")

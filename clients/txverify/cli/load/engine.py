@@ -4,6 +4,7 @@ loop on a schedule, or closed loop), their tallies merged into one LoadResult.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import multiprocessing as mp
 import os
@@ -12,15 +13,17 @@ import random
 import signal
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
 import grpc
+from hdrh.histogram import HdrHistogram  # type: ignore[import-untyped]
 
 from txverify import miniqr
 from txverify.cli.failures import HUB
+from txverify.cli.load import buckets
 from txverify.cli.load.judge import (
     FIRST_USE_KINDS,
     FirstUses,
@@ -30,6 +33,7 @@ from txverify.cli.load.judge import (
 )
 from txverify.cli.load.plan import LoadError, LoadPlan, Share, Unreachable
 from txverify.cli.load.results import MAX_EXAMPLES, LoadResult, Tally, new_histogram
+from txverify.cli.load.schedule import RATE
 from txverify.client.channels import hub_aio_channel
 from txverify.errors import details_of
 from txverify.v1 import verification_pb2, verification_pb2_grpc
@@ -37,6 +41,13 @@ from txverify.wire import MEMBER_HEADER
 
 STARTUP_TIMEOUT = 60.0
 PROGRESS_INTERVAL = 0.25
+STAGE_TICK = 0.05  # seconds: how often a closed-loop stage's callers are counted again
+# Statuses the client library makes up itself, without ErrorInfo: who ended the request.
+CLIENT_SIDE = {
+    "DEADLINE_EXCEEDED": "timed_out",
+    "CANCELLED": "cancelled",
+    "UNAVAILABLE": "not_sent",
+}
 
 
 def aio_hub_channel(hub: str, *, certs: Path | None, identity: str) -> grpc.aio.Channel:
@@ -67,6 +78,12 @@ class Runner:
         self.seq = 0
         self.stopping = False
         self.t0 = time.perf_counter()
+        self.of = share.of  # load processes in all: a closed-loop stage's callers are split
+        self.schedule = self.plan.schedule()
+        self.staged = bool(self.plan.stages)
+        self.stage_histograms: dict[int, HdrHistogram] = {}
+        self.rows = open(share.csv, "w", encoding="utf-8") if share.csv else None  # noqa: SIM115
+        self.round = share.round
 
     def _next(self) -> tuple[str, str]:
         kind = self.cycle[self.seq % len(self.cycle)]
@@ -82,8 +99,9 @@ class Runner:
                 self.slips[qr] = None
         return self.slips[qr]
 
-    async def one(self, scheduled: float) -> None:
-        """One request, its latency counted from `scheduled` (its planned send time)."""
+    async def one(self, scheduled: float, *, lagging: bool = False) -> None:
+        """One request, its latency counted from `scheduled` (its planned send time); with
+        `lagging` (open loop), how late it was sent is counted too."""
         kind, qr = self._next()
         self.seq += 1
         request_id = f"{self.plan.run_id}-{self.index}-{self.seq}"
@@ -94,6 +112,9 @@ class Runner:
         key = f"{slip.sending_bank}:{slip.trans_ref}" if slip else qr
         answered_before = self.uses.send(key) if kind in FIRST_USE_KINDS else 0
         stub = self.stubs[self.seq % len(self.stubs)]
+        sent = time.perf_counter()
+        self.tally.count_send(int(sent - self.t0), (sent - scheduled) * 1e6 if lagging else None)
+        origin = "answered"
         try:
             response = await stub.Verify(request, timeout=self.plan.timeout, metadata=self.metadata)
         except grpc.aio.AioRpcError as error:
@@ -101,6 +122,8 @@ class Runner:
             outcome = f"{d.status.name}/{d.reason}" if d.reason else d.status.name
             judged = judge_error(kind, outcome) if self.plan.check else "failed"
             detail = d.message
+            if not d.reason:  # no ErrorInfo: the hub did not send this status (README)
+                origin = CLIENT_SIDE.get(d.status.name, "transport")
         else:
             verdict = verification_pb2.Verdict.Name(response.verdict).removeprefix("VERDICT_")
             outcome = f"OK/{verdict}"
@@ -113,7 +136,17 @@ class Runner:
         latency_us = max(1, round((done - scheduled) * 1e6))
         self.histogram.record_value(min(latency_us, self.histogram.highest_trackable_value))
         self.tally.outcomes[kind, outcome] += 1
-        self.tally.count(int(done - self.t0), latency_us, error=judged != "ok")
+        self.tally.client[origin] += 1
+        self.tally.count(int(done - self.t0), latency_us, outcome, error=judged != "ok")
+        buckets.record(self.tally.by_kind.setdefault(kind, {}), latency_us)
+        if self.staged:
+            self._count_stage(self.schedule.stage_at(scheduled - self.t0), latency_us, judged)
+        if self.rows is not None:
+            at, took = scheduled - self.t0, latency_us / 1000
+            self.rows.write(
+                f"{self.round},{self.index},{self.seq},{request_id},{kind},{at:.6f},"
+                f"{sent - self.t0:.6f},{took:.3f},{outcome},{judged},{origin}\n"
+            )
         if judged != "ok":
             counts = self.tally.wrong if judged == "wrong" else self.tally.failed
             counts[kind, outcome] += 1
@@ -121,6 +154,14 @@ class Runner:
                 example = {"class": judged, "kind": kind, "qr": qr, "request_id": request_id}
                 example |= {"expected": expected_of(kind), "got": outcome, "detail": detail}
                 self.tally.examples.append(example)
+
+    def _count_stage(self, stage: int, latency_us: int, judged: str) -> None:
+        h = self.stage_histograms.setdefault(stage, new_histogram())
+        h.record_value(min(latency_us, h.highest_trackable_value))
+        counts = self.tally.stage_counts
+        counts[stage, "requests"] += 1
+        counts[stage, "errors"] += judged != "ok"
+        counts[stage, "wrong"] += judged == "wrong"
 
     def _more(self, issued: int, at: float) -> bool:
         plan = self.plan
@@ -133,8 +174,10 @@ class Runner:
     async def run(self) -> Tally:
         self.t0 = time.perf_counter()
         cpu0 = _cpu_seconds()
-        if self.plan.rate:
+        if self.plan.rate or (self.schedule.unit == RATE and self.staged):
             await self._open_loop()
+        elif self.staged:
+            await self._closed_stages()
         else:
             issued = 0
 
@@ -148,25 +191,53 @@ class Runner:
         self.tally.elapsed = time.perf_counter() - self.t0
         self.tally.cpu_seconds = _cpu_seconds() - cpu0
         self.tally.histogram = self.histogram.encode()
+        self.tally.stage_histograms = {i: h.encode() for i, h in self.stage_histograms.items()}
+        if self.rows is not None:
+            self.rows.close()
         return self.tally
 
     async def _open_loop(self) -> None:
         """Sends on a fixed schedule whatever the answers do: no coordinated omission."""
-        interval = 1 / self.plan.rate
+        if self.staged or self.plan.duration:
+            times: Iterator[float] = self.schedule.send_times()
+        else:  # --requests alone: as many as asked, at the rate
+            times = (i / self.plan.rate for i in itertools.count())
         tasks: set[asyncio.Task[None]] = set()
-        i = 0
-        while self._more(i, scheduled := self.t0 + i * interval):
+        for i, offset in enumerate(times):
+            if not self._more(i, scheduled := self.t0 + offset):
+                break
             if (wait := scheduled - time.perf_counter()) > 0:
                 await asyncio.sleep(wait)
             elif i % 64 == 0:
                 await asyncio.sleep(0)  # late: catch up, but let answers in now and then
             self.tally.send_lag_max = max(self.tally.send_lag_max, time.perf_counter() - scheduled)
-            task = asyncio.create_task(self.one(scheduled))
+            task = asyncio.create_task(self.one(scheduled, lagging=True))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
-            i += 1
         if tasks:
             await asyncio.gather(*tasks)
+
+    async def _closed_stages(self) -> None:
+        """Closed loop with --concurrency-stage: callers join and leave as the target moves
+        (this process's part of it); a caller leaves after its request in flight."""
+        issued, callers = 0, dict[int, asyncio.Task[None]]()
+
+        def wanted() -> int:
+            total = round(self.schedule.target_at(time.perf_counter() - self.t0))
+            return total // self.of + (self.index < total % self.of)
+
+        async def caller(n: int) -> None:
+            nonlocal issued
+            while n < wanted() and self._more(issued, time.perf_counter()):
+                issued += 1
+                await self.one(time.perf_counter())
+
+        while self._more(issued, time.perf_counter()):
+            for n in range(wanted()):
+                if n not in callers or callers[n].done():
+                    callers[n] = asyncio.create_task(caller(n))
+            await asyncio.sleep(STAGE_TICK)
+        await asyncio.gather(*callers.values())
 
 
 def _cpu_seconds() -> float:
@@ -290,4 +361,10 @@ def run_load(plan: LoadPlan, on_progress: Callable[[int, int], None] | None = No
             if p.is_alive():
                 p.kill()
                 p.join()
-    return LoadResult.merge(plan.settings(), [tallies[i] for i in sorted(tallies)])
+    result = LoadResult.merge(
+        plan.settings(),
+        [tallies[i] for i in sorted(tallies)],
+        plan.schedule() if plan.stages else None,
+    )
+    result.offered = plan.offered(result.total.elapsed)
+    return result

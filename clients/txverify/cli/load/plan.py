@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
+
+from txverify.cli.load.schedule import RATE, Schedule, Stage
 
 KINDS = ("valid", "duplicate", "notfound", "expired", "bad", "unknownissuer")
 DEFAULT_MIX = "valid=80,duplicate=5,notfound=5,expired=4,bad=4,unknownissuer=2"
@@ -88,7 +91,9 @@ def flag_problems(f: _Flags) -> list[str]:
     problems = [
         "--rate must not be negative" if f.rate < 0 else "",
         "give --duration or --requests" if not (f.duration or f.requests) else "",
-        "--concurrency must be at least --procs" if not f.rate and f.concurrency < f.procs else "",
+        "--concurrency must be at least --procs"
+        if not f.rate and not getattr(f, "stages", ()) and f.concurrency < f.procs
+        else "",
         "--requests must be at least --procs"
         if f.requests is not None and f.requests < f.procs
         else "",
@@ -121,8 +126,30 @@ class LoadPlan:
     # not the hub, e.g. bench/yardstick.py); errors still count as failed.
     check: bool = True
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    # --stage / --concurrency-stage: the target over time (then `duration` is theirs).
+    stages: tuple[Stage, ...] = ()
+    stage_unit: str = RATE
+    requests_csv: Path | None = None  # --csv-requests: each process writes REQUESTS_CSV.partN
+    round: int = 1  # with --rounds N, which one this is (in the per-request rows)
+
+    def schedule(self) -> Schedule:
+        """The stages chained, else the constant rate for `duration` (open loop)."""
+        if self.stages:
+            return Schedule.of(self.stages, self.stage_unit)
+        return Schedule.constant(self.rate, self.duration or 0.0)
+
+    def offered(self, elapsed: float) -> list[float] | None:
+        """Requests asked for in each second of an open-loop run (None for a closed loop)."""
+        if not (self.rate or (self.stages and self.stage_unit == RATE)):
+            return None
+        schedule = self.schedule()
+        if not self.stages and not self.duration:  # --requests alone, at the rate
+            schedule = Schedule.constant(self.rate, (self.requests or 0) / self.rate)
+        return [schedule.offered(i) for i in range(math.ceil(max(elapsed, schedule.duration)))]
 
     def __post_init__(self) -> None:
+        if self.stages:  # the stages say how long; chained here so a bad one fails now
+            object.__setattr__(self, "duration", Schedule.of(self.stages, self.stage_unit).duration)
         # Frozen, but the pools are settled once here: duplicates set apart from the valid slips.
         object.__setattr__(self, "pools", _settle_pools(self.pools, dict(self.mix), self.procs))
         problems = flag_problems(self)
@@ -139,7 +166,7 @@ class LoadPlan:
             "hub": self.hub,
             "member": self.member,
             "mtls": self.certs is not None,
-            "mode": "open" if self.rate else "closed",
+            "mode": "open" if self.rate or (self.stages and self.stage_unit == RATE) else "closed",
             "rate": self.rate,
             "concurrency": None if self.rate else self.concurrency,
             "duration": self.duration,
@@ -151,6 +178,8 @@ class LoadPlan:
             "check": self.check,
             "run_id": self.run_id,
             "slips": {k: len(v) for k, v in self.pools.items()},
+            "stages": [{"duration_s": s.duration, "target": s.target} for s in self.stages],
+            "stage_unit": self.stage_unit if self.stages else None,
         }
 
     def shares(self) -> list[Share]:
@@ -164,16 +193,21 @@ class LoadPlan:
         for i in range(self.procs):
             mine = {k: v[i :: self.procs] if len(v) >= self.procs else v for k, v in pools.items()}
             shared = frozenset(k for k, v in pools.items() if len(v) < self.procs)
+            stages = self.stages
+            if self.stage_unit == RATE:  # a rate splits; callers are split as they come
+                stages = tuple(Stage(s.duration, s.target / self.procs) for s in stages)
             plan = replace(
                 self,
                 pools=mine,
+                stages=stages,
                 rate=self.rate / self.procs,
                 concurrency=max(1, part(self.concurrency, i)),
                 requests=None if self.requests is None else part(self.requests, i),
                 connections=max(1, part(self.connections, i)),
                 procs=1,
             )
-            shares.append(Share(plan, i, shared))
+            csv = f"{self.requests_csv}.part{i}" if self.requests_csv else None
+            shares.append(Share(plan, i, shared, of=self.procs, csv=csv, round=self.round))
         return shares
 
 
@@ -184,3 +218,6 @@ class Share:
     plan: LoadPlan
     index: int
     shared: frozenset[str] = frozenset()
+    of: int = 1  # load processes in all
+    csv: str | None = None  # where this process writes its per-request rows
+    round: int = 1
