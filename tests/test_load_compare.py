@@ -14,16 +14,14 @@ from typer.testing import CliRunner, Result
 from txverify.cli.common import EXIT_BAD_INPUT
 from txverify.cli.load.compare import (
     BETTER,
-    EXIT_WORSE,
-    NOTE,
     WITHIN,
     WORSE,
     Comparison,
     Figure,
     compare,
-    compare_command,
     verdict,
 )
+from txverify.cli.load.compare_cmd import EXIT_WORSE, NOTE, compare_command
 
 SETTINGS = {"mix": {"valid": 80, "bad": 20}, "rate": 0.0, "concurrency": 16, "duration": 10.0}
 

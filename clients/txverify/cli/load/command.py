@@ -27,7 +27,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from txverify import units
 from txverify.cli.load import exports
 from txverify.cli.load.capacity import Search, Step, find_capacity
-from txverify.cli.load.compare import compare_command
+from txverify.cli.load.compare_cmd import compare_command
 from txverify.cli.load.engine import PROGRESS_INTERVAL, run_load
 from txverify.cli.load.html import render_html
 from txverify.cli.load.plan import (

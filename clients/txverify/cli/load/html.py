@@ -1,5 +1,7 @@
 """A load run's JSON (to_json) as one HTML page: inline CSS and SVG, nothing fetched, no script.
 
+The page and its sections live here; the SVG drawing they use is in charts.py.
+
 Every key past the pre-M13 ones may be missing, empty or null (older runs, runs without
 stages): each section renders from what is there and is left out when nothing is.
 """
@@ -10,10 +12,10 @@ import itertools
 import math
 import shlex
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from html import escape
 from typing import Any
 
+from txverify.cli.load import charts
 from txverify.cli.load.report import describe
 
 _CSS = """
@@ -43,16 +45,12 @@ code{font:12px ui-monospace,monospace;background:#f3f3f3;padding:1px 4px;border-
 word-break:break-all}.meter{display:inline-block;width:120px;height:8px;background:#eee;
 margin-right:6px}.meter i{display:block;height:100%;background:var(--c)}
 """
-_W, _H = 1040, 300  # the viewBox; CSS scales a chart down on a narrower page
-_PAD_L, _PAD_R, _PAD_T, _PAD_B = 64, 24, 34, 44  # the top holds two rows of marker labels
 _PCT = {"p50": "#1f6fb2", "p90": "#e08a00", "p99": "#c0392b", "mean": "#777777"}
 _PASS, _FAIL, _OFFERED = "#1a7f37", "#c0392b", "#222222"
 # Outcomes that were wrong or unanswered for some kind take warm colours, the others cool.
 _COOL = ("#4e79a7", "#59a14f", "#76b7b2", "#b07aa1", "#8cd17d", "#499894", "#a0cbe8")
 _WARM = ("#e15759", "#f28e2b", "#edc948", "#ff9da7", "#9c755f", "#d37295")
 _MAX_LAYERS = 10  # more outcomes than this are summed into "other"
-
-Ticks = Sequence[tuple[float, str]]
 
 
 class _Markup(str):
@@ -165,173 +163,6 @@ def _figure(title: str, svg: str, legend: Sequence[tuple[str, str, bool]] = ()) 
     )
     return f"<h3>{escape(title)}</h3>\n{svg}\n" + (
         f'<p class="legend">{items}</p>' if items else ""
-    )
-
-
-# --- charts ---
-
-
-def _step(span: float, parts: int) -> float:
-    """A round step (1, 2, 2.5 or 5 times a power of ten) cutting span into about `parts`."""
-    raw = max(span / parts, 1e-9)
-    magnitude = 10.0 ** math.floor(math.log10(raw))
-    return next(s * magnitude for s in (1, 2, 2.5, 5, 10) if s * magnitude >= raw * (1 - 1e-9))
-
-
-def _tick(value: float) -> str:
-    return f"{value:,.10g}"  # ten digits hide float noise such as 0.30000000000000004
-
-
-def _linear(high: float, parts: int = 5) -> tuple[float, list[tuple[float, str]]]:
-    """The axis end, a whole number of round steps at or above high, and its ticks from 0."""
-    step = _step(max(high, 1e-9), parts)
-    steps = max(1, math.ceil(high / step - 1e-9))
-    return step * steps, [(i * step, _tick(i * step)) for i in range(steps + 1)]
-
-
-def _ticks_upto(high: float, parts: int = 10) -> list[tuple[float, str]]:
-    """Round ticks from 0 to high, for an axis that ends at high exactly (time)."""
-    step = _step(max(high, 1e-9), parts)
-    return [(i * step, _tick(i * step)) for i in range(int(high / step + 1e-9) + 1)]
-
-
-def _log_ticks(low: float, high: float) -> list[tuple[float, str]]:
-    """Powers of ten from low to high, with 2 and 5 between them when the span is short."""
-    first, last = math.floor(math.log10(low)), math.ceil(math.log10(high))
-    steps = (1, 2, 5) if last - first <= 2 else (1,)
-    values = (m * 10.0**e for e in range(first, last + 1) for m in steps)
-    return [(v, _tick(float(f"{v:.6g}"))) for v in values if low <= v * (1 + 1e-9) <= high * 1.0001]
-
-
-@dataclass(frozen=True)
-class _Plot:
-    """One chart's drawing area and scales: data to SVG pixels, x linear or logarithmic."""
-
-    x_lo: float
-    x_hi: float
-    y_hi: float
-    log_x: bool = False
-    height: int = _H
-    left: int = _PAD_L
-
-    @property
-    def bottom(self) -> int:
-        return self.height - _PAD_B
-
-    def x(self, v: float) -> float:
-        lo, hi, v = self.x_lo, self.x_hi, min(max(v, self.x_lo), self.x_hi)
-        if self.log_x:
-            lo, hi, v = math.log10(lo), math.log10(hi), math.log10(v)
-        share = (v - lo) / (hi - lo) if hi > lo else 0.0
-        return self.left + (_W - _PAD_R - self.left) * share
-
-    def y(self, v: float) -> float:
-        share = min(max(v / self.y_hi, 0.0), 1.0) if self.y_hi > 0 else 0.0
-        return self.bottom - (self.bottom - _PAD_T) * share
-
-
-def _svg(plot: _Plot, title: str, labels: tuple[str, str], ticks: tuple[Ticks, Ticks]) -> str:
-    """The frame of a chart: grid, tick labels, axes and their labels; the body goes after."""
-    (x_label, y_label), (x_ticks, y_ticks) = labels, ticks
-    right, bottom, mid_y = _W - _PAD_R, plot.bottom, (_PAD_T + plot.bottom) / 2
-    parts = [
-        f'<svg viewBox="0 0 {_W} {plot.height}" width="{_W}" height="{plot.height}" '
-        f'role="img" aria-label="{escape(title)}"><title>{escape(title)}</title>'
-    ]
-    for v, label in y_ticks:
-        y = plot.y(v)
-        parts.append(
-            f'<line class="grid" x1="{plot.left}" x2="{right}" y1="{y:.1f}" y2="{y:.1f}"/>'
-            f'<text x="{plot.left - 6}" y="{y + 4:.1f}" text-anchor="end">{escape(label)}</text>'
-        )
-    for v, label in x_ticks:
-        x = plot.x(v)
-        parts.append(
-            f'<line class="grid" x1="{x:.1f}" x2="{x:.1f}" y1="{_PAD_T}" y2="{bottom}"/>'
-            f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{escape(label)}</text>'
-        )
-    parts.append(
-        f'<line class="axis" x1="{plot.left}" x2="{right}" y1="{bottom}" y2="{bottom}"/>'
-        f'<line class="axis" x1="{plot.left}" x2="{plot.left}" y1="{_PAD_T}" y2="{bottom}"/>'
-        f'<text x="{(plot.left + right) / 2:.0f}" y="{plot.height - 6}" text-anchor="middle">'
-        f'{escape(x_label)}</text><text x="14" y="{mid_y:.0f}" text-anchor="middle" '
-        f'transform="rotate(-90 14 {mid_y:.0f})">{escape(y_label)}</text>'
-    )
-    return "".join(parts)
-
-
-def _line(
-    plot: _Plot, points: Iterable[tuple[float, float | None]], colour: str, dash: bool = False
-) -> str:
-    """A path through the points, broken where a value is None (a second without answers)."""
-    moves, down = [], False
-    for x, y in points:
-        if y is not None:
-            moves.append(f"{'L' if down else 'M'}{plot.x(x):.1f},{plot.y(y):.1f}")
-        down = y is not None
-    style = ' stroke-dasharray="6 4"' if dash else ""
-    return (
-        f'<path d="{" ".join(moves)}" fill="none" stroke="{colour}" stroke-width="2" '
-        f'stroke-linejoin="round" stroke-linecap="round"{style}/>'
-        if moves
-        else ""
-    )
-
-
-def _stack(plot: _Plot, xs: Sequence[float], layers: Sequence[tuple[str, Sequence[float]]]) -> str:
-    """Areas stacked bottom-up in the given order, each band lying on the sum below it."""
-    base, parts = [0.0] * len(xs), []
-    for colour, values in layers:
-        top = [b + v for b, v in zip(base, values, strict=True)]
-        edge = [(x, t) for x, t in zip(xs, top, strict=True)]
-        edge += [(x, b) for x, b in zip(reversed(xs), reversed(base), strict=True)]
-        points = " ".join(f"{plot.x(x):.1f},{plot.y(y):.1f}" for x, y in edge)
-        parts.append(f'<polygon points="{points}" fill="{colour}" fill-opacity="0.85"/>')
-        base = top
-    return "".join(parts)
-
-
-def _rects(plot: _Plot, rects: Iterable[tuple[float, float, float, float, str]]) -> str:
-    """Rectangles given in data units: (x0, x1, y0, y1, colour)."""
-    parts = []
-    for x0, x1, y0, y1, colour in rects:
-        left, right, top, low = plot.x(x0), plot.x(x1), plot.y(y1), plot.y(y0)
-        parts.append(
-            f'<rect x="{left:.1f}" y="{top:.1f}" width="{max(right - left - 1, 1):.1f}" '
-            f'height="{max(low - top, 0):.1f}" fill="{colour}" fill-opacity="0.85"/>'
-        )
-    return "".join(parts)
-
-
-def _dots(plot: _Plot, dots: Iterable[tuple[float, float, str]]) -> str:
-    return "".join(
-        f'<circle cx="{plot.x(x):.1f}" cy="{plot.y(y):.1f}" r="4" fill="{c}"/>' for x, y, c in dots
-    )
-
-
-def _vmarks(plot: _Plot, marks: Sequence[tuple[float, str]], colour: str = "#555") -> str:
-    """Dashed vertical lines labelled at the top, on two rows so that neighbours don't overlap."""
-    parts = []
-    for i, (x, label) in enumerate(marks):
-        if not plot.x_lo <= x <= plot.x_hi:
-            continue
-        px, y = plot.x(x), 14 + 12 * (i % 2)
-        flip = px > _W - _PAD_R - 160  # near the right edge the label goes left of its line
-        anchor, tx = ("end", px - 4) if flip else ("start", px + 4)
-        parts.append(
-            f'<line x1="{px:.1f}" x2="{px:.1f}" y1="{y - 10}" y2="{plot.bottom}" '
-            f'stroke="{colour}" stroke-dasharray="4 3"/><text class="label" x="{tx:.1f}" '
-            f'y="{y}" text-anchor="{anchor}" style="fill:{colour}">{escape(label)}</text>'
-        )
-    return "".join(parts)
-
-
-def _hmark(plot: _Plot, y: float, label: str, colour: str) -> str:
-    py, right = plot.y(y), _W - _PAD_R
-    return (
-        f'<line x1="{plot.left}" x2="{right}" y1="{py:.1f}" y2="{py:.1f}" stroke="{colour}" '
-        f'stroke-dasharray="4 3"/><text class="label" x="{right - 4}" y="{py - 4:.1f}" '
-        f'text-anchor="end" style="fill:{colour}">{escape(label)}</text>'
     )
 
 
@@ -628,14 +459,14 @@ def _rate_chart(report: dict[str, Any], end: float, samples: Sequence[Any]) -> s
     lines = [ln for ln in lines if any(y for _, y in ln[2])]
     stacked = [sum(v) for v in zip(*layers.values(), strict=True)] if layers else []
     high = max([1.0, *stacked, *(y or 0.0 for _, _, pts, _ in lines for _, y in pts)])
-    top, y_ticks = _linear(high)
-    plot = _Plot(0.0, end, top)
+    top, y_ticks = charts.linear(high)
+    plot = charts.Plot(0.0, end, top)
     xs = [x for x, _, _ in samples]
-    body = [_stack(plot, xs, [(colours[n], v) for n, v in layers.items()])]
-    body += [_line(plot, pts, colour, dash) for _, colour, pts, dash in lines]
+    body = [charts.stack(plot, xs, [(colours[n], v) for n, v in layers.items()])]
+    body += [charts.line(plot, pts, colour, dash) for _, colour, pts, dash in lines]
     labels = ("seconds since the start", "requests per second")
-    svg = _svg(plot, "Answers per second", labels, (_ticks_upto(end), y_ticks))
-    svg += "".join(body) + _vmarks(plot, _stage_marks(report)) + "</svg>"
+    svg = charts.svg(plot, "Answers per second", labels, (charts.ticks_upto(end), y_ticks))
+    svg += "".join(body) + charts.vmarks(plot, _stage_marks(report)) + "</svg>"
     legend = [(n, colours[n], False) for n in layers] + [(n, c, d) for n, c, _, d in lines]
     return _figure("Answers per second" + (", by outcome" if layers else ""), svg, legend)
 
@@ -648,12 +479,13 @@ def _latency_chart(report: dict[str, Any], end: float, samples: Sequence[Any]) -
     lines = [ln for ln in lines if any(y is not None for _, y in ln[2])]
     if not lines:
         return ""
-    top, y_ticks = _linear(max([0.001, *(y or 0.0 for _, _, pts, _ in lines for _, y in pts)]))
-    plot = _Plot(0.0, end, top)
+    high = max([0.001, *(y or 0.0 for _, _, pts, _ in lines for _, y in pts)])
+    top, y_ticks = charts.linear(high)
+    plot = charts.Plot(0.0, end, top)
     labels = ("seconds since the start", "latency (ms)")
-    svg = _svg(plot, "Latency over time", labels, (_ticks_upto(end), y_ticks))
-    svg += "".join(_line(plot, pts, colour, dash) for _, colour, pts, dash in lines)
-    svg += _vmarks(plot, _stage_marks(report)) + "</svg>"
+    svg = charts.svg(plot, "Latency over time", labels, (charts.ticks_upto(end), y_ticks))
+    svg += "".join(charts.line(plot, pts, colour, dash) for _, colour, pts, dash in lines)
+    svg += charts.vmarks(plot, _stage_marks(report)) + "</svg>"
     return _figure("Latency over time", svg, [(n, c, d) for n, c, _, d in lines])
 
 
@@ -709,8 +541,8 @@ def _histogram_chart(report: dict[str, Any]) -> str:
     ratio = min([10**0.1, *gaps])
     low = 10 ** math.floor(math.log10(buckets[0][0] / ratio))
     high = 10 ** math.ceil(math.log10(buckets[-1][0]))
-    top, y_ticks = _linear(max(n for _, n in buckets))
-    plot = _Plot(low, max(high, low * 10), top, log_x=True)
+    top, y_ticks = charts.linear(max(n for _, n in buckets))
+    plot = charts.Plot(low, max(high, low * 10), top, log_x=True)
     rects = ((le / ratio, le, 0.0, n, "#1f6fb2") for le, n in buckets)
     latency = _dict(report.get("latency_us"))
     marks = [
@@ -719,8 +551,9 @@ def _histogram_chart(report: dict[str, Any]) -> str:
         if (v := _num(latency.get(k)))
     ]
     labels = ("latency (ms, log scale)", "answers per bucket")
-    svg = _svg(plot, "Latency histogram", labels, (_log_ticks(plot.x_lo, plot.x_hi), y_ticks))
-    svg += _rects(plot, rects) + _vmarks(plot, marks, "#b03a2e") + "</svg>"
+    x_ticks = charts.log_ticks(plot.x_lo, plot.x_hi)
+    svg = charts.svg(plot, "Latency histogram", labels, (x_ticks, y_ticks))
+    svg += charts.rects(plot, rects) + charts.vmarks(plot, marks, "#b03a2e") + "</svg>"
     return _figure("Latency histogram (every answer)", svg)
 
 
@@ -739,11 +572,12 @@ def _curve_chart(report: dict[str, Any]) -> str:
     ]
     if not curve:
         return ""
-    top, y_ticks = _linear(max([0.001, *(ms for _, ms in curve)]))
-    plot = _Plot(0.0, 5.0, top)
+    top, y_ticks = charts.linear(max([0.001, *(ms for _, ms in curve)]))
+    plot = charts.Plot(0.0, 5.0, top)
     x_ticks = [(float(i), f"{100 * (1 - 10**-i):g}%") for i in range(6)]
-    svg = _svg(plot, "Latency by percentile", ("percentile", "latency (ms)"), (x_ticks, y_ticks))
-    svg += _line(plot, curve, "#27864a") + "</svg>"
+    labels = ("percentile", "latency (ms)")
+    svg = charts.svg(plot, "Latency by percentile", labels, (x_ticks, y_ticks))
+    svg += charts.line(plot, curve, "#27864a") + "</svg>"
     return _figure("Latency by percentile", svg)
 
 
@@ -755,9 +589,10 @@ def _distribution(report: dict[str, Any]) -> str:
 def _kind_bars(kinds: dict[str, dict[str, Any]]) -> str:
     names, keys = sorted(kinds), ("p50", "p90", "p99")
     values = [_num(kinds[n].get(k)) for n in names for k in keys]
-    top, x_ticks = _linear(max([0.001, *(v / 1000 for v in values if v is not None)]), 8)
+    top, x_ticks = charts.linear(max([0.001, *(v / 1000 for v in values if v is not None)]), 8)
     rows = len(names)
-    plot = _Plot(0.0, top, float(rows), height=_PAD_T + _PAD_B + 42 * rows, left=110)
+    height = charts.PAD_T + charts.PAD_B + 42 * rows
+    plot = charts.Plot(0.0, top, float(rows), height=height, left=110)
     rects = []
     for i, name in enumerate(names):  # the first kind at the top: row i spans rows-i-1 to rows-i
         for j, key in enumerate(keys):
@@ -765,8 +600,8 @@ def _kind_bars(kinds: dict[str, dict[str, Any]]) -> str:
                 high = rows - i - 0.2 - 0.2 * j
                 rects.append((0.0, v / 1000, high - 0.18, high, _PCT[key]))
     y_ticks = [(rows - i - 0.5, name) for i, name in enumerate(names)]
-    svg = _svg(plot, "Latency per kind", ("latency (ms)", ""), (x_ticks, y_ticks))
-    svg += _rects(plot, rects) + "</svg>"
+    svg = charts.svg(plot, "Latency per kind", ("latency (ms)", ""), (x_ticks, y_ticks))
+    svg += charts.rects(plot, rects) + "</svg>"
     return _figure("Latency per kind", svg, [(k, _PCT[k], False) for k in keys])
 
 
@@ -813,12 +648,12 @@ def _capacity_text(capacity: dict[str, Any]) -> str:
 
 def _capacity_plot(
     steps: list[dict[str, Any]], keys: Sequence[str], extra: float
-) -> tuple[_Plot, list[tuple[float, str]], list[tuple[float, str]]]:
+) -> tuple[charts.Plot, list[tuple[float, str]], list[tuple[float, str]]]:
     offered = max([1.0, *(_num(s.get("offered_rps")) or 0.0 for s in steps)])
-    x_top, x_ticks = _linear(offered, 8)
+    x_top, x_ticks = charts.linear(offered, 8)
     values = [_num(s.get(k)) or 0.0 for s in steps for k in keys]
-    y_top, y_ticks = _linear(max([0.001, extra, *values]))
-    return _Plot(0.0, x_top, y_top), x_ticks, y_ticks
+    y_top, y_ticks = charts.linear(max([0.001, extra, *values]))
+    return charts.Plot(0.0, x_top, y_top), x_ticks, y_ticks
 
 
 def _capacity_chart(
@@ -832,18 +667,18 @@ def _capacity_chart(
     plot, x_ticks, y_ticks = _capacity_plot(steps, keys, bound or 0.0)
     colours = {"p50_ms": _PCT["p50"], "p99_ms": _PCT["p99"], "throughput_rps": "#1f6fb2"}
     ideal = min(plot.x_hi, plot.y_hi)  # answered = offered, up to where it leaves the chart
-    body = [] if latency else [_line(plot, [(0, 0), (ideal, ideal)], "#999", dash=True)]
+    body = [] if latency else [charts.line(plot, [(0, 0), (ideal, ideal)], "#999", dash=True)]
     for key in keys:
         pts = [(_num(s.get("offered_rps")) or 0.0, _num(s.get(key))) for s in ordered]
         dots = [(x, y, _PASS if s.get("passed") else _FAIL)
                 for (x, y), s in zip(pts, ordered, strict=True) if y is not None]  # fmt: skip
-        body += [_line(plot, pts, colours[key]), _dots(plot, dots)]
-    body.append(_hmark(plot, bound, f"p99 bound {_ms(bound)} ms", _FAIL) if bound else "")
+        body += [charts.line(plot, pts, colours[key]), charts.dots(plot, dots)]
+    body.append(charts.hmark(plot, bound, f"p99 bound {_ms(bound)} ms", _FAIL) if bound else "")
     sustained = _num(capacity.get("sustained_rps"))
     marks = [(sustained, f"sustained {sustained:,.1f}/s")] if sustained is not None else []
     title = f"{'Latency' if latency else 'Throughput'} against offered rate"
-    svg = _svg(plot, title, ("offered rate (requests/s)", y_label), (x_ticks, y_ticks))
-    svg += "".join(body) + _vmarks(plot, marks, _PASS) + "</svg>"
+    svg = charts.svg(plot, title, ("offered rate (requests/s)", y_label), (x_ticks, y_ticks))
+    svg += "".join(body) + charts.vmarks(plot, marks, _PASS) + "</svg>"
     legend = [(k.removesuffix("_ms").removesuffix("_rps"), colours[k], False) for k in keys]
     legend += [] if latency else [("offered = answered", "#999", True)]
     return _figure(title, svg, [*legend, ("step met every bound", _PASS, False),
