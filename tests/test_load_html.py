@@ -10,7 +10,7 @@ import pytest
 from txverify.cli.load.html import render_html
 
 HOSTILE = "<script>alert(1)</script>"
-STAGE_LABELS = ("stage 0: 0→100/s", "stage 1: 100/s", "stage 2: 100→200/s")
+STAGE_LABELS = ("stage 1: 0→100/s", "stage 2: 100/s", "stage 3: 100→200/s")  # from 1, as thresholds
 CHARTS = (
     "Answers per second",
     "Latency over time",

@@ -64,10 +64,7 @@ from txverify.cli.simulatorcmd import control_target
 from txverify.client import DEFAULT_HUB
 
 err = Console(stderr=True, soft_wrap=True)
-load_app = typer.Typer(
-    invoke_without_command=True,
-    help="Load the hub with a mix of slips and check every answer (see `txverify load --help`).",
-)
+load_app = typer.Typer(invoke_without_command=True)  # help: load()'s docstring
 FilesOpt = Annotated[Path | None, typer.Option(metavar="FILE")]
 
 

@@ -390,7 +390,7 @@ def _samples(report: dict[str, Any]) -> tuple[float, list[tuple[float, float, di
 def _stage_label(i: int, stage: dict[str, Any]) -> str:
     low, high = _num(stage.get("from")), _num(stage.get("to"))
     unit = {"rate": "/s", "concurrency": " in flight"}.get(str(stage.get("unit")), "")
-    index = _count(stage.get("index", i))
+    index = _count(stage.get("index", i)) + 1  # numbered from 1, as thresholds name them
     if low is None or high is None:
         return f"stage {index}"
     target = f"{low:g}" if low == high else f"{low:g}→{high:g}"

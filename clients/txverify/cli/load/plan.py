@@ -167,8 +167,8 @@ class LoadPlan:
             "member": self.member,
             "mtls": self.certs is not None,
             "mode": "open" if self.rate or (self.stages and self.stage_unit == RATE) else "closed",
-            "rate": self.rate,
-            "concurrency": None if self.rate else self.concurrency,
+            "rate": None if self.stages else self.rate,
+            "concurrency": None if self.rate or self.stages else self.concurrency,
             "duration": self.duration,
             "requests": self.requests,
             "connections": max(self.connections, self.procs),  # at least one per process
