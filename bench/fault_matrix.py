@@ -1,27 +1,11 @@
-"""The issuer fault matrix: one simulated bank misbehaves while the others carry load.
+"""The issuer fault matrix as a script: one simulated bank misbehaves while the others carry
+load. What runs and what is judged: txverify.cli.faultlab.matrix (its docstring).
 
     python bench/fault_matrix.py [--seconds 8] [--healthy-rate 150 | --healthy-concurrency 16]
                            [--json faults.json]
     make bench-faults      # closed loop: healthy throughput at full load, fault vs no fault
 
-Real processes on loopback: `txverify banks` (002, 004 healthy; 014 the faulty
-one, with --data so its ledgers can be read afterwards) and `txverify hub`
-(issuer timeout 0.5 s, circuit opens after 3 consecutive failures spanning at least
-0.5 s, probes again after 1 s, durable audit on). Phases, each `--seconds` long, in one run: no
-fault, then 014 refuses connections, hangs, answers after 1.5 s (past the
-timeout), fails 30% of inquiries with INTERNAL, flaps (1 s down in every 2 s).
-
-During every phase two drivers run at once: slips of the healthy issuers, in an
-open loop at `--healthy-rate` per second (or a closed loop of
-`--healthy-concurrency` callers, the capacity figure), and slips of 014 in an
-open loop at `--faulty-rate`. Per phase it reports the answers for 014 by
-status/reason/cause, when its circuit opened, how fast answers come once it is
-open, how long 014 took to verify again after the fault was cleared, and the
-healthy issuers' throughput and latency against the no-fault phase.
-
-The matrix itself is txverify.cli.faultlab.matrix: `judge()` lists every expectation a
-phase missed; tests/test_fault_matrix.py runs the matrix and asserts there are none;
-this script exits 1 when there are any.
+Exits 1 when any expectation was missed.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
-"""Restart to first OK: the banks' process is SIGKILLed and started again on the same port
-while bank 014's slips go through the hub; how soon after 014 listens again it verifies.
+"""Restart to first OK as a script: the banks SIGKILLed and started again while 014's slips
+go through two hubs. What runs and what is measured: txverify.cli.faultlab.restart.
 
     python bench/restart_recovery.py [--restarts 10] [--down 8] [--rate 20] [--json out.json]
     make bench-restarts
 
-Real processes on loopback: `txverify banks --data DIR --issuer-port 014=P` (the same
-ledgers and port after every restart) and two `txverify hub`s routing to it, side by side
-so every restart is measured under both settings at once: one with the hub's defaults
-(issuer timeout 5 s, circuit open after 5 consecutive failures, 5 s cooldown) and one with
-the fault matrix's (0.5 s, 3, 1 s). Each hub gets 014's slips at `--rate` per second (open
-loop) the whole time. Per restart: SIGKILL, `--down` seconds, the banks started again; the
-moment 014's port accepts a TCP connection again is "listening"; the figure is the time
-from then to the first OK answer of each hub. It also counts each hub's answers between
-the kill and that OK, and how fast the open circuit answered meanwhile.
-
-tests/test_bank_restart.py runs 3 restarts and asserts every figure is under 1 s; run as a
-script it exits 1 when a figure is over `--limit` (or 014 never verified again).
+Exits 1 when a figure is over `--limit` (or 014 never verified again).
 """
 
 from __future__ import annotations

@@ -114,6 +114,10 @@ async def test_thresholds_pass_and_every_output_is_written(
     report = json.loads(files["json"].read_text(encoding="utf-8"))
     assert [True, True, True] == [t["passed"] for t in report["thresholds"]]
     assert ["run", "run", "stage 2"] == [t["scope"] for t in report["thresholds"]]
+    # The run's own thresholds are shown per stage too (not counted in the exit code).
+    assert [["p99<2s", "errors<1%"]] * 2 == [
+        [t["expression"] for t in st["thresholds"]] for st in report["stages"]
+    ]
     suite = ET.parse(files["junit"]).getroot()
     assert ("4", "0") == (suite.get("tests"), suite.get("failures"))
     rows = list(csv.DictReader(files["requests"].read_text(encoding="utf-8").splitlines()))

@@ -100,8 +100,25 @@ def find_capacity(
         result = run(fresh)
         steps.append(Step(rate, result, failed_bound(search, rate, result)))
         on_step(steps[-1])
+        if result.interrupted:  # Ctrl-C: no more steps; what ran is reported
+            raise _Interrupted
         return not steps[-1].failed_bound
 
+    good: float | None = None
+    try:
+        good = _search(step, search)
+    except _Interrupted:
+        passed = [s.offered for s in steps if not s.failed_bound]
+        good = max(passed) if passed else None
+    return _combined(steps, search, good)
+
+
+class _Interrupted(Exception):
+    pass
+
+
+def _search(step: Callable[[float], bool], search: Search) -> float | None:
+    """Up by `growth` until a step fails, then halving the gap; the highest rate passed."""
     good, bad, rate = None, None, search.start_rate
     while step(rate):
         good = rate
@@ -118,7 +135,7 @@ def find_capacity(
             good = middle
         else:
             bad = middle
-    return _combined(steps, search, good)
+    return good
 
 
 def _combined(steps: list[Step], search: Search, sustained: float | None) -> LoadResult:
@@ -131,7 +148,7 @@ def _combined(steps: list[Step], search: Search, sustained: float | None) -> Loa
     result.capacity = {
         "bounds": _bounds(search),
         "sustained_rps": None if sustained is None else round(sustained, 1),
-        "limit": failures[0] if failures else "max-rate",
+        "limit": "interrupted" if result.interrupted else failures[0] if failures else "max-rate",
         "steps": [s.to_json() for s in steps],
     }
     return result

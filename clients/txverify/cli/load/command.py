@@ -255,6 +255,11 @@ def load(
     result.metadata = run_metadata(hub, started)
     stage_count = len(result.schedule.stages) if result.schedule else 0
     result.thresholds = judge(thresholds, result.figures(), _stage_of(result, stage_count))
+    whole_run = [t for t in thresholds if t.stage is None]
+    result.stage_thresholds = {
+        i: judge(whole_run, result.stage_figures(i), _stage_of(result, stage_count))
+        for i in range(stage_count)
+    }
     _write_outputs(result, json_file, html_file, junit_file, csv_file, prometheus_file)
     raise typer.Exit(result.exit_code)
 
@@ -328,6 +333,8 @@ def _rounds(plan: LoadPlan, rounds: int, show: bool) -> LoadResult:
     for n in range(1, rounds + 1):
         fresh = replace(plan, run_id=f"{plan.run_id}-{n}", round=n)  # first uses per round
         done.append(_run_with_progress(fresh, show, f"round {n}/{rounds}"))
+        if done[-1].interrupted:  # Ctrl-C: the rounds so far are the report
+            break
         if show:
             f = done[-1].figures()
             err.print(f"round {n}/{rounds}: {f.throughput:,.1f}/s, p99 "

@@ -319,7 +319,7 @@ def run_load(plan: LoadPlan, on_progress: Callable[[int, int], None] | None = No
     tallies: dict[int, Tally] = {}
     progress: dict[int, tuple[int, int]] = {}
     ready: set[int] = set()
-    started = time.monotonic()
+    started, interrupted = time.monotonic(), False
     try:
         while len(tallies) < len(procs):
             try:
@@ -337,6 +337,7 @@ def run_load(plan: LoadPlan, on_progress: Callable[[int, int], None] | None = No
                 continue
             except KeyboardInterrupt:
                 stop.set()
+                interrupted = True
                 continue
             what, index, *rest = message
             if what == "ready":
@@ -367,4 +368,5 @@ def run_load(plan: LoadPlan, on_progress: Callable[[int, int], None] | None = No
         plan.schedule() if plan.stages else None,
     )
     result.offered = plan.offered(result.total.elapsed)
+    result.interrupted = interrupted
     return result

@@ -498,6 +498,15 @@ def _over_time(report: dict[str, Any]) -> str:
     )
 
 
+def _stage_over(stage: dict[str, Any]) -> str:
+    """The run's thresholds this stage alone would fail (shown; the exit code ignores them)."""
+    return ", ".join(
+        str(t.get("expression"))
+        for t in _dicts(stage.get("thresholds"))
+        if t.get("passed") is False
+    )
+
+
 def _stages(report: dict[str, Any]) -> str:
     stages = _dicts(report.get("stages"))
     if not stages:
@@ -516,11 +525,12 @@ def _stages(report: dict[str, Any]) -> str:
                 _count(s.get("errors")),
                 _Num(_pct(s.get("error_rate"))),
                 *figures,
+                _stage_over(s),
             )
         )
     header = ("stage", "time", "requests", "throughput", "errors", "error rate", "p50 ms",
-              "p90 ms", "p99 ms", "p99.9 ms", "max ms")  # fmt: skip
-    bad = [i for i, s in enumerate(stages) if _count(s.get("errors"))]
+              "p90 ms", "p99 ms", "p99.9 ms", "max ms", "run thresholds over")  # fmt: skip
+    bad = [i for i, s in enumerate(stages) if _count(s.get("errors")) or _stage_over(s)]
     return _section("Stages", _table(header, rows, bad))
 
 

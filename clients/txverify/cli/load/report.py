@@ -98,8 +98,15 @@ def _stage_lines(stages: list[dict[str, Any]]) -> list[str]:
         lines.append(
             f"{s['index'] + 1:<7}{span:>14}{target:>16}{s['throughput_rps']:>10,.1f}"
             f"{ms_text(lat['p50']):>9}{ms_text(lat['p99']):>9}{s['errors']:>8,}"
+            + _over(s.get("thresholds", []))
         )
     return lines
+
+
+def _over(judged: list[dict[str, Any]]) -> str:
+    """The run's thresholds this stage would fail on its own (shown, not judged)."""
+    over = [t["expression"] for t in judged if not t["passed"]]
+    return f"  over: {', '.join(over)}" if over else ""
 
 
 def _round_lines(result: LoadResult) -> list[str]:

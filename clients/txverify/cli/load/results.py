@@ -133,9 +133,12 @@ class LoadResult:
     rounds: list[LoadResult] = field(default_factory=list)  # with --rounds N, each round
     metadata: dict[str, Any] = field(default_factory=dict)
     thresholds: list[dict[str, Any]] = field(default_factory=list)  # judged, see thresholds.py
+    # The run's own thresholds judged on each stage too: shown, not counted in the exit code.
+    stage_thresholds: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
     capacity: dict[str, Any] | None = None  # --find-capacity, see capacity.py
     offered: list[float] | None = None  # requests asked for per second (open loop)
     process_cpu: list[float] = field(default_factory=list)  # CPU seconds of each load process
+    interrupted: bool = False  # Ctrl-C: sending stopped early; rounds and steps stop too
 
     @classmethod
     def merge(
@@ -173,6 +176,7 @@ class LoadResult:
             for n, c in enumerate(part.process_cpu):
                 cpu[n] += c
         result.offered = offered if any(p.offered for p in parts) else None
+        result.interrupted = any(p.interrupted for p in parts)
         result._settle_examples()
         return result
 
@@ -422,6 +426,10 @@ def stages_json(result: LoadResult) -> list[dict[str, Any]]:
             "requests": f.requests, "throughput_rps": round(f.throughput, 1),
             "errors": f.errors, "wrong": f.wrong, "error_rate": round(f.error_rate, 6),
             "latency_us": f.latency(),
+            "thresholds": [
+                {k: t[k] for k in ("expression", "measured", "unit", "passed")}
+                for t in result.stage_thresholds.get(i, [])
+            ],
         })  # fmt: skip
     return out
 
