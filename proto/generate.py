@@ -24,7 +24,8 @@ def proto_files() -> list[Path]:
 
 
 def generate(out: Path) -> None:
-    """Write *_pb2.py, *_pb2_grpc.py and their .pyi stubs under `out`."""
+    """Write *_pb2.py, *_pb2_grpc.py and their .pyi stubs, and the Connect protocol's
+    *_connect.py (servers and clients over google.protobuf messages), under `out`."""
     bin_dir = Path(sys.executable).parent
     well_known = resources.files("grpc_tools") / "_proto"
     out.mkdir(parents=True, exist_ok=True)
@@ -34,10 +35,12 @@ def generate(out: Path) -> None:
         f"-I{well_known}",
         f"--plugin=protoc-gen-mypy={bin_dir / 'protoc-gen-mypy'}",
         f"--plugin=protoc-gen-mypy_grpc={bin_dir / 'protoc-gen-mypy_grpc'}",
+        f"--plugin=protoc-gen-connectrpc={bin_dir / 'protoc-gen-connectrpc'}",
         f"--python_out={out}",
         f"--grpc_python_out={out}",
         f"--mypy_out={out}",
         f"--mypy_grpc_out={out}",
+        f"--connectrpc_out=protobuf=google:{out}",
         *(str(p.relative_to(ROOT)) for p in proto_files()),
     ]
     code = protoc.main(args)

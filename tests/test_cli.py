@@ -595,7 +595,7 @@ def test_up_on_a_port_in_use_says_so_in_one_line() -> None:
     assert 1 == result.returncode
     assert [
         f"up: in use: --port {port} (127.0.0.1): stop what listens there (another "
-        "`txverify up`?), or pass --port 0 --console 0 for free ports"
+        "`txverify up`?), or pass --port 0 --console 0 --json-port 0 for free ports"
     ] == result.stderr.splitlines()
 
 

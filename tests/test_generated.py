@@ -27,7 +27,11 @@ def test_committed_generated_code_matches_make_proto(tmp_path: Path) -> None:
     )
     fresh = tmp_path / "txverify" / "v1"
     made = sorted(p.name for p in fresh.iterdir())
-    committed = sorted(p.name for p in GENERATED.iterdir() if "_pb2" in p.name)
+    committed = sorted(
+        p.name
+        for p in GENERATED.iterdir()
+        if p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", "_connect.py"))
+    )
 
     assert made == committed, "run `make proto`: generated files differ in name"
     _, mismatch, errors = filecmp.cmpfiles(fresh, GENERATED, made, shallow=False)

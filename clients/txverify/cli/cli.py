@@ -32,6 +32,7 @@ from txverify.cli.load import command as loadcmd
 from txverify.cli.network import (
     DEFAULT_BANKS,
     DEFAULT_CONSOLE_PORT,
+    DEFAULT_JSON_PORT,
     NetworkError,
     network_file,
     running_network,
@@ -120,13 +121,25 @@ def up(
         int,
         typer.Option(help="Web console port on 127.0.0.1 (0 = any free port, -1 = no console)."),
     ] = DEFAULT_CONSOLE_PORT,
+    json_port: Annotated[
+        int,
+        typer.Option(
+            help="The hub's JSON API port (Connect protocol; 0 = any free port, -1 = none)."
+        ),
+    ] = DEFAULT_JSON_PORT,
 ) -> None:
     """Run the hub and simulated banks in the foreground; Ctrl-C stops them."""
     if console < -1 or console > 65535:
         raise typer.BadParameter("the console port is 0-65535, or -1 for no console")
+    if json_port < -1 or json_port > 65535:
+        raise typer.BadParameter("the JSON API port is 0-65535, or -1 for none")
     if not use_tls:
         refuse_plaintext_beyond_loopback("up", host)
-    _refuse_ports_in_use("up", [(host, port, "--port"), ("127.0.0.1", console, "--console")])
+    _refuse_ports_in_use(
+        "up",
+        [(host, port, "--port"), ("127.0.0.1", console, "--console"),
+         (host, json_port, "--json-port")],
+    )  # fmt: skip
     _serve_network(
         banks=codes_of(banks),
         hub_host=host,
@@ -139,6 +152,7 @@ def up(
         use_tls=use_tls,
         hub_extra_args=hub_arg or (),
         console_port=None if console == -1 else console,
+        json_port=None if json_port == -1 else json_port,
     )
 
 
@@ -170,7 +184,7 @@ def _refuse_ports_in_use(command: str, wanted: list[tuple[str, int, str]]) -> No
         where = ", ".join(f"{flag} {port} ({host})" for host, port, flag in taken)
         err.print(
             f"[red]{command}: in use: {escape(where)}[/]: stop what listens there "
-            "(another `txverify up`?), or pass --port 0 --console 0 for free ports"
+            "(another `txverify up`?), or pass --port 0 --console 0 --json-port 0 for free ports"
         )
         raise typer.Exit(1)
 
@@ -214,6 +228,8 @@ def _serve_network(**network_args: Any) -> None:
             )
             for n, replica in enumerate(network.replicas, 1):
                 out.print(f"  hub replica {n} at {replica}")
+            if network.json_api:
+                out.print(f"  json api: [bold]{network.json_api}[/]", soft_wrap=True)
             if network.console:
                 out.print(f"  console at [bold]{network.console}[/]", soft_wrap=True)
                 out.print(f"  console operator token: {network.console_token}", soft_wrap=True)

@@ -20,6 +20,13 @@ from txverify.hub.settings import HubSettings
 from txverify.runtime import logs
 
 
+def json_api_url(host: str, port: int, *, tls: bool) -> str:
+    """The JSON API's base URL as a client reaches it (a wildcard host means this host)."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "localhost") else host
+    shown = f"[{shown}]" if ":" in shown else shown
+    return f"{'https' if tls else 'http'}://{shown}:{port}/"
+
+
 def hub(
     members: Annotated[
         Path,
@@ -128,6 +135,15 @@ def hub(
             "with --workers, worker i serves port + i.",
         ),
     ] = None,
+    json_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="TXVERIFY_HUB_JSON_PORT",
+            help="Serve the JSON API (the Connect protocol: JSON or protobuf over HTTP/1.1 "
+            "and HTTP/2, and gRPC-Web) on this port (0 = any), with the same identity rules; "
+            "its OpenAPI document at /openapi.json.",
+        ),
+    ] = None,
     audit: Annotated[
         bool,
         typer.Option(
@@ -182,16 +198,17 @@ def hub(
             print(READY_PREFIX + json.dumps({"address": f"{host}:{bound}"}), flush=True)
 
     def report(running: RunningHub) -> None:
-        if running.console is None:
-            announce(running.port)
-            return
-        # The token goes to the terminal (and the ready line, for `txverify up`),
-        # never to the log, which may be shipped elsewhere.
-        token = running.console.settings.token
-        err.print(f"console: {running.console.url}  operator token: {token}", soft_wrap=True)
+        ready: dict[str, str] = {"address": f"{host}:{running.port}"}
+        if running.json_api is not None:
+            ready["json_api"] = json_api_url(host, running.json_api.port, tls=certs is not None)
+            err.print(f"json api: {ready['json_api']}", soft_wrap=True)
+        if running.console is not None:
+            # The token goes to the terminal (and the ready line, for `txverify up`),
+            # never to the log, which may be shipped elsewhere.
+            token = running.console.settings.token
+            err.print(f"console: {running.console.url}  operator token: {token}", soft_wrap=True)
+            ready |= {"console": running.console.url, "console_token": token}
         if ready_line:
-            ready = {"address": f"{host}:{running.port}", "console": running.console.url,
-                     "console_token": token}  # fmt: skip
             print(READY_PREFIX + json.dumps(ready), flush=True)
 
     try:
@@ -210,6 +227,7 @@ def hub(
             drain_delay=drain_delay,
             grace=grace,
             metrics_port=metrics_port,
+            json_port=json_port,
             audit=audit,
             event_loop=event_loop,
             console=ConsoleSettings(console, host="127.0.0.1", simulator=console_simulator)

@@ -26,6 +26,7 @@ DEFAULT_BANKS = ("002", "004", "006", "014", "025", "900")
 READY_PREFIX = "TXVERIFY-READY "
 STARTUP_TIMEOUT = 60.0
 DEFAULT_CONSOLE_PORT = 50080
+DEFAULT_JSON_PORT = 50081  # the hub's JSON API under `txverify up`
 NETWORK_ENV = "TXVERIFY_NETWORK"
 
 
@@ -58,6 +59,7 @@ class Network:
     replica_procs: list[subprocess.Popen[str]] = field(default_factory=list)
     console: str = ""  # the web console's URL, when the hub serves one
     console_token: str = field(default="", repr=False)  # its operator token
+    json_api: str = ""  # the JSON API's base URL, when the hub serves one
 
     def to_json(self) -> str:
         return json.dumps(
@@ -69,6 +71,7 @@ class Network:
                 "certs": str(self.certs) if self.certs else "",
                 "replicas": self.replicas,
                 "console": self.console,
+                "json_api": self.json_api,
                 "banks": [asdict(b) | {"samples": []} for b in self.banks],
                 "pid": os.getpid(),
             },
@@ -159,6 +162,7 @@ def running_network(
     db: str | None = None,
     hub_extra_args: Sequence[str] = (),
     console_port: int | None = None,
+    json_port: int | None = None,
 ) -> Iterator[Network]:
     """Start the simulator process, then the hub pointed at its banks; stop both on exit.
 
@@ -219,6 +223,8 @@ def running_network(
             if console_port is not None and not replicas:
                 hub_args += ["--console", str(console_port),
                              "--console-simulator", ready["control"]]  # fmt: skip
+            if json_port is not None and not replicas:
+                hub_args += ["--json-port", str(json_port)]
             addresses: list[str] = []
             console: dict[str, Any] = {}
             replica_procs: list[subprocess.Popen[str]] = []
@@ -256,6 +262,7 @@ def running_network(
                 replica_procs,
                 console.get("console", ""),
                 console.get("console_token", ""),
+                console.get("json_api", ""),
             )
             # Under mTLS as the operator, and only if the hub's certificate is the hub's.
             wait_serving(hub_address, STARTUP_TIMEOUT, certs=certs if use_tls else None)

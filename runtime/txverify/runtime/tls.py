@@ -1,4 +1,5 @@
-"""Member identity over mutual TLS: a dev CA, certificates per party, gRPC credentials."""
+"""Member identity over mutual TLS: a dev CA, certificates per party, gRPC credentials
+and the ssl contexts of the HTTP servers (the JSON API)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import functools
 import ipaddress
 import logging
 import os
+import ssl
 import stat
 import tempfile
 import threading
@@ -342,16 +344,9 @@ class _ReloadingFetcher:
         self._seen: _Signature | None = None
         self._refused: _Signature | None = None
 
-    def _signature(self) -> _Signature:
-        # mtime alone can miss a replacement made within the file system's
-        # timestamp granularity; a rename (new inode) or a new size cannot hide,
-        # and ctime also moves on chmod (a key made readable again).
-        stats = [p.stat() for p in self._paths]
-        return tuple((s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats)
-
     def initial(self) -> grpc.ServerCertificateConfiguration:
         with self._lock:
-            signature = self._signature()
+            signature = _signature(self._paths)
             config = self._load()
             self._seen = signature
             return config
@@ -372,7 +367,7 @@ class _ReloadingFetcher:
     def __call__(self) -> grpc.ServerCertificateConfiguration | None:
         with self._lock:
             try:
-                signature = self._signature()
+                signature = _signature(self._paths)
             except OSError as exc:  # a file removed before its replacement is in place
                 log.warning("keeping the current TLS certificates: %s", exc)
                 return None
@@ -409,6 +404,80 @@ def server_credentials(
         cast(Callable[[], grpc.ServerCertificateConfiguration], fetcher),
         require_client_authentication=require_client_auth,
     )
+
+
+class _ReloadingContext:
+    """An ssl.SSLContext for a server, swapped for a fresh one when the files change.
+
+    The HTTP counterpart of _ReloadingFetcher: Python's ssl calls the SNI callback
+    of every new handshake, which checks the files (three stats) and hands the
+    connection the current context; established connections keep theirs.
+    """
+
+    def __init__(self, ca: Path, files: CertFiles, require_client_auth: bool) -> None:
+        self._paths = (ca, files.cert, files.key)
+        self._require_client_auth = require_client_auth
+        self._lock = threading.Lock()
+        self._seen = _signature(self._paths)
+        self.context = self._load()
+        self._refused: _Signature | None = None
+
+    def _load(self) -> ssl.SSLContext:
+        ca, cert, key = self._paths
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(cert, key)  # refuses a key that is not the certificate's
+        context.verify_mode = ssl.CERT_REQUIRED if self._require_client_auth else ssl.CERT_NONE
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        context.sni_callback = self._handshake
+        return context
+
+    def _handshake(self, connection: ssl.SSLObject, _name: str | None, _: ssl.SSLContext) -> None:
+        with self._lock:
+            try:
+                signature = _signature(self._paths)
+            except OSError as exc:
+                log.warning("keeping the current TLS certificates: %s", exc)
+                return
+            if signature not in (self._seen, self._refused):
+                try:
+                    context = self._load()
+                except (OSError, ValueError, ssl.SSLError) as exc:
+                    self._refused = signature
+                    log.warning("keeping the current TLS certificates: %s", exc)
+                else:
+                    self.context, self._seen, self._refused = context, signature, None
+                    log.info("TLS certificates reloaded from %s", self._paths[1].parent)
+        connection.context = self.context
+
+
+def server_ssl_context(pki: Pki, name: str, *, require_client_auth: bool = True) -> ssl.SSLContext:
+    """An HTTP server's TLS as `name` (HTTP/2 and HTTP/1.1 by ALPN), re-reading the files
+    when they change, as server_credentials does for gRPC. Clients must present a
+    certificate from the CA unless `require_client_auth` is False."""
+    return _ReloadingContext(pki.ca, pki.files(name), require_client_auth).context
+
+
+def certificate_identity(peer_certificate: dict[str, Any] | None) -> str | None:
+    """The CN of a verified peer certificate as ssl gives it (SSLObject.getpeercert()),
+    the identity peer_identity reads from gRPC; None without exactly one CN."""
+    if not peer_certificate:
+        return None
+    names = [
+        value
+        for rdn in peer_certificate.get("subject", ())
+        for key, value in rdn
+        if key == "commonName"
+    ]
+    return names[0] if len(names) == 1 else None
+
+
+def _signature(paths: Sequence[Path]) -> _Signature:
+    # mtime alone can miss a replacement made within the file system's
+    # timestamp granularity; a rename (new inode) or a new size cannot hide,
+    # and ctime also moves on chmod (a key made readable again).
+    stats = [p.stat() for p in paths]
+    return tuple((s.st_ino, s.st_size, s.st_mtime_ns, s.st_ctime_ns) for s in stats)
 
 
 def channel_credentials(pki: Pki, name: str) -> grpc.ChannelCredentials:

@@ -28,6 +28,7 @@ from txverify.hub.forwarding import (
 )
 from txverify.hub.identity import IdentityMode
 from txverify.hub.issuer_health import HubHealth, IssuerHealth
+from txverify.hub.jsonapi.server import RunningJsonApi, start_json_api
 from txverify.hub.membership import Membership
 from txverify.hub.metrics import Metrics
 from txverify.hub.outcome import Observers, RequestLog
@@ -81,6 +82,7 @@ class RunningHub:
     guard: RequestGuard = field(default_factory=RequestGuard)
     limiter: RateLimiter | SharedRateLimiter | None = None
     console: Console | None = None
+    json_api: RunningJsonApi | None = None
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
@@ -94,7 +96,12 @@ class RunningHub:
         # Callers that ignore health are still sending: their new RPCs are held and
         # then answered SHUTTING_DOWN (nothing done, send again), never left for gRPC's
         # shutdown to cancel; RPCs already started finish within `grace` (stop_server).
-        await stop_server(self.server, self.guard, grace)
+        if self.json_api is not None:
+            await asyncio.gather(
+                stop_server(self.server, self.guard, grace), self.json_api.stop(grace)
+            )
+        else:
+            await stop_server(self.server, self.guard, grace)
         if self.watch is not None:  # followed changes while RPCs were still served
             await self.watch.stop()
         await self.gateway.close()
@@ -200,22 +207,16 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     feed = LiveFeed() if settings.console is not None else None
     observers = Observers([RequestLog(), metrics, *([feed] if feed is not None else [])])
     router = Router(Admission(membership, limiter), gateway, audit, observers)
-    verification_pb2_grpc.add_VerificationServiceServicer_to_server(
-        VerificationServicer(router, settings.mode), server
+    verifier = VerificationServicer(router, settings.mode)
+    auditor = AuditLogServicer(
+        audit.store, membership, mode=settings.mode, operators=settings.operators
     )
-    audit_pb2_grpc.add_AuditLogServicer_to_server(
-        AuditLogServicer(audit.store, membership, mode=settings.mode, operators=settings.operators),
-        server,
+    registry = MemberRegistryServicer(
+        membership, mode=settings.mode, operators=settings.operators, circuit=gateway.circuit_state
     )
-    registry_pb2_grpc.add_MemberRegistryServicer_to_server(
-        MemberRegistryServicer(
-            membership,
-            mode=settings.mode,
-            operators=settings.operators,
-            circuit=gateway.circuit_state,
-        ),
-        server,
-    )
+    verification_pb2_grpc.add_VerificationServiceServicer_to_server(verifier, server)
+    audit_pb2_grpc.add_AuditLogServicer_to_server(auditor, server)
+    registry_pb2_grpc.add_MemberRegistryServicer_to_server(registry, server)
     await add_health_and_reflection(
         server, [VERIFICATION_SERVICE, REGISTRY_SERVICE, AUDIT_SERVICE], health=health
     )
@@ -254,6 +255,23 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         guard,
         limiter,
     )
+    if settings.json_port is not None:
+        try:
+            hub.json_api = await start_json_api(
+                host=settings.host,
+                port=settings.json_port,
+                verification=verifier,
+                audit=auditor,
+                registry=registry,
+                pki=settings.pki if settings.mode is IdentityMode.TLS else None,
+                reuse_port=settings.shared,
+            )
+        except OSError as error:
+            await hub.stop(grace=0)
+            raise OSError(
+                f"the JSON API cannot listen on {settings.host}:{settings.json_port}: "
+                f"{error.strerror or error} (--json-port 0 picks a free port)"
+            ) from None
     if settings.console is not None:
         assert feed is not None
         console = _console(settings, settings.console, port, membership, gateway, feed)
@@ -261,7 +279,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             await console.start()
         except OSError as error:  # its port is taken: stop what started, say which port
             await console.actions.close()
-            await hub.stop(grace=0)
+            await hub.stop(grace=0)  # the JSON API too
             raise OSError(
                 f"the console cannot listen on {settings.console.host}:{settings.console.port}: "
                 f"{error.strerror or error} (--console 0 picks a free port)"

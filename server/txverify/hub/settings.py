@@ -75,6 +75,9 @@ class HubSettings:
     # served, so load balancers polling health move traffic away first.
     drain_delay: float = 1.0
     metrics_port: int | None = None  # Prometheus /metrics on loopback; None = off
+    # The JSON API (Connect protocol, server/txverify/hub/jsonapi/) on this port of `host`,
+    # under the same identity rules; 0 = any free port, None = off.
+    json_port: int | None = None
     # Audit, duplicate counting and idempotency; off only to measure their cost.
     audit: bool = True
     event_loop: str = "auto"  # uvloop when installed ("auto"), or "uvloop" / "asyncio"
@@ -94,6 +97,10 @@ class HubSettings:
             raise ValueError(f"event loop must be auto, uvloop or asyncio, not {self.event_loop!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.json_port is not None and not 0 <= self.json_port <= 65535:
+            raise ValueError(f"json port must be 0-65535, got {self.json_port}")
+        if self.json_port and self.json_port == self.port:
+            raise ValueError(f"the JSON API and gRPC cannot share port {self.port}")
         if self.rate_limit_store is not None and not self.rate_limit_store.startswith(
             ("redis://", "rediss://", "unix://")
         ):
