@@ -1,4 +1,5 @@
-"""Generate the Python code and type stubs of the txverify.v1 contract.
+"""Generate the Python code and type stubs of the txverify.v1 contract, and the
+OpenAPI document of the hub's JSON API (openapi.py).
 
 Run as `python proto/generate.py [--out DIR]` (what `make proto` does). The
 output for `--out proto` is committed; tests/test_generated.py regenerates
@@ -14,6 +15,8 @@ from pathlib import Path
 
 from grpc_tools import protoc
 
+import openapi
+
 ROOT = Path(__file__).resolve().parent
 PROTO_DIR = ROOT / "txverify" / "v1"
 
@@ -25,7 +28,8 @@ def proto_files() -> list[Path]:
 
 def generate(out: Path) -> None:
     """Write *_pb2.py, *_pb2_grpc.py and their .pyi stubs, and the Connect protocol's
-    *_connect.py (servers and clients over google.protobuf messages), under `out`."""
+    *_connect.py (servers and clients over google.protobuf messages), and openapi.json,
+    under `out`."""
     bin_dir = Path(sys.executable).parent
     well_known = resources.files("grpc_tools") / "_proto"
     out.mkdir(parents=True, exist_ok=True)
@@ -46,6 +50,7 @@ def generate(out: Path) -> None:
     code = protoc.main(args)
     if code != 0:
         raise SystemExit(f"protoc failed with exit code {code}")
+    openapi.write(out / "txverify" / "v1" / "openapi.json", ROOT, proto_files())
 
 
 def main() -> None:

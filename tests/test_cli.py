@@ -519,8 +519,9 @@ def test_verify_reads_the_slip_qr_from_an_image(network: UpNetwork, tmp_path: Pa
     assert 0 == verified.returncode, verified.stderr
     assert 950 == json.loads(verified.stdout)["transaction"]["amount"]["satang"]
     assert (2, 2, 2) == (no_qr.returncode, not_slip.returncode, missing.returncode)
-    assert "no QR code" in no_qr.stderr
-    assert "NOT_A_SLIP_QR" in not_slip.stderr
+    assert "no QR code" in no_qr.stderr  # the hub read the image (SLIP_IMAGE_NO_QR)
+    assert "SLIP_IMAGE_NOT_A_SLIP" in not_slip.stderr
+    assert "cannot read the slip image" in missing.stderr
 
 
 @pytest.mark.timeout(120)

@@ -28,6 +28,7 @@ from txverify.client.errors import (
     BY_REASON,
     AuditUnavailable,
     HubUnavailable,
+    ImageDecoderBusy,
     IssuerTimeout,
     IssuerUnavailable,
     RateLimited,
@@ -190,6 +191,7 @@ def test_only_transient_failures_are_retryable() -> None:
         AuditUnavailable,
         SlipNotFound,
         HubUnavailable,
+        ImageDecoderBusy,
     } == retryable
 
 

@@ -30,7 +30,9 @@ def test_committed_generated_code_matches_make_proto(tmp_path: Path) -> None:
     committed = sorted(
         p.name
         for p in GENERATED.iterdir()
-        if p.name.endswith(("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", "_connect.py"))
+        if p.name.endswith(
+            ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py", "_pb2_grpc.pyi", "_connect.py", "openapi.json")
+        )
     )
 
     assert made == committed, "run `make proto`: generated files differ in name"

@@ -74,16 +74,18 @@ def test_the_wheel_installs_txverify_as_its_only_top_level_package(wheel: Path) 
     assert not any(n.endswith("txverify/__init__.py") for n in names)  # a PEP 420 namespace
 
 
-def test_the_wheel_holds_every_module_of_the_source_roots(wheel: Path) -> None:
+def test_the_wheel_holds_every_module_and_data_file_of_the_source_roots(wheel: Path) -> None:
     # A subpackage left out of pyproject's list would be missing from the wheel only.
     names = set(zipfile.ZipFile(wheel).namelist())
     sources = {
         path.relative_to(ROOT / folder).as_posix()
         for folder in ("proto", "runtime", "server", "simulators", "clients")
-        for path in (ROOT / folder / "txverify").rglob("*.py")
+        for path in (ROOT / folder / "txverify").rglob("*")
+        if path.suffix in (".py", ".proto", ".json") and "__pycache__" not in path.parts
     }
 
     assert len(sources) > 100
+    assert "txverify/v1/openapi.json" in sources  # what the JSON API serves
     assert set() == sources - names
 
 

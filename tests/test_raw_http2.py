@@ -369,9 +369,9 @@ GRPC_REFUSES = (
         body=lambda valid: struct.pack(">BI", 0, 2**32 - 1) + valid,
     ),
     Case(
-        "message over 1 MiB",
+        "message over the hub's 4 MiB cap",
         "RESOURCE_EXHAUSTED",
-        body=lambda _: frame(string_field(1, b"9" * (1 << 20))),
+        body=lambda _: frame(string_field(1, b"9" * (5 << 20))),
     ),
 )
 

@@ -40,6 +40,13 @@ class Reason(StrEnum):
     INTERNAL = "INTERNAL"
     IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
     MEMBER_TERMINATED = "MEMBER_TERMINATED"
+    # A slip image (VerifyRequest.slip_image) that does not give one slip QR.
+    SLIP_IMAGE_UNREADABLE = "SLIP_IMAGE_UNREADABLE"
+    SLIP_IMAGE_TOO_LARGE = "SLIP_IMAGE_TOO_LARGE"
+    SLIP_IMAGE_NO_QR = "SLIP_IMAGE_NO_QR"
+    SLIP_IMAGE_NOT_A_SLIP = "SLIP_IMAGE_NOT_A_SLIP"
+    SLIP_IMAGE_SEVERAL_SLIPS = "SLIP_IMAGE_SEVERAL_SLIPS"
+    SLIP_IMAGE_BUSY = "SLIP_IMAGE_BUSY"
     # Member registry (operators) only.
     NOT_OPERATOR = "NOT_OPERATOR"
     MEMBER_NOT_FOUND = "MEMBER_NOT_FOUND"
@@ -80,6 +87,12 @@ REASONS: Mapping[Reason, ReasonSpec] = {
     Reason.INTERNAL: ReasonSpec(grpc.StatusCode.INTERNAL, "6500"),
     Reason.IDENTITY_MISMATCH: ReasonSpec(grpc.StatusCode.UNAUTHENTICATED, "6421"),
     Reason.MEMBER_TERMINATED: ReasonSpec(grpc.StatusCode.PERMISSION_DENIED, "6403"),
+    Reason.SLIP_IMAGE_UNREADABLE: ReasonSpec(grpc.StatusCode.INVALID_ARGUMENT, "6400"),
+    Reason.SLIP_IMAGE_TOO_LARGE: ReasonSpec(grpc.StatusCode.INVALID_ARGUMENT, "6400"),
+    Reason.SLIP_IMAGE_NO_QR: ReasonSpec(grpc.StatusCode.INVALID_ARGUMENT, "6400"),
+    Reason.SLIP_IMAGE_NOT_A_SLIP: ReasonSpec(grpc.StatusCode.INVALID_ARGUMENT, "6400"),
+    Reason.SLIP_IMAGE_SEVERAL_SLIPS: ReasonSpec(grpc.StatusCode.INVALID_ARGUMENT, "6400"),
+    Reason.SLIP_IMAGE_BUSY: ReasonSpec(grpc.StatusCode.RESOURCE_EXHAUSTED, ""),
     Reason.NOT_OPERATOR: ReasonSpec(grpc.StatusCode.PERMISSION_DENIED, "6403"),
     Reason.MEMBER_NOT_FOUND: ReasonSpec(grpc.StatusCode.NOT_FOUND, ""),
     Reason.MEMBER_EXISTS: ReasonSpec(grpc.StatusCode.ALREADY_EXISTS, ""),

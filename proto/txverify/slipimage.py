@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import io
+from collections.abc import Collection
 from pathlib import Path
 from typing import NamedTuple, TypeAlias
 
@@ -15,13 +16,17 @@ from txverify import units
 from txverify.banks import BANKS, bank_label
 from txverify.v1 import common_pb2
 
-__all__ = ["SlipImageError", "decode_qr_texts", "render_slip_png"]
+__all__ = ["ImageTooLarge", "SlipImageError", "decode_qr_texts", "render_slip_png"]
 
 _Font: TypeAlias = ImageFont.FreeTypeFont | ImageFont.ImageFont
 
 
 class SlipImageError(ValueError):
     """An image could not be read: the file is missing or is not an image."""
+
+
+class ImageTooLarge(SlipImageError):
+    """An image has more pixels than the reader was allowed to decode."""
 
 
 # Layout of the slip, in pixels.
@@ -121,24 +126,40 @@ def render_slip_png(tx: common_pb2.Transaction, qr_text: str, *, bank_name: str 
     return out.getvalue()
 
 
-def decode_qr_texts(image: bytes | Path) -> list[str]:
+def decode_qr_texts(
+    image: bytes | Path,
+    *,
+    formats: Collection[str] | None = None,
+    max_pixels: int | None = None,
+) -> list[str]:
     """The texts of the QR codes in an image (PNG, JPEG, ...), in reading order.
 
     Reading order is top to bottom, then left to right within a row. An image
     without a QR code gives []. Raises SlipImageError when the file is missing
-    or is not an image.
+    or is not an image (or not one of `formats`, Pillow's names: "PNG", "JPEG",
+    "WEBP"), and ImageTooLarge when it has more than `max_pixels` pixels: both
+    are known from the header, before anything is decoded.
     """
     source = io.BytesIO(image) if isinstance(image, bytes) else image
     what = "the image bytes" if isinstance(image, bytes) else f"image file {str(image)!r}"
     try:
-        with Image.open(source) as opened:
+        with Image.open(source, formats=None if formats is None else list(formats)) as opened:
+            width, height = opened.size
+            if max_pixels is not None and width * height > max_pixels:
+                raise ImageTooLarge(
+                    f"the image is {width}x{height} pixels, over {max_pixels:,}: "
+                    "send a smaller picture of the slip"
+                )
             opened.load()
             gray = _grayscale(opened)
     except FileNotFoundError as exc:
         raise SlipImageError(f"cannot read {what}: no such file") from exc
     except UnidentifiedImageError as exc:
-        raise SlipImageError(f"cannot read {what}: not an image in a format Pillow knows") from exc
-    except (OSError, Image.DecompressionBombError) as exc:
+        kinds = "a format Pillow knows" if formats is None else " or ".join(sorted(formats))
+        raise SlipImageError(f"cannot read {what}: not an image in {kinds}") from exc
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"cannot read {what}: {exc}") from exc
+    except OSError as exc:
         raise SlipImageError(f"cannot read {what}: {exc}") from exc
     found = zxingcpp.read_barcodes(gray, formats=zxingcpp.BarcodeFormats(zxingcpp.QRCode))
     return _in_reading_order([code for code in found if code.valid])

@@ -13,6 +13,10 @@ from txverify.v1 import issuer_pb2
 # certificate names the member and the header is ignored.
 MEMBER_HEADER = "x-member-id"
 
+# VerifyRequest.slip_image: the largest image the hub reads, and how many pixels.
+MAX_SLIP_IMAGE_BYTES = 2 * 1024 * 1024
+MAX_SLIP_IMAGE_PIXELS = 25_000_000
+
 ISSUER_SERVICE = issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"].full_name
 
 

@@ -144,6 +144,16 @@ def hub(
             "its OpenAPI document at /openapi.json.",
         ),
     ] = None,
+    image_workers: Annotated[
+        int,
+        typer.Option(
+            envvar="TXVERIFY_HUB_IMAGE_WORKERS",
+            min=1,
+            max=64,
+            help="Threads reading slip images (VerifyRequest.slip_image), at lowered "
+            "priority so that QR-text verifications go first.",
+        ),
+    ] = HUB_DEFAULTS.image_workers,
     audit: Annotated[
         bool,
         typer.Option(
@@ -228,6 +238,7 @@ def hub(
             grace=grace,
             metrics_port=metrics_port,
             json_port=json_port,
+            image_workers=image_workers,
             audit=audit,
             event_loop=event_loop,
             console=ConsoleSettings(console, host="127.0.0.1", simulator=console_simulator)

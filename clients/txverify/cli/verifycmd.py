@@ -9,9 +9,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from txverify import miniqr, units
+from txverify import units
 from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
 from txverify.cli.options import CertsOpt, HubOpt, MemberOpt
@@ -19,6 +20,7 @@ from txverify.cli.render import transaction_table
 from txverify.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from txverify.client.answers import answer_dict
 from txverify.v1 import common_pb2, verification_pb2
+from txverify.wire import MAX_SLIP_IMAGE_BYTES
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
@@ -126,28 +128,24 @@ def expectations(
     return expect
 
 
-def qr_from_image(path: Path) -> str:
-    """The slip QR text in an image, or exit 2 saying why there is none."""
-    from txverify.slipimage import SlipImageError, decode_qr_texts
-
+def image_bytes(path: Path) -> bytes:
+    """A slip image's bytes for the hub to read, or exit 2 saying why they cannot be sent."""
     try:
-        texts = decode_qr_texts(path)
-    except SlipImageError as exc:
-        err.print(f"[red]cannot read the slip image:[/] {exc}")
+        size = path.stat().st_size
+        if size > MAX_SLIP_IMAGE_BYTES:
+            err.print(
+                f"[red]{escape(str(path))} is {size:,} bytes; the hub reads slip images of up "
+                f"to {MAX_SLIP_IMAGE_BYTES // 1024 // 1024} MiB[/]"
+            )
+            raise typer.Exit(EXIT_BAD_INPUT)
+        data = path.read_bytes()
+    except OSError as exc:
+        err.print(f"[red]cannot read the slip image {escape(str(path))}:[/] {exc.strerror or exc}")
         raise typer.Exit(EXIT_BAD_INPUT) from None
-    if not texts:
-        err.print(f"[red]no QR code found in {path}[/]")
+    if not data:
+        err.print(f"[red]the slip image {escape(str(path))} is empty[/]")
         raise typer.Exit(EXIT_BAD_INPUT)
-    problems = []
-    for text in texts:
-        try:
-            miniqr.parse(text)
-        except miniqr.InvalidSlipQR as exc:
-            problems.append(f"{exc.reason}: {exc}")
-            continue
-        return text
-    err.print(f"[red]the QR code in {path} is not a slip QR[/] ({'; '.join(problems)})")
-    raise typer.Exit(EXIT_BAD_INPUT)
+    return data
 
 
 def _show(response: V.VerifyResponse) -> None:
@@ -175,7 +173,8 @@ def verify(
     bank: Annotated[str | None, typer.Option(help="Sending bank code (with --ref).")] = None,
     ref: Annotated[str | None, typer.Option(help="transRef (with --bank).")] = None,
     image: Annotated[
-        Path | None, typer.Option(help="A slip image (PNG, JPEG...): its mini QR is read.")
+        Path | None,
+        typer.Option(help="A slip image (PNG, JPEG or WebP, up to 2 MiB), read by the hub."),
     ] = None,
     amount: Annotated[str | None, typer.Option(help="Expected amount in baht, exactly.")] = None,
     amount_at_least: Annotated[str | None, typer.Option(help="At least, in baht.")] = None,
@@ -206,8 +205,8 @@ def verify(
     if sum(bool(x) for x in (qr_text, bank or ref, image)) > 1:
         raise typer.BadParameter("give one of: QR text, --image, or --bank/--ref")
     if image is not None:
-        qr_text = qr_from_image(image)
-    if qr_text:
+        query = SlipQuery(image=image_bytes(image))
+    elif qr_text:
         query = SlipQuery(qr_text=qr_text)
     elif bank and ref:
         query = SlipQuery(sending_bank=bank, trans_ref=ref)

@@ -7,7 +7,7 @@ import logging
 import random
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
 
@@ -42,13 +42,17 @@ JITTER = 0.2  # each computed wait is spread +-20%, as gRPC's own connection bac
 
 @dataclass(frozen=True, slots=True)
 class SlipQuery:
-    """Which slip to verify: QR text, or sending bank and transRef."""
+    """Which slip to verify: QR text, sending bank and transRef, or an image of the slip
+    (PNG, JPEG or WebP bytes, read by the hub)."""
 
     qr_text: str = ""
     sending_bank: str = ""
     trans_ref: str = ""
+    image: bytes = field(default=b"", repr=False)
 
     def to_request(self, request_id: str) -> verification_pb2.VerifyRequest:
+        if self.image:
+            return verification_pb2.VerifyRequest(slip_image=self.image, request_id=request_id)
         if self.qr_text:
             return verification_pb2.VerifyRequest(qr_text=self.qr_text, request_id=request_id)
         return verification_pb2.VerifyRequest(

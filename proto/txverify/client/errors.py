@@ -69,6 +69,19 @@ class InvalidRequest(VerifyFailed):
     was used before with another slip."""
 
 
+class InvalidSlipImage(VerifyFailed):
+    """SLIP_IMAGE_*: the slip_image gives no single slip QR; `reason` says why: UNREADABLE
+    (not PNG, JPEG or WebP), TOO_LARGE, NO_QR, NOT_A_SLIP (e.g. a payment QR) or
+    SEVERAL_SLIPS."""
+
+
+class ImageDecoderBusy(VerifyFailed):
+    """SLIP_IMAGE_BUSY: the hub is reading as many slip images as it will; retry after
+    `retry_after` seconds, or send the QR text."""
+
+    retryable = True
+
+
 # Not allowed: the caller's identity or membership.
 class UnknownMember(VerifyFailed):
     """UNKNOWN_MEMBER: the caller is not a member (or named none)."""
@@ -179,6 +192,12 @@ BY_REASON: Mapping[Reason, type[VerifyFailed]] = {
     Reason.AUDIT_UNAVAILABLE: AuditUnavailable,
     Reason.INTERNAL: InternalError,
     Reason.SHUTTING_DOWN: HubUnavailable,
+    Reason.SLIP_IMAGE_UNREADABLE: InvalidSlipImage,
+    Reason.SLIP_IMAGE_TOO_LARGE: InvalidSlipImage,
+    Reason.SLIP_IMAGE_NO_QR: InvalidSlipImage,
+    Reason.SLIP_IMAGE_NOT_A_SLIP: InvalidSlipImage,
+    Reason.SLIP_IMAGE_SEVERAL_SLIPS: InvalidSlipImage,
+    Reason.SLIP_IMAGE_BUSY: ImageDecoderBusy,
 }
 _BY_NAME: Mapping[str, type[VerifyFailed]] = {r.value: cls for r, cls in BY_REASON.items()}
 

@@ -45,7 +45,8 @@ class VerificationService(Protocol):
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
       INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-                        "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+                        "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+                        or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
@@ -110,7 +111,8 @@ class VerificationServiceClient(ConnectClient):
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
       INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-                        "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+                        "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+                        or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
@@ -179,7 +181,8 @@ class VerificationServiceSync(Protocol):
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
       INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-                        "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+                        "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+                        or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
@@ -242,7 +245,8 @@ class VerificationServiceClientSync(ConnectClientSync):
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
       INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-                        "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+                        "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+                        or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503

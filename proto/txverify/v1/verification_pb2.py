@@ -26,33 +26,33 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from txverify.v1 import common_pb2 as txverify_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etxverify/v1/verification.proto\x12\x0btxverify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18txverify/v1/common.proto\"\xb0\x01\n\rVerifyRequest\x12\x11\n\x07qr_text\x18\x01 \x01(\tH\x00\x12(\n\x08slip_ref\x18\x02 \x01(\x0b\x32\x14.txverify.v1.SlipRefH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12)\n\x06\x65xpect\x18\x04 \x01(\x0b\x32\x19.txverify.v1.Expectations\x12\x1b\n\x13requester_reference\x18\x05 \x01(\tB\x06\n\x04slip\"\xea\x01\n\x0c\x45xpectations\x12.\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x1e.txverify.v1.AmountExpectation\x12\x33\n\treceivers\x18\x02 \x03(\x0b\x32 .txverify.v1.ReceiverExpectation\x12\x16\n\x0ereceiving_bank\x18\x03 \x01(\t\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x01\n\x11\x41mountExpectation\x12\x1a\n\requals_satang\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0f\x61t_least_satang\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0e\x61t_most_satang\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x10\n\x0e_equals_satangB\x12\n\x10_at_least_satangB\x11\n\x0f_at_most_satang\"Y\n\x13ReceiverExpectation\x12\x11\n\x07\x61\x63\x63ount\x18\x01 \x01(\tH\x00\x12#\n\x05proxy\x18\x02 \x01(\x0b\x32\x12.txverify.v1.ProxyH\x00\x42\n\n\x08receiver\"\x80\x01\n\x0b\x43heckResult\x12!\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x12.txverify.v1.Check\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.txverify.v1.CheckOutcome\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x10\n\x08observed\x18\x04 \x01(\t\"\xda\x01\n\rDuplicateInfo\x12\x16\n\x0eprevious_count\x18\x01 \x01(\x03\x12\x35\n\x11\x66irst_verified_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x66irst_verified_by\x18\x03 \x01(\t\x12\x1f\n\x17previous_count_in_scope\x18\x04 \x01(\x03\x12>\n\x1a\x66irst_verified_in_scope_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\x0eVerifyResponse\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x18.txverify.v1.CheckResult\x12%\n\x07verdict\x18\x04 \x01(\x0e\x32\x14.txverify.v1.Verdict\x12-\n\tduplicate\x18\x05 \x01(\x0b\x32\x1a.txverify.v1.DuplicateInfo\x12\x10\n\x08replayed\x18\x06 \x01(\x08*\x87\x01\n\x05\x43heck\x12\x15\n\x11\x43HECK_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HECK_AMOUNT\x10\x01\x12\x12\n\x0e\x43HECK_RECEIVER\x10\x02\x12\x18\n\x14\x43HECK_RECEIVING_BANK\x10\x03\x12\x15\n\x11\x43HECK_TIME_WINDOW\x10\x04\x12\x10\n\x0c\x43HECK_STATUS\x10\x05*|\n\x0c\x43heckOutcome\x12\x1d\n\x19\x43HECK_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HECK_OUTCOME_PASS\x10\x01\x12\x16\n\x12\x43HECK_OUTCOME_FAIL\x10\x02\x12\x1d\n\x19\x43HECK_OUTCOME_UNCHECKABLE\x10\x03*|\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x14\n\x10VERDICT_MISMATCH\x10\x02\x12\x15\n\x11VERDICT_DUPLICATE\x10\x03\x12\x18\n\x14VERDICT_INCONCLUSIVE\x10\x04\x32X\n\x13VerificationService\x12\x41\n\x06Verify\x12\x1a.txverify.v1.VerifyRequest\x1a\x1b.txverify.v1.VerifyResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1etxverify/v1/verification.proto\x12\x0btxverify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18txverify/v1/common.proto\"\xc6\x01\n\rVerifyRequest\x12\x11\n\x07qr_text\x18\x01 \x01(\tH\x00\x12(\n\x08slip_ref\x18\x02 \x01(\x0b\x32\x14.txverify.v1.SlipRefH\x00\x12\x14\n\nslip_image\x18\x06 \x01(\x0cH\x00\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12)\n\x06\x65xpect\x18\x04 \x01(\x0b\x32\x19.txverify.v1.Expectations\x12\x1b\n\x13requester_reference\x18\x05 \x01(\tB\x06\n\x04slip\"\xea\x01\n\x0c\x45xpectations\x12.\n\x06\x61mount\x18\x01 \x01(\x0b\x32\x1e.txverify.v1.AmountExpectation\x12\x33\n\treceivers\x18\x02 \x03(\x0b\x32 .txverify.v1.ReceiverExpectation\x12\x16\n\x0ereceiving_bank\x18\x03 \x01(\t\x12.\n\nnot_before\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\tnot_after\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x01\n\x11\x41mountExpectation\x12\x1a\n\requals_satang\x18\x01 \x01(\x03H\x00\x88\x01\x01\x12\x1c\n\x0f\x61t_least_satang\x18\x02 \x01(\x03H\x01\x88\x01\x01\x12\x1b\n\x0e\x61t_most_satang\x18\x03 \x01(\x03H\x02\x88\x01\x01\x42\x10\n\x0e_equals_satangB\x12\n\x10_at_least_satangB\x11\n\x0f_at_most_satang\"Y\n\x13ReceiverExpectation\x12\x11\n\x07\x61\x63\x63ount\x18\x01 \x01(\tH\x00\x12#\n\x05proxy\x18\x02 \x01(\x0b\x32\x12.txverify.v1.ProxyH\x00\x42\n\n\x08receiver\"\x80\x01\n\x0b\x43heckResult\x12!\n\x05\x63heck\x18\x01 \x01(\x0e\x32\x12.txverify.v1.Check\x12*\n\x07outcome\x18\x02 \x01(\x0e\x32\x19.txverify.v1.CheckOutcome\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x10\n\x08observed\x18\x04 \x01(\t\"\xda\x01\n\rDuplicateInfo\x12\x16\n\x0eprevious_count\x18\x01 \x01(\x03\x12\x35\n\x11\x66irst_verified_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x66irst_verified_by\x18\x03 \x01(\t\x12\x1f\n\x17previous_count_in_scope\x18\x04 \x01(\x03\x12>\n\x1a\x66irst_verified_in_scope_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\x0eVerifyResponse\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12(\n\x06\x63hecks\x18\x03 \x03(\x0b\x32\x18.txverify.v1.CheckResult\x12%\n\x07verdict\x18\x04 \x01(\x0e\x32\x14.txverify.v1.Verdict\x12-\n\tduplicate\x18\x05 \x01(\x0b\x32\x1a.txverify.v1.DuplicateInfo\x12\x10\n\x08replayed\x18\x06 \x01(\x08*\x87\x01\n\x05\x43heck\x12\x15\n\x11\x43HECK_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x43HECK_AMOUNT\x10\x01\x12\x12\n\x0e\x43HECK_RECEIVER\x10\x02\x12\x18\n\x14\x43HECK_RECEIVING_BANK\x10\x03\x12\x15\n\x11\x43HECK_TIME_WINDOW\x10\x04\x12\x10\n\x0c\x43HECK_STATUS\x10\x05*|\n\x0c\x43heckOutcome\x12\x1d\n\x19\x43HECK_OUTCOME_UNSPECIFIED\x10\x00\x12\x16\n\x12\x43HECK_OUTCOME_PASS\x10\x01\x12\x16\n\x12\x43HECK_OUTCOME_FAIL\x10\x02\x12\x1d\n\x19\x43HECK_OUTCOME_UNCHECKABLE\x10\x03*|\n\x07Verdict\x12\x17\n\x13VERDICT_UNSPECIFIED\x10\x00\x12\x11\n\rVERDICT_VALID\x10\x01\x12\x14\n\x10VERDICT_MISMATCH\x10\x02\x12\x15\n\x11VERDICT_DUPLICATE\x10\x03\x12\x18\n\x14VERDICT_INCONCLUSIVE\x10\x04\x32X\n\x13VerificationService\x12\x41\n\x06Verify\x12\x1a.txverify.v1.VerifyRequest\x1a\x1b.txverify.v1.VerifyResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'txverify.v1.verification_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECK']._serialized_start=1364
-  _globals['_CHECK']._serialized_end=1499
-  _globals['_CHECKOUTCOME']._serialized_start=1501
-  _globals['_CHECKOUTCOME']._serialized_end=1625
-  _globals['_VERDICT']._serialized_start=1627
-  _globals['_VERDICT']._serialized_end=1751
+  _globals['_CHECK']._serialized_start=1386
+  _globals['_CHECK']._serialized_end=1521
+  _globals['_CHECKOUTCOME']._serialized_start=1523
+  _globals['_CHECKOUTCOME']._serialized_end=1647
+  _globals['_VERDICT']._serialized_start=1649
+  _globals['_VERDICT']._serialized_end=1773
   _globals['_VERIFYREQUEST']._serialized_start=107
-  _globals['_VERIFYREQUEST']._serialized_end=283
-  _globals['_EXPECTATIONS']._serialized_start=286
-  _globals['_EXPECTATIONS']._serialized_end=520
-  _globals['_AMOUNTEXPECTATION']._serialized_start=523
-  _globals['_AMOUNTEXPECTATION']._serialized_end=686
-  _globals['_RECEIVEREXPECTATION']._serialized_start=688
-  _globals['_RECEIVEREXPECTATION']._serialized_end=777
-  _globals['_CHECKRESULT']._serialized_start=780
-  _globals['_CHECKRESULT']._serialized_end=908
-  _globals['_DUPLICATEINFO']._serialized_start=911
-  _globals['_DUPLICATEINFO']._serialized_end=1129
-  _globals['_VERIFYRESPONSE']._serialized_start=1132
-  _globals['_VERIFYRESPONSE']._serialized_end=1361
-  _globals['_VERIFICATIONSERVICE']._serialized_start=1753
-  _globals['_VERIFICATIONSERVICE']._serialized_end=1841
+  _globals['_VERIFYREQUEST']._serialized_end=305
+  _globals['_EXPECTATIONS']._serialized_start=308
+  _globals['_EXPECTATIONS']._serialized_end=542
+  _globals['_AMOUNTEXPECTATION']._serialized_start=545
+  _globals['_AMOUNTEXPECTATION']._serialized_end=708
+  _globals['_RECEIVEREXPECTATION']._serialized_start=710
+  _globals['_RECEIVEREXPECTATION']._serialized_end=799
+  _globals['_CHECKRESULT']._serialized_start=802
+  _globals['_CHECKRESULT']._serialized_end=930
+  _globals['_DUPLICATEINFO']._serialized_start=933
+  _globals['_DUPLICATEINFO']._serialized_end=1151
+  _globals['_VERIFYRESPONSE']._serialized_start=1154
+  _globals['_VERIFYRESPONSE']._serialized_end=1383
+  _globals['_VERIFICATIONSERVICE']._serialized_start=1775
+  _globals['_VERIFICATIONSERVICE']._serialized_end=1863
 # @@protoc_insertion_point(module_scope)

@@ -137,11 +137,22 @@ class VerifyRequest(_message.Message):
 
     QR_TEXT_FIELD_NUMBER: _builtins.int
     SLIP_REF_FIELD_NUMBER: _builtins.int
+    SLIP_IMAGE_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     EXPECT_FIELD_NUMBER: _builtins.int
     REQUESTER_REFERENCE_FIELD_NUMBER: _builtins.int
     qr_text: _builtins.str
     """The text of the slip's mini QR, as scanned (tags 00, 51, 91)."""
+    slip_image: _builtins.bytes
+    """An image of the slip (PNG, JPEG or WebP; at most 2 MiB and 25 million
+    pixels; in JSON, base64): the hub reads the slip's mini QR from it. An
+    image that gives no single slip QR is INVALID_ARGUMENT, 6400, with
+    reason SLIP_IMAGE_UNREADABLE (not such an image), SLIP_IMAGE_TOO_LARGE,
+    SLIP_IMAGE_NO_QR, SLIP_IMAGE_NOT_A_SLIP (only QR codes that are not slip
+    QRs, e.g. a payment QR) or SLIP_IMAGE_SEVERAL_SLIPS (different slips);
+    RESOURCE_EXHAUSTED SLIP_IMAGE_BUSY (with RetryInfo) when the hub is
+    reading as many images as it will.
+    """
     request_id: _builtins.str
     """The caller's id for this request, up to 64 printable ASCII characters;
     the hub makes one when empty. It is passed to the issuer and echoed back.
@@ -170,15 +181,16 @@ class VerifyRequest(_message.Message):
         *,
         qr_text: _builtins.str = ...,
         slip_ref: _common_pb2.SlipRef | None = ...,
+        slip_image: _builtins.bytes = ...,
         request_id: _builtins.str = ...,
         expect: Global___Expectations | None = ...,
         requester_reference: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expect", b"expect", "qr_text", b"qr_text", "slip", b"slip", "slip_ref", b"slip_ref"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["expect", b"expect", "qr_text", b"qr_text", "slip", b"slip", "slip_image", b"slip_image", "slip_ref", b"slip_ref"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["expect", b"expect", "qr_text", b"qr_text", "request_id", b"request_id", "requester_reference", b"requester_reference", "slip", b"slip", "slip_ref", b"slip_ref"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["expect", b"expect", "qr_text", b"qr_text", "request_id", b"request_id", "requester_reference", b"requester_reference", "slip", b"slip", "slip_image", b"slip_image", "slip_ref", b"slip_ref"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_slip: _TypeAlias = _typing.Literal["qr_text", "slip_ref"]  # noqa: Y015
+    _WhichOneofReturnType_slip: _TypeAlias = _typing.Literal["qr_text", "slip_ref", "slip_image"]  # noqa: Y015
     _WhichOneofArgType_slip: _TypeAlias = _typing.Literal["slip", b"slip"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_slip) -> _WhichOneofReturnType_slip | None: ...
 

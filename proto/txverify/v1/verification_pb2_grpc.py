@@ -32,7 +32,8 @@ class VerificationServiceStub:
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
     INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-    "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+    "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+    or SLIP_IMAGE_* (see slip_image)                        6400
     NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
     NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
@@ -65,7 +66,8 @@ class VerificationServiceServicer:
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
     INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-    "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+    "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+    or SLIP_IMAGE_* (see slip_image)                        6400
     NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
     NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
@@ -109,7 +111,8 @@ class VerificationService:
     google.rpc.ErrorInfo (domain "txverify", a stable reason, and metadata
     "code" holding the existing central system's outcome code):
     INVALID_ARGUMENT  INVALID_SLIP_QR (metadata "field": the QR tag, e.g.
-    "91"; "qr_reason": e.g. "BAD_CRC") or INVALID_REQUEST  6400
+    "91"; "qr_reason": e.g. "BAD_CRC"), INVALID_REQUEST
+    or SLIP_IMAGE_* (see slip_image)                        6400
     NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
     NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503

@@ -300,6 +300,7 @@ def new_server(
     max_concurrent_rpcs: int | None = None,
     reuse_port: bool = False,
     guard: RequestGuard | None = None,
+    max_receive_bytes: int = MAX_MESSAGE_BYTES,
 ) -> grpc.aio.Server:
     """An asyncio gRPC server with the shared options and the request guard.
 
@@ -308,11 +309,13 @@ def new_server(
     cannot queue up unbounded work and memory. With reuse_port, processes
     that opt in share the port (SO_REUSEPORT), as hub workers do. Pass a
     `guard` to keep a hold of it (to call refuse_new() before stopping).
+    `max_receive_bytes` raises the request cap where a request may carry more
+    (the hub's Verify, with a slip image).
     """
-    options = SERVER_OPTIONS
+    changed = {"grpc.max_receive_message_length": max_receive_bytes}
     if reuse_port:
-        shared = ("grpc.so_reuseport", 1)
-        options = (*(o for o in SERVER_OPTIONS if o[0] != shared[0]), shared)
+        changed["grpc.so_reuseport"] = 1
+    options = tuple((name, changed.get(name, value)) for name, value in SERVER_OPTIONS)
     return grpc.aio.server(
         options=options,
         maximum_concurrent_rpcs=max_concurrent_rpcs,

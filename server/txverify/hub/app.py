@@ -27,6 +27,7 @@ from txverify.hub.forwarding import (
     insecure_channel,
 )
 from txverify.hub.identity import IdentityMode
+from txverify.hub.images import ImageDecoder
 from txverify.hub.issuer_health import HubHealth, IssuerHealth
 from txverify.hub.jsonapi.server import RunningJsonApi, start_json_api
 from txverify.hub.membership import Membership
@@ -58,6 +59,7 @@ from txverify.v1 import (
     verification_pb2,
     verification_pb2_grpc,
 )
+from txverify.wire import MAX_SLIP_IMAGE_BYTES
 
 log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
@@ -83,6 +85,7 @@ class RunningHub:
     limiter: RateLimiter | SharedRateLimiter | None = None
     console: Console | None = None
     json_api: RunningJsonApi | None = None
+    images: ImageDecoder | None = None
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
@@ -104,6 +107,8 @@ class RunningHub:
             await stop_server(self.server, self.guard, grace)
         if self.watch is not None:  # followed changes while RPCs were still served
             await self.watch.stop()
+        if self.images is not None:
+            self.images.close()
         await self.gateway.close()
         await self.audit.close()
         if isinstance(self.limiter, SharedRateLimiter):
@@ -117,7 +122,12 @@ def _server(settings: HubSettings, guard: RequestGuard) -> grpc.aio.Server:
     # Workers opt in to sharing the port (settings.shared): the kernel spreads new
     # connections over them (SO_REUSEPORT); a lone hub keeps refusing a port already taken.
     return new_server(
-        max_concurrent_rpcs=settings.max_concurrent_rpcs, reuse_port=settings.shared, guard=guard
+        max_concurrent_rpcs=settings.max_concurrent_rpcs,
+        reuse_port=settings.shared,
+        guard=guard,
+        # A VerifyRequest may carry a slip image; one over its cap gets SLIP_IMAGE_TOO_LARGE
+        # from the hub (up to twice the cap), not a bare RESOURCE_EXHAUSTED from gRPC.
+        max_receive_bytes=2 * MAX_SLIP_IMAGE_BYTES + 64 * 1024,
     )
 
 
@@ -206,7 +216,8 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     )
     feed = LiveFeed() if settings.console is not None else None
     observers = Observers([RequestLog(), metrics, *([feed] if feed is not None else [])])
-    router = Router(Admission(membership, limiter), gateway, audit, observers)
+    images = ImageDecoder(settings.image_workers)
+    router = Router(Admission(membership, limiter), gateway, audit, observers, images)
     verifier = VerificationServicer(router, settings.mode)
     auditor = AuditLogServicer(
         audit.store, membership, mode=settings.mode, operators=settings.operators
@@ -254,6 +265,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         watch,
         guard,
         limiter,
+        images=images,
     )
     if settings.json_port is not None:
         try:

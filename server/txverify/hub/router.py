@@ -27,8 +27,9 @@ from txverify.hub.audit.writer import AuditWriter
 from txverify.hub.checks import evaluate, validate_expectations, verdict
 from txverify.hub.forwarding import IssuerGateway
 from txverify.hub.identity import Caller
+from txverify.hub.images import ImageDecoder
 from txverify.hub.outcome import Observer, Observers, RequestLog, Verification
-from txverify.hub.slip import slip_of
+from txverify.hub.slip import slip_of, slip_of_qr
 from txverify.runtime.logs import FIELDS
 from txverify.v1 import common_pb2, verification_pb2
 
@@ -121,8 +122,10 @@ class Router:
         gateway: IssuerGateway,
         audit: AuditWriter,
         observer: Observer | None = None,
+        images: ImageDecoder | None = None,
     ) -> None:
         self.admission = admission
+        self.images = images or ImageDecoder()
         self.gateway = gateway
         self.audit = audit
         self.observer: Observer = observer or Observers(())
@@ -173,7 +176,10 @@ class Router:
         named = bool(request.request_id)
         v.request_id = request_id = checked_request_id(request.request_id)
         v.reference = _printable(request.requester_reference, "requester_reference", MAX_REFERENCE)
-        slip = slip_of(request)
+        if request.HasField("slip_image"):  # read after admission: members' images only
+            slip = slip_of_qr(await self.images.slip_qr(request.slip_image), "slip_image")
+        else:
+            slip = slip_of(request)
         v.issuer, v.trans_ref = slip.sending_bank, slip.trans_ref
         if request.HasField("expect"):
             validate_expectations(request.expect)

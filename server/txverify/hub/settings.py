@@ -78,6 +78,8 @@ class HubSettings:
     # The JSON API (Connect protocol, server/txverify/hub/jsonapi/) on this port of `host`,
     # under the same identity rules; 0 = any free port, None = off.
     json_port: int | None = None
+    # Threads reading slip images (VerifyRequest.slip_image), at low priority: hub/images.py.
+    image_workers: int = 1
     # Audit, duplicate counting and idempotency; off only to measure their cost.
     audit: bool = True
     event_loop: str = "auto"  # uvloop when installed ("auto"), or "uvloop" / "asyncio"
@@ -123,6 +125,8 @@ class HubSettings:
             raise ValueError("registry_refresh must be positive")
         if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:
             raise ValueError("issuer_timeout must be positive, grace and drain_delay not negative")
+        if not 1 <= self.image_workers <= 64:
+            raise ValueError(f"image workers must be 1-64, got {self.image_workers}")
         if self.max_in_flight_per_issuer < 1 or self.max_concurrent_rpcs < 1:
             raise ValueError("in-flight and concurrency limits must be at least 1")
         if self.mode is IdentityMode.TLS and self.pki is None:

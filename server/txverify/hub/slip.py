@@ -1,4 +1,6 @@
-"""Slip decoding: a VerifyRequest's QR text or SlipRef -> a validated SlipRef."""
+"""Slip decoding: a VerifyRequest's QR text or SlipRef -> a validated SlipRef.
+
+(A slip image is read to its QR text first, off the loop: txverify.hub.images.)"""
 
 from __future__ import annotations
 
@@ -16,16 +18,7 @@ def slip_of(request: verification_pb2.VerifyRequest) -> common_pb2.SlipRef:
     """The slip a request names, or ServiceError INVALID_SLIP_QR / INVALID_REQUEST."""
     which = request.WhichOneof("slip")
     if which == "qr_text":
-        try:
-            ref = miniqr.parse(request.qr_text)
-        except miniqr.InvalidSlipQR as exc:
-            raise ServiceError(
-                Reason.INVALID_SLIP_QR,
-                f"invalid slip QR: {exc}",
-                metadata={"field": exc.field, "qr_reason": exc.reason.value},
-                violations=(FieldViolation(f"qr_text[{exc.field}]", str(exc)),),
-            ) from None
-        return common_pb2.SlipRef(sending_bank=ref.sending_bank, trans_ref=ref.trans_ref)
+        return slip_of_qr(request.qr_text)
     if which == "slip_ref":
         slip = request.slip_ref
         problems = []
@@ -47,7 +40,21 @@ def slip_of(request: verification_pb2.VerifyRequest) -> common_pb2.SlipRef:
         return common_pb2.SlipRef(sending_bank=slip.sending_bank, trans_ref=slip.trans_ref)
     raise ServiceError(
         Reason.INVALID_REQUEST,
-        "a slip is required: set qr_text or slip_ref",
+        "a slip is required: set qr_text, slip_ref or slip_image",
         metadata={"field": "slip"},
-        violations=(FieldViolation("slip", "set qr_text or slip_ref"),),
+        violations=(FieldViolation("slip", "set qr_text, slip_ref or slip_image"),),
     )
+
+
+def slip_of_qr(qr_text: str, field: str = "qr_text") -> common_pb2.SlipRef:
+    """The slip a mini QR names, or ServiceError INVALID_SLIP_QR naming the bad tag."""
+    try:
+        ref = miniqr.parse(qr_text)
+    except miniqr.InvalidSlipQR as exc:
+        raise ServiceError(
+            Reason.INVALID_SLIP_QR,
+            f"invalid slip QR: {exc}",
+            metadata={"field": exc.field, "qr_reason": exc.reason.value},
+            violations=(FieldViolation(f"{field}[{exc.field}]", str(exc)),),
+        ) from None
+    return common_pb2.SlipRef(sending_bank=ref.sending_bank, trans_ref=ref.trans_ref)

@@ -146,8 +146,9 @@ class Actions:
             raise _refused(error, tls.SIMULATOR_DNS) from None
         return {"faults": faults_dict(answer.faults), "issuer_listening": answer.issuer_listening}
 
-    async def verify(self, member: str, qr_text: str) -> dict[str, Any]:
-        """Verify as `member`; a refusal is an answer too ({"ok": false, ...})."""
+    async def verify(self, member: str, qr_text: str = "", image: bytes = b"") -> dict[str, Any]:
+        """Verify as `member` a QR text or a slip image (the hub reads it); a refusal is an
+        answer too ({"ok": false, ...})."""
         # Under mTLS the certificate names the member, and no header is sent.
         client = AsyncTxVerifyClient(
             self.hub,
@@ -156,7 +157,7 @@ class Actions:
             timeout=TIMEOUT,
         )
         try:
-            response = await client.verify(SlipQuery(qr_text=qr_text))
+            response = await client.verify(SlipQuery(qr_text=qr_text, image=image))
         except VerifyFailed as failed:
             return {
                 "ok": False,

@@ -4,7 +4,7 @@ POST /txverify.v1.VerificationService/Verify with a proto3 JSON (application/jso
 or binary (application/proto) body answers as the gRPC method does, through the
 same servicers (call.py); gRPC-Web (application/grpc-web+proto|json) too, as
 connectrpc serves it. GET / lists the services, GET /openapi.json is the
-document generated from the proto (jsonapi/openapi.py).
+document generated from the proto (proto/openapi.py).
 
 Every failure is Connect error JSON, never an HTML page or an empty body:
 connectrpc's own answers to an unknown method or content type (which have no
