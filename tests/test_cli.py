@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from conftest import impostor_hub, loopback_member_pki, stop_process
-from txverify import miniqr
+from txverify import miniqr, units
 from txverify.runtime import tls
 from txverify.v1 import simulator_pb2, simulator_pb2_grpc
 
@@ -57,7 +57,19 @@ MEMBERS = 6  # five banks and the e-wallet
 def _up(record: Path) -> Iterator[UpNetwork]:
     """`txverify up`, recording its network in `record`, until the fixture ends."""
     proc = subprocess.Popen(
-        _cli("up", "--port", "0", "--console", "0", "--seed", "7", "--transactions", "200"),
+        _cli(
+            "up",
+            "--port",
+            "0",
+            "--console",
+            "0",
+            "--json-port",
+            "0",
+            "--seed",
+            "7",
+            "--transactions",
+            "200",
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -134,7 +146,7 @@ def test_up_then_verify_every_printed_sample(network: UpNetwork) -> None:
         tx = json.loads(result.stdout)["transaction"]
         slip = miniqr.parse(qr)
         assert (slip.sending_bank, slip.trans_ref) == (tx["sendingBank"], tx["transRef"])
-        assert tx["amount"]["satang"] > 0
+        assert int(tx["amount"]["satang"]) > 0  # proto3 JSON: an int64 is a string
 
 
 @pytest.mark.timeout(120)
@@ -157,8 +169,14 @@ def test_verify_prints_a_table_and_exit_codes_tell_failures_apart(network: UpNet
     )
     assert slip.trans_ref in table.stdout
     assert slip.trans_ref in by_ref.stdout
-    error = json.loads(bad_crc.stdout)["error"]
-    assert ("INVALID_SLIP_QR", "91") == (error["reason"], error["metadata"]["field"])
+    error = json.loads(bad_crc.stdout)  # Connect error JSON, as the JSON API answers
+    (info,) = [d["debug"] for d in error["details"] if d["type"] == "google.rpc.ErrorInfo"]
+    assert ("invalid_argument", "INVALID_SLIP_QR", "91", "6400") == (
+        error["code"],
+        info["reason"],
+        info["metadata"]["field"],
+        info["metadata"]["code"],
+    )
     assert "SLIP_NOT_FOUND" in unknown.stderr
     assert "ISSUER_NOT_FOUND" in not_member.stderr
 
@@ -229,7 +247,19 @@ def test_verify_without_a_slip_is_a_usage_error() -> None:
             "use --tls (txverify up) or --certs DIR (txverify banks) to serve other hosts",
         ),
         (
-            ("up", "--port", "0", "--console", "-1", "--banks", "014", "--transactions", "5"),
+            (
+                "up",
+                "--port",
+                "0",
+                "--console",
+                "-1",
+                "--json-port",
+                "-1",
+                "--banks",
+                "014",
+                "--transactions",
+                "5",
+            ),
             "use --tls to serve other hosts",
         ),
     ],
@@ -276,7 +306,7 @@ def test_slip_makes_a_transfer_whose_png_and_qr_verify(network: UpNetwork, tmp_p
     verified = _verify("--hub", network.hub, "--json", slip["qrText"])
     assert 0 == verified.returncode, verified.stderr
     tx = json.loads(verified.stdout)["transaction"]
-    assert (15000, "004", "xxx-xxx-5678") == (
+    assert ("15000", "004", "xxx-xxx-5678") == (
         tx["amount"]["satang"],
         tx["sendingBank"],
         tx["receiver"]["proxy"]["value"],
@@ -353,7 +383,7 @@ def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> Non
 
     assert 0 == listed.returncode, listed.stderr
     assert ["002", "004", "006", "014", "025", "900"] == [
-        m["code"] for m in json.loads(listed.stdout)
+        m["code"] for m in json.loads(listed.stdout)["members"]
     ]
     assert (0, 1, 0, 0) == (
         suspended.returncode,
@@ -374,8 +404,8 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
     directory; `slip` and `faults` reach the simulator's control API as the operator,
     which refuses a plaintext caller."""
     proc = subprocess.Popen(
-        _cli("up", "--port", "0", "--console", "0", "--transactions", "50", "--tls",
-             "--banks", "002,014"),
+        _cli("up", "--port", "0", "--console", "0", "--json-port", "0", "--transactions", "50",
+             "--tls", "--banks", "002,014"),
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -424,7 +454,7 @@ def test_up_with_tls_verifies_with_the_recorded_certificates(tmp_path: Path) -> 
     assert 0 == faults.returncode, faults.stderr
     assert "1 ms" in faults.stdout
     assert "UNAVAILABLE" == plaintext
-    assert (True, "VALID") == (by_console["ok"], by_console["verdict"])
+    assert (True, "VERDICT_VALID") == (by_console["ok"], by_console["answer"]["verdict"])
     assert (2, True) == (console_faults["faults"]["latency_ms"], console_faults["issuer_listening"])
     assert "SUSPENDED" == suspended["member"]["status"]
 
@@ -466,16 +496,16 @@ def _console_post(console: dict[str, str], path: str, body: dict[str, Any]) -> A
 def test_verify_with_expectations_reports_checks_and_verdict(network: UpNetwork) -> None:
     qr = network.sample_qrs[1]
     first = json.loads(_verify("--hub", network.hub, "--json", "--reference", "till-1", qr).stdout)
-    amount = first["transaction"]["amount"]["baht"].replace(",", "")
+    amount = units.format_baht(int(first["transaction"]["amount"]["satang"])).replace(",", "")
 
     ok = _verify("--hub", network.hub, "--json", "--amount", amount, "--reference", "till-2", qr)
     wrong = _verify("--hub", network.hub, "--json", "--amount-at-least", "999999", qr)
     bad = _verify("--hub", network.hub, "--amount", "12.345", qr)
 
     assert (0, 5, 2) == (ok.returncode, wrong.returncode, bad.returncode)
-    assert "VALID" == json.loads(ok.stdout)["verdict"]
+    assert "VERDICT_VALID" == json.loads(ok.stdout)["verdict"]
     checks = json.loads(wrong.stdout)["checks"]
-    assert ("AMOUNT", "FAIL") == (checks[0]["check"], checks[0]["outcome"])
+    assert ("CHECK_AMOUNT", "CHECK_OUTCOME_FAIL") == (checks[0]["check"], checks[0]["outcome"])
 
 
 @pytest.mark.timeout(120)
@@ -487,7 +517,7 @@ def test_audit_lists_the_verifications(network: UpNetwork) -> None:
 
     assert 0 == result.returncode, result.stderr
     rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert [("audit-me-1", "OK", "VALID")] == [
+    assert [("audit-me-1", "OK", "VERDICT_VALID")] == [
         (r["requestId"], r["status"], r["verdict"]) for r in rows
     ]
 
@@ -517,7 +547,7 @@ def test_verify_reads_the_slip_qr_from_an_image(network: UpNetwork, tmp_path: Pa
 
     assert 0 == made.returncode, made.stderr
     assert 0 == verified.returncode, verified.stderr
-    assert 950 == json.loads(verified.stdout)["transaction"]["amount"]["satang"]
+    assert "950" == json.loads(verified.stdout)["transaction"]["amount"]["satang"]
     assert (2, 2, 2) == (no_qr.returncode, not_slip.returncode, missing.returncode)
     assert "no QR code" in no_qr.stderr  # the hub read the image (SLIP_IMAGE_NO_QR)
     assert "SLIP_IMAGE_NOT_A_SLIP" in not_slip.stderr
@@ -591,7 +621,17 @@ def test_up_on_a_port_in_use_says_so_in_one_line() -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        result = _run("up", "--port", str(port), "--console", "-1", "--transactions", "10")
+        result = _run(
+            "up",
+            "--port",
+            str(port),
+            "--console",
+            "-1",
+            "--json-port",
+            "-1",
+            "--transactions",
+            "10",
+        )
 
     assert 1 == result.returncode
     assert [

@@ -146,7 +146,7 @@ def single(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     env = {**os.environ, "TXVERIFY_NETWORK": str(tmp / "network.json"), "COLUMNS": "200"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "txverify.cli", "up", "--port", "0", "--console", "-1",
-         "--transactions", "200", *SCENARIO_HUB],
+         "--json-port", "-1", "--transactions", "200", *SCENARIO_HUB],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env,
     )  # fmt: skip
     try:

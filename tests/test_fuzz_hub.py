@@ -196,6 +196,8 @@ def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
             "0",
             "--console",
             "-1",
+            "--json-port",
+            "-1",
             "--transactions",
             "50",
         ],

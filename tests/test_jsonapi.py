@@ -503,3 +503,28 @@ async def test_under_mtls_a_caller_without_a_valid_certificate_cannot_connect(
         context = _client_tls(pki, None if who == "no certificate" else "025")
     with pytest.raises(httpx.TransportError):  # the handshake, or the first read or write
         await _post_tls(port, context, VERIFY, body)
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"connect-timeout-ms": "soon"},
+        {"connect-timeout-ms": "12345678901"},
+        {"connect-protocol-version": "2"},
+    ],
+)
+async def test_bad_connect_headers_are_invalid_request(
+    api: httpx.AsyncClient, header: dict[str, str]
+) -> None:
+    response = await api.post(VERIFY, json={"qrText": "x"}, headers={**AS_002, **header})
+
+    assert (400, "invalid_argument", "INVALID_REQUEST", "6400") == reason_of(response)
+
+
+async def test_answers_keep_thai_text_as_utf8(
+    api: httpx.AsyncClient, simulator: RunningSimulator
+) -> None:
+    response = await api.post(VERIFY, json={"qrText": visible_qr(simulator)}, headers=AS_002)
+
+    assert b"\\u0e" not in response.content
+    assert response.json()["transaction"]["sender"]["displayName"]

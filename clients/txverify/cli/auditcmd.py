@@ -16,6 +16,7 @@ from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
 from txverify.cli.options import CertsOpt, HubOpt
 from txverify.client import DEFAULT_HUB, hub_channel
+from txverify.client.answers import message_json
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import audit_pb2, audit_pb2_grpc, verification_pb2
@@ -49,7 +50,9 @@ def audit(
     ] = "",
     hub_address: HubOpt = None,
     certs: CertsOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one AuditRecord per line, as proto3 JSON.")
+    ] = False,
 ) -> None:
     """Query the audit trail: one record per Verify, newest first, no personal data."""
     request = audit_pb2.QueryAuditRequest(
@@ -70,6 +73,10 @@ def audit(
             d = details_of(error)
             err.print(failure_line(d, hub, HUB))
             raise typer.Exit(2 if d.status == grpc.StatusCode.INVALID_ARGUMENT else 1) from None
+    if as_json:  # one AuditRecord per line, as proto3 JSON
+        for record in reply.records:
+            print(json.dumps(message_json(record), ensure_ascii=False))
+        return
     rows: list[dict[str, Any]] = [
         {
             "at": units.bangkok(units.from_timestamp(r.at)).isoformat(),
@@ -86,10 +93,6 @@ def audit(
         }
         for r in reply.records
     ]
-    if as_json:
-        for row in rows:
-            print(json.dumps(row, ensure_ascii=False))
-        return
     table = Table(title=f"Audit ({len(rows)} records)", title_justify="left")
     for col in ("at (Bangkok)", "request id", "requester", "issuer", "transRef", "outcome", "ms"):
         table.add_column(col)

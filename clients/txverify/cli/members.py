@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import grpc
 import typer
 from google.protobuf import field_mask_pb2
+from google.protobuf.message import Message
 from rich.console import Console
 from rich.table import Table
 
@@ -18,6 +19,7 @@ from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import NetworkError, load_network
 from txverify.cli.options import CertsOpt, HubOpt
 from txverify.client import DEFAULT_HUB, hub_channel
+from txverify.client.answers import message_json
 from txverify.errors import details_of
 from txverify.runtime import tls
 from txverify.v1 import common_pb2, registry_pb2, registry_pb2_grpc
@@ -90,11 +92,13 @@ def member_row(m: registry_pb2.Member) -> dict[str, Any]:
     }
 
 
-def _show(members: list[registry_pb2.Member], as_json: bool) -> None:
+def _print_json(reply: Message) -> None:
+    """An answer as proto3 JSON, as the JSON API gives it."""
+    print(json.dumps(message_json(reply), ensure_ascii=False, indent=2))
+
+
+def _show(members: list[registry_pb2.Member]) -> None:
     rows = [member_row(m) for m in members]
-    if as_json:
-        print(json.dumps(rows if len(rows) != 1 else rows[0], ensure_ascii=False, indent=2))
-        return
     table = Table(title="Members", title_justify="left")
     for col in ("code", "name", "kind", "status", "roles", "issuer", "circuit"):
         table.add_column(col)
@@ -111,7 +115,7 @@ def _show(members: list[registry_pb2.Member], as_json: bool) -> None:
     out.print(table)
 
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the answer as proto3 JSON.")]
 
 
 @app.command("list")
@@ -122,7 +126,10 @@ def list_members(hub: HubOpt = None, certs: CertsOpt = None, as_json: JsonOpt = 
         certs,
         lambda s, md: s.ListMembers(registry_pb2.ListMembersRequest(), metadata=md, timeout=10),
     )
-    _show(list(reply.members), as_json)
+    if as_json:
+        _print_json(reply)
+        return
+    _show(list(reply.members))
 
 
 @app.command()
@@ -141,19 +148,9 @@ def show(
         ),
     )
     if as_json:
-        row = member_row(reply.member)
-        row["history"] = [
-            {
-                "at": units.bangkok(units.from_timestamp(c.at)).isoformat(),
-                "actor": c.actor,
-                "action": c.action,
-                "details": c.details,
-            }
-            for c in reply.history
-        ]
-        print(json.dumps(row, ensure_ascii=False, indent=2))
+        _print_json(reply)
         return
-    _show([reply.member], False)
+    _show([reply.member])
     history = Table(title="History", title_justify="left")
     for col in ("at (Bangkok)", "actor", "action", "details"):
         history.add_column(col)
@@ -196,7 +193,7 @@ def add(
             registry_pb2.RegisterMemberRequest(member=member, roles=roles), metadata=md, timeout=10
         ),
     )
-    _show([reply.member], False)
+    _show([reply.member])
 
 
 @app.command()
@@ -227,7 +224,7 @@ def update(
         update_mask=field_mask_pb2.FieldMask(paths=list(changes)),
     )
     reply = _call(hub, certs, lambda s, md: s.UpdateMember(request, metadata=md, timeout=10))
-    _show([reply.member], False)
+    _show([reply.member])
 
 
 def _status_command(status: registry_pb2.MemberStatus.ValueType, doc: str) -> Callable[..., None]:
@@ -239,7 +236,7 @@ def _status_command(status: registry_pb2.MemberStatus.ValueType, doc: str) -> Ca
     ) -> None:
         request = registry_pb2.SetMemberStatusRequest(code=code, status=status, reason=reason)
         reply = _call(hub, certs, lambda s, md: s.SetMemberStatus(request, metadata=md, timeout=10))
-        _show([reply.member], False)
+        _show([reply.member])
 
     command.__doc__ = doc
     return command
@@ -267,7 +264,7 @@ def subscribe(
     """Subscribe a member to slip verification in a role."""
     request = registry_pb2.SubscribeRequest(code=code, role=_role(role))
     reply = _call(hub, certs, lambda s, md: s.Subscribe(request, metadata=md, timeout=10))
-    _show([reply.member], False)
+    _show([reply.member])
 
 
 @app.command()
@@ -280,4 +277,4 @@ def unsubscribe(
     """End a member's subscription to slip verification in a role."""
     request = registry_pb2.UnsubscribeRequest(code=code, role=_role(role))
     reply = _call(hub, certs, lambda s, md: s.Unsubscribe(request, metadata=md, timeout=10))
-    _show([reply.member], False)
+    _show([reply.member])

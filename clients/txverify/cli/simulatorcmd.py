@@ -19,7 +19,7 @@ from txverify.cli.network import NetworkError, load_network
 from txverify.cli.options import ControlOpt
 from txverify.cli.render import transaction_table
 from txverify.cli.slipkinds import iter_slips
-from txverify.client.answers import transaction_dict
+from txverify.client.answers import message_json
 from txverify.client.channels import control_channel
 from txverify.errors import details_of
 from txverify.v1 import common_pb2, simulator_pb2, simulator_pb2_grpc
@@ -153,18 +153,7 @@ def slip(
 
         png.write_bytes(render_slip_png(response.transaction, response.qr_text))
     if as_json:
-        print(
-            json.dumps(
-                {
-                    "qrText": response.qr_text,
-                    "balanceSatang": response.balance_satang,
-                    "transaction": transaction_dict(response.transaction),
-                    **({"png": str(png)} if png else {}),
-                },
-                ensure_ascii=False,
-                indent=2,
-            )
-        )
+        print(json.dumps(message_json(response), ensure_ascii=False, indent=2))
         return
     out.print(transaction_table(response.transaction, title="Slip"))
     out.print(f"QR: {response.qr_text}", markup=False, soft_wrap=True)

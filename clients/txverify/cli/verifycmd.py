@@ -18,7 +18,7 @@ from txverify.cli.network import resolve_target
 from txverify.cli.options import CertsOpt, HubOpt, MemberOpt
 from txverify.cli.render import transaction_table
 from txverify.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
-from txverify.client.answers import answer_dict
+from txverify.client.answers import error_json, message_json
 from txverify.v1 import common_pb2, verification_pb2
 from txverify.wire import MAX_SLIP_IMAGE_BYTES
 
@@ -149,21 +149,27 @@ def image_bytes(path: Path) -> bytes:
 
 
 def _show(response: V.VerifyResponse) -> None:
-    answer = answer_dict(response)
-    colour = {"VALID": "green", "DUPLICATE": "yellow"}.get(answer["verdict"], "red")
+    verdict = V.Verdict.Name(response.verdict).removeprefix("VERDICT_")
+    colour = {"VALID": "green", "DUPLICATE": "yellow"}.get(verdict, "red")
     replay = " (replayed answer)" if response.replayed else ""
-    out.print(f"Verdict: [bold {colour}]{answer['verdict']}[/]{replay}")
+    out.print(f"Verdict: [bold {colour}]{verdict}[/]{replay}")
     table = Table(show_header=True, title_justify="left")
     for col in ("check", "outcome", "expected", "observed"):
         table.add_column(col)
-    for c in answer["checks"]:
-        table.add_row(c["check"], c["outcome"], c["expected"], c["observed"])
+    for c in response.checks:
+        table.add_row(
+            V.Check.Name(c.check).removeprefix("CHECK_"),
+            V.CheckOutcome.Name(c.outcome).removeprefix("CHECK_OUTCOME_"),
+            c.expected,
+            c.observed,
+        )
     out.print(table)
-    dup = answer["duplicate"]
-    if dup["previousCount"]:
+    dup = response.duplicate
+    if dup.previous_count:
+        first = units.bangkok(units.from_timestamp(dup.first_verified_at)).isoformat()
         out.print(
-            f"Verified {dup['previousCount']} time(s) before, first at {dup['firstVerifiedAt']} "
-            f"by member {dup['firstVerifiedBy']}; {dup['previousCountInScope']} time(s) by you."
+            f"Verified {dup.previous_count} time(s) before, first at {first} "
+            f"by member {dup.first_verified_by}; {dup.previous_count_in_scope} time(s) by you."
         )
     out.print(transaction_table(response.transaction))
 
@@ -199,7 +205,14 @@ def verify(
     member: MemberOpt = "",
     certs: CertsOpt = None,
     timeout: Annotated[float, typer.Option(help="Deadline in seconds.")] = 10.0,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the answer as proto3 JSON, as the JSON API answers (a failure as "
+            "Connect error JSON).",
+        ),
+    ] = False,
 ) -> None:
     """Verify a slip by its QR text, a slip image, or --bank and --ref, against expectations."""
     if sum(bool(x) for x in (qr_text, bank or ref, image)) > 1:
@@ -223,20 +236,13 @@ def verify(
             )
     except VerifyFailed as exc:
         d = exc.details
-        if as_json:
-            error = {
-                "status": d.status.name,
-                "reason": d.reason,
-                "code": d.code,
-                "message": d.message,
-                "metadata": dict(d.metadata),
-            }
-            print(json.dumps({"error": error}, ensure_ascii=False))
+        if as_json:  # the Connect error JSON, as the JSON API answers it
+            print(json.dumps(error_json(d), ensure_ascii=False, indent=2))
         else:
             err.print(failure_line(d, hub, HUB))
         raise typer.Exit(_EXIT_BY_STATUS.get(d.status.name, EXIT_FAILED)) from None
     if as_json:
-        print(json.dumps(answer_dict(response), ensure_ascii=False, indent=2))
+        print(json.dumps(message_json(response), ensure_ascii=False, indent=2))
     else:
         _show(response)
     raise typer.Exit(_EXIT_BY_VERDICT.get(response.verdict, EXIT_FAILED))

@@ -1,16 +1,23 @@
-"""Answers as JSON objects, with the field names of existing slip APIs and times in Bangkok.
+"""Answers and failures as JSON: one shape everywhere, the proto3 JSON mapping.
 
-What `txverify verify --json` prints and the console shows; an integrator's own
-service can return the same shape.
+The JSON API sends it, `txverify ... --json` prints it and the console reads it:
+a message is its proto3 JSON (lowerCamelCase names, int64 such as satang as
+strings, enums by name, times in RFC 3339 UTC), as grpcurl and every
+generated client show it; a failure is the Connect protocol's error JSON
+({"code", "message", "details": [{"type", "value", "debug"}]}), whose details
+are the google.rpc messages a gRPC failure carries.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
-from txverify import units
+from google.protobuf import json_format, message
+from google.rpc import error_details_pb2
+
+from txverify.errors import DOMAIN, ErrorDetails, retry_delay
 from txverify.v1 import common_pb2
-from txverify.v1 import verification_pb2 as V
 
 STATUS_NAMES = {
     common_pb2.TRANSACTION_STATUS_COMPLETED: "COMPLETED",
@@ -18,76 +25,42 @@ STATUS_NAMES = {
 }
 
 
-def _money(m: common_pb2.Money) -> dict[str, Any]:
-    return {"satang": m.satang, "baht": units.format_baht(m.satang), "currency": m.currency}
+def message_json(msg: message.Message) -> dict[str, Any]:
+    """A message as proto3 JSON (what the JSON API answers)."""
+    shown: dict[str, Any] = json_format.MessageToDict(msg)
+    return shown
 
 
-def _party(p: common_pb2.Party) -> dict[str, Any]:
-    out: dict[str, Any] = {"displayName": p.display_name, "name": p.name}
-    if p.HasField("proxy"):
-        out["proxy"] = {
-            "type": common_pb2.ProxyType.Name(p.proxy.type).removeprefix("PROXY_TYPE_"),
-            "value": p.proxy.value,
-        }
-    if p.HasField("account"):
-        out["account"] = {
-            "type": common_pb2.AccountType.Name(p.account.type).removeprefix("ACCOUNT_TYPE_"),
-            "value": p.account.value,
-        }
-    return out
+def detail_json(detail: message.Message) -> dict[str, Any]:
+    """One error detail as the Connect protocol carries it: type, bytes, and its JSON."""
+    value = base64.b64encode(detail.SerializeToString()).decode().rstrip("=")
+    return {"type": detail.DESCRIPTOR.full_name, "value": value, "debug": message_json(detail)}
 
 
-def transaction_dict(tx: common_pb2.Transaction) -> dict[str, Any]:
-    """The transaction with the field names of existing slip APIs, time in Bangkok."""
-    when = units.bangkok(units.from_timestamp(tx.trans_time))
-    return {
-        "transRef": tx.trans_ref,
-        "sendingBank": tx.sending_bank,
-        "receivingBank": tx.receiving_bank,
-        "transDate": when.strftime("%Y%m%d"),
-        "transTime": when.strftime("%H:%M:%S"),
-        "transTimestamp": when.isoformat(),
-        "sender": _party(tx.sender),
-        "receiver": _party(tx.receiver),
-        "amount": _money(tx.amount),
-        "paidLocalAmount": _money(tx.paid_local_amount),
-        "transFeeAmount": _money(tx.trans_fee_amount),
-        "ref1": tx.ref1,
-        "ref2": tx.ref2,
-        "ref3": tx.ref3,
-        "toMerchantId": tx.to_merchant_id,
-        "countryCode": tx.country_code,
-        "status": STATUS_NAMES.get(tx.status, "UNSPECIFIED"),
-    }
-
-
-def answer_dict(response: V.VerifyResponse) -> dict[str, Any]:
-    dup = response.duplicate
-
-    def stamp(when: Any, present: bool) -> str:
-        return units.bangkok(units.from_timestamp(when)).isoformat() if present else ""
-
-    return {
-        "requestId": response.request_id,
-        "verdict": V.Verdict.Name(response.verdict).removeprefix("VERDICT_"),
-        "replayed": response.replayed,
-        "checks": [
-            {
-                "check": V.Check.Name(c.check).removeprefix("CHECK_"),
-                "outcome": V.CheckOutcome.Name(c.outcome).removeprefix("CHECK_OUTCOME_"),
-                "expected": c.expected,
-                "observed": c.observed,
-            }
-            for c in response.checks
-        ],
-        "duplicate": {
-            "previousCount": dup.previous_count,
-            "firstVerifiedAt": stamp(dup.first_verified_at, dup.HasField("first_verified_at")),
-            "firstVerifiedBy": dup.first_verified_by,
-            "previousCountInScope": dup.previous_count_in_scope,
-            "firstVerifiedInScopeAt": stamp(
-                dup.first_verified_in_scope_at, dup.HasField("first_verified_in_scope_at")
-            ),
-        },
-        "transaction": transaction_dict(response.transaction),
-    }
+def error_json(details: ErrorDetails) -> dict[str, Any]:
+    """A failed call as Connect error JSON, with the details it carried."""
+    parts: list[message.Message] = []
+    if details.reason:
+        parts.append(
+            error_details_pb2.ErrorInfo(
+                reason=details.reason, domain=DOMAIN, metadata=dict(details.metadata)
+            )
+        )
+    if details.violations:
+        parts.append(
+            error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(
+                        field=v.field, description=v.description
+                    )
+                    for v in details.violations
+                ]
+            )
+        )
+    if details.retry_after is not None:
+        parts.append(error_details_pb2.RetryInfo(retry_delay=retry_delay(details.retry_after)))
+    code = "canceled" if details.status.name == "CANCELLED" else details.status.name.lower()
+    shown: dict[str, Any] = {"code": code, "message": details.message}
+    if parts:
+        shown["details"] = [detail_json(p) for p in parts]
+    return shown

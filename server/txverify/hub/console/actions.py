@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 
 from txverify.client import AsyncTxVerifyClient, SlipQuery, hub_aio_channel
-from txverify.client.answers import answer_dict, transaction_dict
+from txverify.client.answers import error_json, message_json
 from txverify.client.channels import control_aio_channel, explain_refusal
 from txverify.client.errors import VerifyFailed
 from txverify.errors import details_of
@@ -148,7 +148,8 @@ class Actions:
 
     async def verify(self, member: str, qr_text: str = "", image: bytes = b"") -> dict[str, Any]:
         """Verify as `member` a QR text or a slip image (the hub reads it); a refusal is an
-        answer too ({"ok": false, ...})."""
+        answer too. The answer is the VerifyResponse as proto3 JSON ({"ok": true, "answer":
+        ...}), a refusal Connect error JSON ({"ok": false, "error": ...})."""
         # Under mTLS the certificate names the member, and no header is sent.
         client = AsyncTxVerifyClient(
             self.hub,
@@ -158,40 +159,9 @@ class Actions:
         )
         try:
             response = await client.verify(SlipQuery(qr_text=qr_text, image=image))
-        except VerifyFailed as failed:
-            return {
-                "ok": False,
-                "qr_text": qr_text,
-                "status": failed.status.name,
-                "reason": failed.reason,
-                "message": failed.message,
-            }
-        answer = answer_dict(response)
-        tx = transaction_dict(response.transaction)
-        return {
-            "ok": True,
-            "qr_text": qr_text,
-            "verdict": answer["verdict"],
-            "request_id": answer["requestId"],
-            "previous_count": answer["duplicate"]["previousCount"],
-            "transaction": {
-                "trans_ref": tx["transRef"],
-                "sending_bank": tx["sendingBank"],
-                "receiving_bank": tx["receivingBank"],
-                "amount": f"{tx['amount']['baht']} THB",
-                "at": tx["transTimestamp"],
-                "sender": _party(tx["sender"]),
-                "receiver": _party(tx["receiver"]),
-            },
-            "checks": [
-                {
-                    "name": c["check"],
-                    "passed": c["outcome"] == "PASS",
-                    "detail": f"{c['outcome']}: expected {c['expected']}, saw {c['observed']}",
-                }
-                for c in answer["checks"]
-            ],
-        }
+        except VerifyFailed as failed:  # Connect error JSON, as the JSON API answers it
+            return {"ok": False, "error": error_json(failed.details)}
+        return {"ok": True, "answer": message_json(response)}
 
     async def close(self) -> None:
         for channel in self._channels.values():
@@ -205,13 +175,6 @@ def _has_certificate(pki: Path, name: str) -> bool:
     except ValueError:  # not a name certificates are made for
         return False
     return files.cert.exists() and files.key.exists()
-
-
-def _party(party: dict[str, Any]) -> dict[str, str]:
-    """A party as masked by its bank: name, and account or proxy."""
-    account = party.get("account") or party.get("proxy") or {}
-    return {"name": party.get("name") or party.get("displayName", ""),
-            "account": account.get("value", "")}  # fmt: skip
 
 
 def faults_dict(faults: simulator_pb2.Faults) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from google.protobuf import descriptor, descriptor_pool, json_format, message, m
 from google.protobuf.json_format import ParseError
 from hypercorn.typing import ASGIReceiveCallable, ASGISendCallable, Scope
 
+from txverify.client.answers import message_json
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.hub.jsonapi.call import Aborted, HttpCall, Peer, current_peer, error_of
 from txverify.hub.jsonapi.http import PEER_IDENTITY
@@ -74,7 +75,8 @@ class StrictJsonCodec(Codec[message.Message, Any]):
         return "json"
 
     def encode(self, msg: message.Message) -> bytes:
-        return json_format.MessageToJson(msg, indent=None).encode()
+        # The one JSON shape of answers: what the CLI's --json and the console show too.
+        return json.dumps(message_json(msg), ensure_ascii=False).encode()
 
     def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
         decoded = message_class()
@@ -129,6 +131,22 @@ def _with_debug(body: bytes) -> bytes:
     return json.dumps(error, ensure_ascii=False).encode()
 
 
+def _with_reason(body: bytes) -> bytes:
+    """connectrpc's own invalid_argument answers (a bad Connect-Timeout-Ms or protocol
+    version) with the ErrorInfo every other bad request carries: INVALID_REQUEST, 6400."""
+    try:
+        error = json.loads(body)
+    except ValueError:
+        return body
+    if (
+        not isinstance(error, dict)
+        or error.get("code") != "invalid_argument"
+        or error.get("details")
+    ):
+        return body
+    return _connect_json(error_of(ServiceError(Reason.INVALID_REQUEST, str(error.get("message")))))
+
+
 def _detail_json(type_name: object, value: object) -> dict[str, Any] | None:
     if not isinstance(type_name, str) or not isinstance(value, str):
         return None
@@ -139,8 +157,7 @@ def _detail_json(type_name: object, value: object) -> dict[str, Any] | None:
         )
     except (KeyError, ValueError, message.DecodeError):
         return None
-    shown: dict[str, Any] = json_format.MessageToDict(decoded)
-    return shown
+    return message_json(decoded)
 
 
 class JsonApi:
@@ -268,7 +285,7 @@ class _ErrorBodies:
             if k.lower() not in (b"content-length", b"content-type")
         ]
         if body:
-            body = _with_debug(body)
+            body = _with_debug(_with_reason(body))
         else:
             code, text = _EMPTY_ERRORS.get(status, (Code.UNKNOWN, "HTTP {status}"))
             text = text.format(

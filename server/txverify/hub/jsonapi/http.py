@@ -87,6 +87,10 @@ class HttpServer:
             state = ConnectionState({PEER_IDENTITY: identity})
             loop = asyncio.get_running_loop()
             await TCPServer(self._app, loop, self._config, self._context, state, reader, writer)
+        except asyncio.CancelledError:
+            # stop() cut a connection past its grace: that is the end of it, not an
+            # error for asyncio to log from the connection's callback.
+            writer.transport.abort()
         finally:
             self._connections.discard(task)
 

@@ -583,15 +583,17 @@ function submitVerify(ev) {
   const body = new FormData();
   body.append('member', member);
   if (qrText) body.append('qr_text', qrText);
-  if (file) body.append('image', file, file.name);
+  else body.append('image', file, file.name); // the hub reads the image (VerifyRequest.slip_image)
   withBusy(form, async () => {
     try {
       const data = await post('/api/verify', body);
-      renderVerifyResult(data);
-      if (data.ok) toast(`verified: ${data.verdict || 'no verdict'}`, data.verdict === 'VALID' ? 'ok' : 'warn');
-      else toast(`verification failed: ${data.reason || data.status}`, 'error');
+      renderVerifyResult(data, qrText);
+      if (data.ok) {
+        const verdict = shortVerdict(data.answer.verdict);
+        toast(`verified: ${verdict || 'no verdict'}`, verdict === 'VALID' ? 'ok' : 'warn');
+      } else toast(`verification failed: ${errorInfo(data.error).reason || data.error.code}`, 'error');
     } catch (err) {
-      renderVerifyResult({ ok: false, reason: err.reason, message: err.message, httpStatus: err.httpStatus });
+      renderVerifyResult({ ok: false, error: { code: err.reason || '', message: err.message }, httpStatus: err.httpStatus });
       toast(`verify: ${err.message}`, 'error');
     }
   });
@@ -603,45 +605,75 @@ function addField(dl, label, value, cls = '') {
   dl.append(el('dt', { text: label }), el('dd', { class: cls, text: String(value) }));
 }
 
-const party = (p) => (p ? [p.name, p.account].filter(Boolean).join(' · ') : '');
+// Answers come as proto3 JSON (the JSON API's shape): enums by their full names,
+// int64 amounts as strings of satang, times in RFC 3339 UTC; shown here for people.
+const shortVerdict = (v) => (v || '').replace(/^VERDICT_/, '');
 
-function renderVerifyResult(r) {
+/** Money (satang as a string) as baht: {"satang": "3252810"} -> "32,528.10 THB". */
+function baht(money) {
+  if (!money || money.satang == null) return '';
+  const satang = BigInt(money.satang);
+  const abs = satang < 0n ? -satang : satang;
+  const whole = (abs / 100n).toLocaleString('en-US');
+  return `${satang < 0n ? '-' : ''}${whole}.${String(abs % 100n).padStart(2, '0')} ${money.currency || 'THB'}`;
+}
+
+/** An RFC 3339 instant in Bangkok time, "2026-12-04 09:15:02". */
+const inBangkok = (iso) => (iso ? new Date(iso).toLocaleString('sv-SE', { timeZone: 'Asia/Bangkok' }) : '');
+
+const party = (p) => (p ? [p.name || p.displayName, (p.account || p.proxy || {}).value].filter(Boolean).join(' · ') : '');
+
+/** The google.rpc.ErrorInfo of a Connect error JSON: {reason, metadata: {code, ...}}. */
+function errorInfo(error) {
+  const info = ((error && error.details) || []).find((d) => d.type === 'google.rpc.ErrorInfo');
+  return (info && info.debug) || {};
+}
+
+function renderVerifyResult(r, qrText = '') {
   const box = $('#verify-result');
-  const kind = !r.ok ? 'bad' : r.verdict === 'VALID' ? 'good' : 'warn';
+  const a = r.answer || {};
+  const verdict = shortVerdict(a.verdict);
+  const kind = !r.ok ? 'bad' : verdict === 'VALID' ? 'good' : 'warn';
   box.hidden = false;
   box.className = `result ${kind}`;
   box.dataset.ok = String(!!r.ok);
   const dl = el('dl');
   if (r.ok) {
-    const t = r.transaction || {};
+    const t = a.transaction || {};
+    const seen = Number((a.duplicate || {}).previousCount || 0);
     box.replaceChildren(
-      el('div', { class: 'result-head' }, el('span', { class: 'verdict', text: r.verdict || '—' }),
-        el('span', { class: 'muted', text: r.request_id ? `request ${r.request_id}` : '' })),
+      el('div', { class: 'result-head' }, el('span', { class: 'verdict', text: verdict || '—' }),
+        el('span', { class: 'muted', text: a.requestId ? `request ${a.requestId}` : '' })),
       dl);
-    dl.append(el('dt', { text: 'trans ref' }), el('dd', { class: 'trans-ref mono', text: t.trans_ref || '—' }));
-    addField(dl, 'amount', t.amount, 'amount');
-    addField(dl, 'at', t.at ? `${t.at.slice(0, 10)} ${timePart(t.at)}` : '');
-    addField(dl, 'from', [t.sending_bank, party(t.sender)].filter(Boolean).join(' · '));
-    addField(dl, 'to', [t.receiving_bank, party(t.receiver)].filter(Boolean).join(' · '));
-    addField(dl, 'seen before', r.previous_count ? `${r.previous_count} time(s): possible re-use` : 'never',
-      r.previous_count ? 'warn-text' : '');
-    addField(dl, 'QR text', r.qr_text, 'mono qr');
-    if (Array.isArray(r.checks) && r.checks.length) box.append(renderChecks(r.checks));
+    dl.append(el('dt', { text: 'trans ref' }), el('dd', { class: 'trans-ref mono', text: t.transRef || '—' }));
+    addField(dl, 'amount', baht(t.amount), 'amount');
+    addField(dl, 'at', inBangkok(t.transTime));
+    addField(dl, 'from', [t.sendingBank, party(t.sender)].filter(Boolean).join(' · '));
+    addField(dl, 'to', [t.receivingBank, party(t.receiver)].filter(Boolean).join(' · '));
+    addField(dl, 'seen before', seen ? `${seen} time(s): possible re-use` : 'never', seen ? 'warn-text' : '');
+    addField(dl, 'QR text', qrText, 'mono qr');
+    if (Array.isArray(a.checks) && a.checks.length) box.append(renderChecks(a.checks));
   } else {
-    const label = r.reason || r.status || 'REJECTED';
+    const error = r.error || {};
+    const info = errorInfo(error);
+    const label = info.reason || error.code || 'REJECTED';
     box.replaceChildren(el('div', { class: 'result-head' }, el('span', { class: 'verdict', text: label })), dl);
-    addField(dl, 'status', r.status || (r.httpStatus ? `HTTP ${r.httpStatus}` : ''));
-    addField(dl, 'message', r.message);
+    addField(dl, 'status', error.code || (r.httpStatus ? `HTTP ${r.httpStatus}` : ''));
+    addField(dl, 'outcome code', (info.metadata || {}).code);
+    addField(dl, 'message', error.message);
     dl.append(el('dt', { text: 'trans ref' }), el('dd', { class: 'trans-ref mono', text: '—' }));
   }
 }
 
 function renderChecks(checks) {
-  return el('ul', { class: 'checks' }, ...checks.map((c) =>
-    el('li', { class: c.passed ? 'pass' : 'fail' },
-      el('span', { class: 'mark', text: c.passed ? '✓' : '✗' }),
-      el('span', { class: 'check-name', text: c.name || '' }),
-      c.detail ? el('span', { class: 'muted', text: ` ${c.detail}` }) : null)));
+  return el('ul', { class: 'checks' }, ...checks.map((c) => {
+    const passed = c.outcome === 'CHECK_OUTCOME_PASS';
+    const outcome = (c.outcome || '').replace(/^CHECK_OUTCOME_/, '');
+    return el('li', { class: passed ? 'pass' : 'fail' },
+      el('span', { class: 'mark', text: passed ? '✓' : '✗' }),
+      el('span', { class: 'check-name', text: (c.check || '').replace(/^CHECK_/, '') }),
+      el('span', { class: 'muted', text: ` ${outcome}: expected ${c.expected || '—'}, saw ${c.observed || '—'}` }));
+  }));
 }
 
 // ---------------------------------------------------------------- start
