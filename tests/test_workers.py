@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import httpx
 import pytest
 
 from conftest import members_file
@@ -61,6 +62,7 @@ class WorkersHub:
     port: int
     log: Path
     db: Path
+    json_api: str  # the JSON API's base URL, served by every worker on one port
 
     def log_lines(self) -> list[dict[str, Any]]:
         lines = []
@@ -113,7 +115,7 @@ async def workers_hub(simulator: RunningSimulator, tmp_path: Path) -> AsyncItera
     with log.open("wb") as stderr:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "txverify.cli", "hub", "--members", str(members),
-            "--db", f"sqlite:///{db}", "--port", "0", "--ready-line",
+            "--db", f"sqlite:///{db}", "--port", "0", "--json-port", "0", "--ready-line",
             "--workers", str(WORKERS), "--drain-delay", "0.2", "--grace", "5",
             stdout=asyncio.subprocess.PIPE, stderr=stderr,
         )  # fmt: skip
@@ -121,7 +123,8 @@ async def workers_hub(simulator: RunningSimulator, tmp_path: Path) -> AsyncItera
     try:
         line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
         ready: dict[str, Any] = json.loads(line.decode().split(" ", 1)[1])
-        yield WorkersHub(proc, int(ready["address"].rsplit(":", 1)[1]), log, db)
+        port = int(ready["address"].rsplit(":", 1)[1])
+        yield WorkersHub(proc, port, log, db, ready["json_api"])
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
@@ -198,6 +201,25 @@ async def _latency(sim: RunningSimulator, bank: str, ms: int) -> None:
             simulator_pb2.SetFaultsRequest(bank=bank, faults=simulator_pb2.Faults(latency_ms=ms)),
             timeout=5,
         )
+
+
+@pytest.mark.timeout(60)
+async def test_every_worker_serves_the_json_api_on_the_one_port(workers_hub: WorkersHub) -> None:
+    served = set()
+    for _ in range(64):
+        async with httpx.AsyncClient(base_url=workers_hub.json_api) as client:  # a connection
+            probe = f"probe-{next(_probes)}"
+            response = await client.post(
+                "/txverify.v1.VerificationService/Verify",
+                json={"qrText": "not a slip", "requestId": probe},
+                headers={"x-member-id": "002"},
+            )
+        assert 400 == response.status_code
+        served.add(workers_hub.served_by(probe))
+        if len(served) == WORKERS:
+            break
+
+    assert set(range(WORKERS)) == served
 
 
 @pytest.mark.timeout(60)

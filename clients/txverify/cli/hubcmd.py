@@ -203,9 +203,13 @@ def hub(
 
     logs.configure(log_level)
 
-    def announce(bound: int) -> None:
+    def announce(bound: int, json_port: int | None) -> None:  # --workers N
+        ready = {"address": f"{host}:{bound}"}
+        if json_port is not None:
+            ready["json_api"] = json_api_url(host, json_port, tls=certs is not None)
+            err.print(f"json api: {ready['json_api']}", soft_wrap=True)
         if ready_line:
-            print(READY_PREFIX + json.dumps({"address": f"{host}:{bound}"}), flush=True)
+            print(READY_PREFIX + json.dumps(ready), flush=True)
 
     def report(running: RunningHub) -> None:
         ready: dict[str, str] = {"address": f"{host}:{running.port}"}

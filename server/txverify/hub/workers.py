@@ -64,8 +64,11 @@ class _Slot:
     deaths: deque[float] = field(default_factory=deque)  # monotonic times of unexpected exits
 
 
-def worker_settings(settings: HubSettings, index: int, port: int, db: str) -> HubSettings:
-    """What worker `index` runs: the shared port and database; metrics on port + index.
+def worker_settings(
+    settings: HubSettings, index: int, port: int, db: str, json_port: int | None = None
+) -> HubSettings:
+    """What worker `index` runs: the shared ports (gRPC, and the JSON API's) and database;
+    metrics on port + index.
 
     The members are not seeded again: the supervisor did it once, before forking.
     """
@@ -73,6 +76,7 @@ def worker_settings(settings: HubSettings, index: int, port: int, db: str) -> Hu
     return dataclasses.replace(
         settings,
         port=port,
+        json_port=json_port,
         db=db,
         shared=True,
         members=(),
@@ -152,7 +156,7 @@ class Supervisor:
         self,
         settings: HubSettings,
         workers: int,
-        on_ready: Callable[[int], None] | None = None,
+        on_ready: Callable[[int, int | None], None] | None = None,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
@@ -164,6 +168,7 @@ class Supervisor:
         self.workers: dict[int, _Worker] = {}  # pid -> worker
         self.slots = [_Slot() for _ in range(workers)]
         self.port = 0
+        self.json_port: int | None = None  # the JSON API's shared port, when it is served
         self.db = settings.db
         self.ok = True
         self.listening = False
@@ -171,6 +176,7 @@ class Supervisor:
         self.stop_deadline = 0.0
         self._tmp: str | None = None
         self._reserved: socket.socket | None = None
+        self._json_reserved: socket.socket | None = None
         self._selector: selectors.BaseSelector | None = None
         self._wake: tuple[int, int] | None = None
         self._handlers: dict[int, Any] = {}  # the signal handlers to put back at the end
@@ -191,6 +197,9 @@ class Supervisor:
     def _start(self) -> None:
         self._reserved = reserve_port(self.settings.host, self.settings.port)
         self.port = self._reserved.getsockname()[1]
+        if self.settings.json_port is not None:
+            self._json_reserved = reserve_port(self.settings.host, self.settings.json_port)
+            self.json_port = self._json_reserved.getsockname()[1]
         if not self.settings.postgres and sqlite_path(self.settings.db) is None:
             # One temporary database for all workers (removed at exit), not one each.
             self._tmp = tempfile.mkdtemp(prefix="txverify-hub-")
@@ -236,7 +245,9 @@ class Supervisor:
                 os._exit(1)
             for handler in logging.getLogger().handlers:
                 handler.addFilter(_WorkerTag(index))
-            code = _run_worker(worker_settings(self.settings, index, self.port, self.db), ready_fd)
+            code = _run_worker(
+                worker_settings(self.settings, index, self.port, self.db, self.json_port), ready_fd
+            )
         except BaseException:
             log.exception("hub worker %d failed", index)
         finally:
@@ -246,8 +257,9 @@ class Supervisor:
             os._exit(code)  # never the supervisor's exit path (its temp files, handlers)
 
     def _close_inherited(self) -> None:
-        if self._reserved is not None:
-            self._reserved.close()
+        for reserved in (self._reserved, self._json_reserved):
+            if reserved is not None:
+                reserved.close()
         if self._selector is not None:
             self._selector.close()
         for fd in (*(self._wake or ()), *(w.ready_fd for w in self.workers.values())):
@@ -306,9 +318,10 @@ class Supervisor:
 
     def _all_listening(self) -> None:
         self.listening = True
-        if self._reserved is not None:  # every worker holds the port now
-            self._reserved.close()
-            self._reserved = None
+        for reserved in (self._reserved, self._json_reserved):  # every worker holds them now
+            if reserved is not None:
+                reserved.close()
+        self._reserved = self._json_reserved = None
         log.info(
             "hub listening on %s:%d with %d workers (pids %s)",
             self.settings.host,
@@ -317,7 +330,7 @@ class Supervisor:
             ", ".join(str(pid) for pid in sorted(self.workers)),
         )
         if self.on_ready is not None and not self.stopping:
-            self.on_ready(self.port)
+            self.on_ready(self.port, self.json_port)
 
     def _reap(self) -> None:
         for pid in list(self.workers):
@@ -401,8 +414,9 @@ class Supervisor:
             self._wake = None
         if self._selector is not None:
             self._selector.close()
-        if self._reserved is not None:
-            self._reserved.close()
+        for reserved in (self._reserved, self._json_reserved):
+            if reserved is not None:
+                reserved.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -424,7 +438,10 @@ def _run_worker(settings: HubSettings, ready_fd: int) -> int:
 
 
 def run_workers(
-    settings: HubSettings, workers: int, on_ready: Callable[[int], None] | None = None
+    settings: HubSettings,
+    workers: int,
+    on_ready: Callable[[int, int | None], None] | None = None,
 ) -> int:
-    """Run the hub as `workers` processes; on_ready(port) once all listen. Returns the exit code."""
+    """Run the hub as `workers` processes; on_ready(port, json_port) once all listen.
+    Returns the exit code."""
     return Supervisor(settings, workers, on_ready).run()
