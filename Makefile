@@ -14,7 +14,7 @@ BENCH_POSTGRES ?= postgresql://127.0.0.1:5432/test
 FUZZ_STAMP    := $(VENV)/.installed-fuzz
 FUZZ_SECONDS  ?= 60
 
-.PHONY: run test test-fast lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-growth \
+.PHONY: run test test-fast lint typecheck pytest proto clean bench bench-full bench-tools bench-bank bench-hub bench-images bench-growth \
 	bench-faults bench-restarts bench-scaling soak fuzz browser screenshots
 
 $(PY):
@@ -101,6 +101,10 @@ bench-bank: $(DEV_STAMP)
 ## bench-hub: the hub with audit/duplicates/idempotency on vs off (M4)
 bench-hub: $(DEV_STAMP)
 	$(PY) bench/hub_bench.py --seconds 5 --rounds 3 --rate 0 --concurrency 64
+
+## bench-images: QR-text throughput while slip images are read as fast as the decoders allow (>= 0.8x; M14)
+bench-images: $(DEV_STAMP) bench-tools
+	$(PY) bench/image_mix.py --seconds 6 --rounds 5 --json bench-images-results.json
 
 ## bench-faults: the issuer fault matrix at full load (closed loop): healthy issuers' throughput and latency per fault
 bench-faults: $(DEV_STAMP)

@@ -78,3 +78,23 @@ def test_harness_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert {"hub", "yardstick"} == set(summary["peak_rss_mb"])
     assert report["machine"]["cores"] >= 1
     assert "hub/yardstick" in result.stdout
+
+
+@pytest.mark.timeout(240)
+def test_image_mix_bench_runs_and_writes_its_ratio(tmp_path: Path) -> None:
+    import shutil
+
+    if shutil.which("h2load") is None:
+        pytest.skip("bench/image_mix.py needs h2load (make bench-tools)")
+    out = tmp_path / "images.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "image_mix.py"), "--seconds", "1", "--rounds", "1",
+         "--json", str(out)],
+        capture_output=True, text=True, timeout=230, check=False,
+    )  # fmt: skip
+
+    assert 0 == result.returncode, result.stderr
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["text_rps"] > 0
+    assert summary["images_per_s_alone"] > 0
+    assert summary["ratio"] > 0

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import io
 import os
-import threading
+import signal
 from typing import Any
 
 import grpc
@@ -19,7 +19,7 @@ from conftest import HubFactory, member_channel
 from txverify import miniqr
 from txverify.errors import Reason, ServiceError, details_of
 from txverify.hub.app import RunningHub
-from txverify.hub.images import NICE, ImageDecoder, slip_qr_of
+from txverify.hub.images import ImageDecoder, slip_qr_of
 from txverify.simulators.bank import SlipVisibility
 from txverify.simulators.server import RunningSimulator
 from txverify.slipimage import render_slip_png
@@ -228,23 +228,59 @@ async def test_an_unknown_member_gets_no_image_read(
 
     assert "UNKNOWN_MEMBER" == details_of(caught.value).reason
     assert hub.images is not None
-    assert hub.images._pool is None  # no thread was ever started
+    assert [] == hub.images.pids  # no decoder was ever started
 
 
-# --- the pool ----------------------------------------------------------------------------
+# --- the decoders ---------------------------------------------------------------------
 
 
-async def test_the_decoding_threads_run_at_lower_priority() -> None:
+async def test_the_decoders_run_at_the_lowest_priority() -> None:
     decoder = ImageDecoder(workers=1)
     try:
         with pytest.raises(ServiceError):
             await decoder.slip_qr(_encode(Image.new("L", (64, 64), 255), "PNG"))
-        (thread,) = [t for t in threading.enumerate() if t.name.startswith("slip-image")]
-        assert thread.native_id is not None
-        mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-        assert mine + NICE == os.getpriority(os.PRIO_PROCESS, thread.native_id)
+        (pid,) = decoder.pids
+
+        assert os.SCHED_IDLE == os.sched_getscheduler(pid)
+        assert 19 == os.getpriority(os.PRIO_PROCESS, pid)
     finally:
-        decoder.close()
+        await decoder.close()
+    assert [] == decoder.pids
+
+
+async def test_a_decoder_that_dies_is_replaced_and_the_image_refused(
+    simulator: RunningSimulator,
+) -> None:
+    decoder = ImageDecoder(workers=1)
+    png = _png(_slip(simulator))
+    try:
+        await decoder.slip_qr(png)
+        (pid,) = decoder.pids
+        os.kill(pid, signal.SIGKILL)  # as a crash in the image library would
+        await asyncio.sleep(0.2)
+        with pytest.raises(ServiceError) as caught:
+            await decoder.slip_qr(png)
+
+        assert Reason.SLIP_IMAGE_UNREADABLE is caught.value.reason
+        assert _slip(simulator).qr_text == await decoder.slip_qr(png)  # a new decoder
+        assert pid not in decoder.pids
+    finally:
+        await decoder.close()
+
+
+async def test_a_caller_that_goes_away_leaves_the_decoder_in_step(
+    simulator: RunningSimulator,
+) -> None:
+    decoder = ImageDecoder(workers=1)
+    png = _png(_slip(simulator))
+    try:
+        going = asyncio.ensure_future(decoder.slip_qr(_random_noise()))
+        await asyncio.sleep(0.05)
+        going.cancel()
+        # The next image gets its own answer, not the abandoned one's.
+        assert _slip(simulator).qr_text == await decoder.slip_qr(png)
+    finally:
+        await decoder.close()
 
 
 async def test_images_past_the_queue_are_busy_with_a_retry_delay() -> None:
@@ -255,14 +291,12 @@ async def test_images_past_the_queue_are_busy_with_a_retry_delay() -> None:
             *(decoder.slip_qr(noise) for _ in range(6)), return_exceptions=True
         )
     finally:
-        decoder.close()
+        await decoder.close()
 
     reasons = [r.reason for r in results if isinstance(r, ServiceError)]
-    assert 6 == len(reasons)
     assert [Reason.SLIP_IMAGE_NO_QR] * 3 + [Reason.SLIP_IMAGE_BUSY] * 3 == reasons
     busy = [
         r for r in results if isinstance(r, ServiceError) and r.reason is Reason.SLIP_IMAGE_BUSY
     ]
-    assert all(
-        r.retry_after == 1.0 and r.status_code is grpc.StatusCode.RESOURCE_EXHAUSTED for r in busy
-    )
+    assert all(r.retry_after == 1.0 for r in busy)
+    assert all(r.status_code is grpc.StatusCode.RESOURCE_EXHAUSTED for r in busy)

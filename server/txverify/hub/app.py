@@ -108,7 +108,7 @@ class RunningHub:
         if self.watch is not None:  # followed changes while RPCs were still served
             await self.watch.stop()
         if self.images is not None:
-            self.images.close()
+            await self.images.close()
         await self.gateway.close()
         await self.audit.close()
         if isinstance(self.limiter, SharedRateLimiter):
