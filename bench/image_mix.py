@@ -114,7 +114,11 @@ def main() -> None:
         body.write_bytes(b"\x00" + len(request).to_bytes(4, "big") + request)
         image_log = Path(tmpdir) / "h2load-images.log"
         try:
-            _check_image(hub.address, image)  # and the decoder process is started
+            try:
+                _check_image(hub.address, image)  # and the decoder process is started
+            except grpc.RpcError:
+                print((Path(tmpdir) / "hub.log").read_text()[-3000:], file=sys.stderr)
+                raise
             bench.loadgen("hub", "max", 0)  # warm-up
             for rnd in range(1, args.rounds + 1):
                 order = ["text", "text+images", "images"]

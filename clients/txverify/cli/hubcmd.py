@@ -150,8 +150,8 @@ def hub(
             envvar="TXVERIFY_HUB_IMAGE_WORKERS",
             min=1,
             max=64,
-            help="Threads reading slip images (VerifyRequest.slip_image), at lowered "
-            "priority so that QR-text verifications go first.",
+            help="Decoder processes reading slip images (VerifyRequest.slip_image), at the "
+            "lowest CPU priority so that QR-text verifications go first.",
         ),
     ] = HUB_DEFAULTS.image_workers,
     audit: Annotated[

@@ -163,8 +163,8 @@ class ImageDecoder:
             reading.add_done_callback(lambda done: self._returned(decoder, done))
             try:
                 answer = await asyncio.shield(reading)
-            except (asyncio.IncompleteReadError, ConnectionError, ValueError):
-                raise _crashed() from None  # the decoder died on this image
+            except (asyncio.IncompleteReadError, OSError, ValueError):
+                raise _crashed() from None  # the decoder died on this image (or its pipe broke)
         finally:
             self._pending -= 1
         if "reason" in answer:

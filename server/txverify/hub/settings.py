@@ -78,7 +78,7 @@ class HubSettings:
     # The JSON API (Connect protocol, server/txverify/hub/jsonapi/) on this port of `host`,
     # under the same identity rules; 0 = any free port, None = off.
     json_port: int | None = None
-    # Threads reading slip images (VerifyRequest.slip_image), at low priority: hub/images.py.
+    # Decoder processes reading slip images (VerifyRequest.slip_image), SCHED_IDLE: hub/images.py.
     image_workers: int = 1
     # Audit, duplicate counting and idempotency; off only to measure their cost.
     audit: bool = True
