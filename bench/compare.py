@@ -29,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from harness import Bench, Run  # noqa: E402
+from harness import Bench, Run, bench_settings  # noqa: E402
 from txverify.cli.faultlab.processes import READY, Server  # noqa: E402
 
 
@@ -73,11 +73,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         parser.error("h2load is not installed: make bench-tools")
-    settings = argparse.Namespace(
-        seconds=args.seconds, rounds=1, procs=2, connections=8, concurrency=64,
-        transactions=2000, workers=1, half_rate=0.0, h2load=True, soak=0, profile=None,
-        compare_workers=0, postgres="",
-    )  # fmt: skip
+    settings = bench_settings(args.seconds)
     with tempfile.TemporaryDirectory(prefix="txverify-compare-") as tmpdir:
         tmp = Path(tmpdir)
         bench = Bench(settings, tmp)

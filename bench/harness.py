@@ -119,6 +119,19 @@ class Run:
     errors: dict[str, int] = field(default_factory=dict)  # outcome -> count, when failed
 
 
+def bench_settings(seconds: float, **changed: Any) -> argparse.Namespace:
+    """The harness's settings for a script that drives a Bench of its own (compare.py,
+    image_mix.py): one round of `seconds`, h2load on, the load generator's usual shape."""
+    settings = argparse.Namespace(
+        seconds=seconds, rounds=1, procs=2, connections=8, concurrency=64,
+        transactions=2000, workers=1, half_rate=0.0, h2load=True, soak=0, profile=None,
+        compare_workers=0, postgres="",
+    )  # fmt: skip
+    for name, value in changed.items():
+        setattr(settings, name, value)
+    return settings
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
         self.args, self.tmp = args, tmp

@@ -31,7 +31,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "bench")]
 
-from harness import REQUESTER, Bench  # noqa: E402
+from harness import REQUESTER, Bench, bench_settings  # noqa: E402
 from txverify.cli.faultlab.processes import cpu_seconds  # noqa: E402
 from txverify.slipimage import render_slip_png  # noqa: E402
 from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc  # noqa: E402
@@ -96,11 +96,7 @@ def main() -> None:
     args = parser.parse_args()
     if shutil.which("h2load") is None:
         parser.error("h2load is not installed: make bench-tools")
-    settings = argparse.Namespace(
-        seconds=args.seconds, rounds=1, procs=2, connections=8, concurrency=64,
-        transactions=2000, workers=1, half_rate=0.0, h2load=True, soak=0, profile=None,
-        compare_workers=0, postgres="",
-    )  # fmt: skip
+    settings = bench_settings(args.seconds)
     runs: dict[str, list[dict[str, Any]]] = {"text": [], "text+images": [], "images": []}
     with tempfile.TemporaryDirectory(prefix="txverify-images-") as tmpdir:
         bench = Bench(settings, Path(tmpdir))
