@@ -22,7 +22,12 @@ from typing import Any, TypeAlias, TypeVar
 from google.protobuf import descriptor_pb2 as pb
 from grpc_tools import protoc
 
-SERVICES = ("txverify.v1.AuditLog", "txverify.v1.MemberRegistry", "txverify.v1.VerificationService")
+SERVICES = (
+    "txverify.v1.AuditLog",
+    "txverify.v1.MemberRegistry",
+    "txverify.v1.UsageService",
+    "txverify.v1.VerificationService",
+)
 F = pb.FieldDescriptorProto
 Schema = dict[str, Any]
 Loc = tuple[int, ...]  # a SourceCodeInfo location path

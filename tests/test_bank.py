@@ -388,11 +388,11 @@ def test_trans_ref_lengths_vary_across_banks_within_16_to_25(
 ) -> None:
     lengths = {code: len(refs_of(ts)[0]) for code, ts in transfers_by_bank.items()}
 
-    # The shapes the profiles model (domain.md: 18, 20 and 25 are common), e-wallet ids 16.
-    # KBANK and BAY share 20, so five distinct lengths for six members.
-    assert {"002": 18, "004": 20, "006": 22, "014": 25, "025": 20, "900": 16} == lengths
-    assert all(18 <= n <= 25 for code, n in lengths.items() if code != "900")
-    assert 5 == len(set(lengths.values()))
+    # The shapes real apps print (domain.md: BBL 25 digits, KTB 17-21, SCB and BAY 25),
+    # e-wallet ids 16: four distinct lengths for six members.
+    assert {"002": 25, "004": 20, "006": 21, "014": 25, "025": 25, "900": 16} == lengths
+    assert all(17 <= n <= 25 for code, n in lengths.items() if code != "900")
+    assert 4 == len(set(lengths.values()))
 
 
 @pytest.mark.parametrize("code", STYLE_CODES)

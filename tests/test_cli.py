@@ -51,7 +51,7 @@ def _lines(stream: object, into: queue.Queue[str]) -> None:
         into.put(line)
 
 
-MEMBERS = 6  # five banks and the e-wallet
+MEMBERS = 9  # eight banks and the e-wallet
 
 
 def _up(record: Path) -> Iterator[UpNetwork]:
@@ -158,7 +158,7 @@ def test_verify_prints_a_table_and_exit_codes_tell_failures_apart(network: UpNet
     by_ref = _verify("--hub", network.hub, "--bank", slip.sending_bank, "--ref", slip.trans_ref)
     bad_crc = _verify("--hub", network.hub, "--json", qr[:-1] + ("0" if qr[-1] != "0" else "1"))
     unknown = _verify("--hub", network.hub, "--bank", "014", "--ref", "NOSUCHREF123")
-    not_member = _verify("--hub", network.hub, "--bank", "011", "--ref", "ABC123")
+    not_member = _verify("--hub", network.hub, "--bank", "071", "--ref", "ABC123")
 
     assert (0, 6, 2, 3, 3) == (  # the second check of one slip is a duplicate
         table.returncode,
@@ -354,7 +354,7 @@ def test_slips_export_writes_the_asked_mix(network: UpNetwork) -> None:
         k: kinds.count(k) for k in set(kinds)
     }
     valid_banks = {miniqr.parse(qr).sending_bank for kind, qr in rows if kind == "valid"}
-    assert 6 == len(valid_banks)
+    assert MEMBERS == len(valid_banks)
     expected_exit = {"valid": 0, "notfound": 3, "malformed": 2, "expired": 3, "unknownissuer": 3}
     for kind in expected_exit:
         qr = next(q for k, q in rows if k == kind)
@@ -382,7 +382,7 @@ def test_members_commands_suspend_and_resume_a_member(network: UpNetwork) -> Non
     shown = _run("members", "show", "002", "--json")
 
     assert 0 == listed.returncode, listed.stderr
-    assert ["002", "004", "006", "014", "025", "900"] == [
+    assert ["002", "004", "006", "011", "014", "025", "030", "069", "900"] == [
         m["code"] for m in json.loads(listed.stdout)["members"]
     ]
     assert (0, 1, 0, 0) == (

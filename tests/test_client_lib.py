@@ -34,6 +34,7 @@ from txverify.client.errors import (
     RateLimited,
     SlipExpired,
     SlipNotFound,
+    SlipPending,
     UnexpectedError,
     UnknownMember,
     VerifyFailed,
@@ -190,6 +191,7 @@ def test_only_transient_failures_are_retryable() -> None:
         RateLimited,
         AuditUnavailable,
         SlipNotFound,
+        SlipPending,
         HubUnavailable,
         ImageDecoderBusy,
     } == retryable

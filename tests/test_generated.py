@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from google.protobuf import descriptor
 
+from txverify.hub.usage import UsageServicer
 from txverify.hub.verification import VerificationServicer
 from txverify.simulators.issuer import IssuerServicer
-from txverify.v1 import issuer_pb2, verification_pb2
+from txverify.v1 import issuer_pb2, usage_pb2, verification_pb2
 
 ROOT = Path(__file__).resolve().parent.parent
 GENERATED = ROOT / "proto" / "txverify" / "v1"
@@ -45,6 +46,7 @@ def test_committed_generated_code_matches_make_proto(tmp_path: Path) -> None:
     [
         (verification_pb2.DESCRIPTOR.services_by_name["VerificationService"], VerificationServicer),
         (issuer_pb2.DESCRIPTOR.services_by_name["IssuerService"], IssuerServicer),
+        (usage_pb2.DESCRIPTOR.services_by_name["UsageService"], UsageServicer),
     ],
 )
 def test_every_rpc_is_implemented_with_request_response_naming(

@@ -12,13 +12,14 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import FieldDescriptor
 from openapi_spec_validator import validate
 
-from txverify.v1 import audit_pb2, registry_pb2, verification_pb2
+from txverify.v1 import audit_pb2, registry_pb2, usage_pb2, verification_pb2
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "proto" / "txverify" / "v1" / "openapi.json"
 SERVICES = (
     verification_pb2.DESCRIPTOR.services_by_name["VerificationService"],
     audit_pb2.DESCRIPTOR.services_by_name["AuditLog"],
     registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"],
+    usage_pb2.DESCRIPTOR.services_by_name["UsageService"],
 )
 INT64 = {
     FieldDescriptor.TYPE_INT64: "int64",

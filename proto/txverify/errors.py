@@ -31,6 +31,8 @@ class Reason(StrEnum):
     ISSUER_NOT_SUBSCRIBED = "ISSUER_NOT_SUBSCRIBED"
     SLIP_NOT_FOUND = "SLIP_NOT_FOUND"
     SLIP_EXPIRED = "SLIP_EXPIRED"
+    # The issuer knows the transfer but has not settled it yet: ask again later.
+    SLIP_PENDING = "SLIP_PENDING"
     ISSUER_UNAVAILABLE = "ISSUER_UNAVAILABLE"
     ISSUER_ERROR = "ISSUER_ERROR"
     ISSUER_TIMEOUT = "ISSUER_TIMEOUT"
@@ -78,6 +80,9 @@ REASONS: Mapping[Reason, ReasonSpec] = {
     Reason.ISSUER_NOT_SUBSCRIBED: ReasonSpec(grpc.StatusCode.NOT_FOUND, "6501"),
     Reason.SLIP_NOT_FOUND: ReasonSpec(grpc.StatusCode.NOT_FOUND, "8404"),
     Reason.SLIP_EXPIRED: ReasonSpec(grpc.StatusCode.NOT_FOUND, "8404"),
+    # UNAVAILABLE: the status gRPC retry policies and HTTP clients (503) retry; 8404:
+    # what the existing system answers for it, having no pending code (ARCHITECTURE.md).
+    Reason.SLIP_PENDING: ReasonSpec(grpc.StatusCode.UNAVAILABLE, "8404"),
     Reason.ISSUER_UNAVAILABLE: ReasonSpec(grpc.StatusCode.UNAVAILABLE, "8503"),
     Reason.ISSUER_ERROR: ReasonSpec(grpc.StatusCode.UNAVAILABLE, "8500"),
     Reason.ISSUER_TIMEOUT: ReasonSpec(grpc.StatusCode.DEADLINE_EXCEEDED, "8503"),

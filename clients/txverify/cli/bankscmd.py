@@ -54,9 +54,20 @@ def banks(
         typer.Option(envvar="TXVERIFY_BANKS_DATA", help="Keep ledgers in this directory."),
     ] = None,
     retention_days: Annotated[
-        int,
-        typer.Option(envvar="TXVERIFY_BANKS_RETENTION_DAYS", help="Days a slip stays verifiable."),
+        int | None,
+        typer.Option(
+            envvar="TXVERIFY_BANKS_RETENTION_DAYS",
+            help="Days a slip stays verifiable at every bank (default: each bank's own, 30 or 7).",
+        ),
     ] = BANKS_DEFAULTS.retention_days,
+    pending: Annotated[
+        list[str] | None,
+        typer.Option(
+            envvar="TXVERIFY_BANKS_PENDING",
+            help="CODE=SECONDS: new transfers at that bank stay pending (SLIP_PENDING) this "
+            "long (repeatable; default: settled at once).",
+        ),
+    ] = None,
     certs: Annotated[
         Path | None,
         typer.Option(
@@ -101,6 +112,8 @@ def banks(
                     "name": bank.profile.name,
                     "kind": bank.profile.kind.value,
                     "address": node.address,
+                    "retention_days": bank.retention_days,
+                    "pending_ms": node.faults.pending_ms,
                     "samples": samples,
                 }
             )
@@ -115,6 +128,15 @@ def banks(
                 f"{item!r}: give CODE=PORT, e.g. 014=50114", param_hint="--issuer-port"
             )
         ports[code.strip()] = int(number)
+    windows: dict[str, float] = {}
+    for item in pending or []:
+        code, _, number = item.partition("=")
+        try:
+            windows[code.strip()] = float(number)
+        except ValueError:
+            raise typer.BadParameter(
+                f"{item!r}: give CODE=SECONDS, e.g. 014=30", param_hint="--pending"
+            ) from None
     try:
         settings = SimulatorSettings(
             codes=tuple(codes_of(codes)),
@@ -125,6 +147,7 @@ def banks(
             seed=seed,
             transactions=transactions,
             retention_days=retention_days,
+            pending_seconds=windows,
             pki=certs,
         )
     except ValueError as exc:  # the options do not make valid settings: a usage error

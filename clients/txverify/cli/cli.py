@@ -18,7 +18,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from txverify import units
-from txverify.cli import auditcmd, bankscmd, hubcmd, members, simulatorcmd, verifycmd
+from txverify.cli import (
+    auditcmd,
+    bankscmd,
+    hubcmd,
+    members,
+    simulatorcmd,
+    usagecmd,
+    verifycmd,
+)
 from txverify.cli import certs as certs_cli
 from txverify.cli.common import (
     BANKS_DEFAULTS,
@@ -102,7 +110,8 @@ def up(
         typer.Option(help="Keep ledgers in this directory across restarts (default: temporary)."),
     ] = None,
     retention_days: Annotated[
-        int, typer.Option(help="Days a slip stays verifiable.")
+        int | None,
+        typer.Option(help="Days a slip stays verifiable at every bank (default: each bank's own)."),
     ] = BANKS_DEFAULTS.retention_days,
     use_tls: Annotated[
         bool, typer.Option("--tls", help="Mutual TLS on both legs (member -> hub -> issuer).")
@@ -147,7 +156,7 @@ def up(
         seed=seed,
         transactions=transactions,
         data_dir=data,
-        extra_sim_args=("--retention-days", str(retention_days)),
+        extra_sim_args=("--retention-days", str(retention_days)) if retention_days else (),
         certs=(certs or (data / "certs" if data else None)) if use_tls else None,
         use_tls=use_tls,
         hub_extra_args=hub_arg or (),
@@ -333,6 +342,7 @@ def cluster_up(
 
 app.command(epilog=verifycmd.EPILOG)(verifycmd.verify)
 app.command("audit")(auditcmd.audit)
+app.command("usage")(usagecmd.usage)
 app.add_typer(loadcmd.load_app, name="load")
 app.add_typer(scenario_app, name="scenario")
 app.command()(simulatorcmd.slip)

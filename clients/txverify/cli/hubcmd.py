@@ -89,6 +89,14 @@ def hub(
             "(redis://host:port/db); default: each process limits on its own.",
         ),
     ] = None,
+    not_found_cost: Annotated[
+        int,
+        typer.Option(
+            envvar="TXVERIFY_HUB_NOT_FOUND_COST",
+            help="Calls of a member's rate limit that a SLIP_NOT_FOUND answer costs "
+            "(a found slip costs 1; 1 = the same).",
+        ),
+    ] = HUB_DEFAULTS.not_found_cost,
     max_in_flight: Annotated[
         int,
         typer.Option(envvar="TXVERIFY_HUB_MAX_IN_FLIGHT", help="Inquiries in flight per issuer."),
@@ -235,6 +243,7 @@ def hub(
             pki=certs,
             rate_limit=RateLimit(rate_limit_rps, rate_limit_burst) if rate_limit_rps else None,
             rate_limit_store=rate_limit_store,
+            not_found_cost=not_found_cost,
             issuer_timeout=issuer_timeout,
             max_in_flight_per_issuer=max_in_flight,
             breaker=BreakerSettings(breaker_failures, breaker_cooldown, breaker_failing_seconds),

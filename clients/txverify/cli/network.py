@@ -22,7 +22,7 @@ from txverify.cli import nginx
 from txverify.client.channels import hub_channel
 from txverify.runtime import tls
 
-DEFAULT_BANKS = ("002", "004", "006", "014", "025", "900")
+DEFAULT_BANKS = ("002", "004", "006", "011", "014", "025", "030", "069", "900")
 READY_PREFIX = "TXVERIFY-READY "
 STARTUP_TIMEOUT = 60.0
 DEFAULT_CONSOLE_PORT = 50080

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -94,6 +95,19 @@ def _guess_proxy(value: str) -> common_pb2.Proxy:
     return common_pb2.Proxy(type=_PROXY_TYPES[kind], value=value)
 
 
+def _backdated(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            "an ISO date-time, e.g. 2026-11-12T10:00 (Bangkok time unless an offset is given)",
+            param_hint="--time",
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=units.BANGKOK)
+
+
 def slip(
     from_bank: Annotated[str, typer.Option(help="Sending member code, e.g. 004.")],
     amount: Annotated[str, typer.Option(help="Amount in baht, e.g. 150.00.")],
@@ -113,12 +127,21 @@ def slip(
     merchant: Annotated[str, typer.Option(help="Merchant ID (toMerchantId).")] = "",
     png: Annotated[Path | None, typer.Option(help="Write the slip as a PNG image here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    time: Annotated[
+        str | None,
+        typer.Option(
+            "--time",
+            help="A backdated transfer (simulator only): when it was made, ISO date-time, "
+            "e.g. 2026-11-12T10:00 (Bangkok time unless an offset is given).",
+        ),
+    ] = None,
     control: ControlOpt = None,
     certs: CertsOpt = None,
 ) -> None:
     """Transfer money at a simulated bank and print the slip it issues."""
     if (to is None) == (to_account is None):
         raise typer.BadParameter("give exactly one of --to (a proxy) and --to-account")
+    made_at = _backdated(time)
     try:
         request = simulator_pb2.TransferRequest(
             bank=from_bank,
@@ -133,6 +156,8 @@ def slip(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    if made_at is not None:
+        request.trans_time.CopyFrom(units.to_timestamp(made_at))
     if to_account is not None:
         request.to_account = to_account
     elif proxy_type:
@@ -200,6 +225,10 @@ def faults(
     visibility_delay_ms: Annotated[
         int | None, typer.Option(help="Slips stay invisible this long after a transfer.")
     ] = None,
+    pending_ms: Annotated[
+        int | None,
+        typer.Option(help="New transfers stay pending (SLIP_PENDING) this long, then settle."),
+    ] = None,
     clear: Annotated[bool, typer.Option("--clear", help="Remove every fault first.")] = False,
     control: ControlOpt = None,
     certs: CertsOpt = None,
@@ -218,6 +247,7 @@ def faults(
                 "hang": hang,
                 "refuse": refuse,
                 "visibility_delay_ms": visibility_delay_ms,
+                "pending_ms": pending_ms,
             }
             if flap is not None:
                 down, _, period = flap.partition("/")
@@ -249,6 +279,7 @@ def faults(
         ("refuse", "yes" if f.refuse else "no"),
         ("flap", f"down {f.flap_down_s} s every {f.flap_period_s} s" if f.flap_down_s else "no"),
         ("visibility delay", f"{f.visibility_delay_ms} ms"),
+        ("pending window", f"{f.pending_ms} ms"),
     ):
         table.add_row(key, value)
     out.print(table)
@@ -261,10 +292,13 @@ slips_app = typer.Typer(help="Slips of the simulated banks, for load tools.", no
 def export(
     count: Annotated[int, typer.Option(help="Slips of existing, verifiable transactions.")],
     expired: Annotated[int, typer.Option(help="Plus slips older than retention.")] = 0,
+    pending: Annotated[
+        int, typer.Option(help="Plus slips not settled yet (inside a bank's pending window).")
+    ] = 0,
     not_found: Annotated[int, typer.Option(help="Plus well-formed slips nobody issued.")] = 0,
     malformed: Annotated[int, typer.Option(help="Plus QR texts with a broken CRC.")] = 0,
     unknown_issuer: Annotated[
-        int, typer.Option(help="Plus slips naming a bank that is not a member (011).")
+        int, typer.Option(help="Plus slips naming a bank that is not a member (071).")
     ] = 0,
     kinds: Annotated[
         bool, typer.Option("--kinds", help="Prefix each line with its kind and a tab.")
@@ -276,6 +310,7 @@ def export(
     wanted = {
         "valid": count,
         "expired": expired,
+        "pending": pending,
         "notfound": not_found,
         "malformed": malformed,
         "unknownissuer": unknown_issuer,
@@ -288,23 +323,28 @@ def export(
             banks = [
                 b.code for b in stub.ListBanks(simulator_pb2.ListBanksRequest(), timeout=10).banks
             ]
-            pools: dict[str, dict[str, list[str]]] = {"valid": {}, "expired": {}}
+            states = {
+                simulator_pb2.SLIP_STATE_VISIBLE: "valid",
+                simulator_pb2.SLIP_STATE_EXPIRED: "expired",
+                simulator_pb2.SLIP_STATE_PENDING: "pending",
+            }
+            pools: dict[str, dict[str, list[str]]] = {k: {} for k in states.values()}
             for bank in banks:
-                pools["valid"][bank], pools["expired"][bank] = [], []
+                for kind in states.values():
+                    pools[kind][bank] = []
                 for s in iter_slips(stub, bank):
-                    if s.state == simulator_pb2.SLIP_STATE_VISIBLE:
-                        pools["valid"][bank].append(s.qr_text)
-                    elif s.state == simulator_pb2.SLIP_STATE_EXPIRED:
-                        pools["expired"][bank].append(s.qr_text)
+                    if s.state in states:
+                        pools[states[s.state]][bank].append(s.qr_text)
         except grpc.RpcError as error:
             raise _fail(error, control) from None
     lines: list[tuple[str, str]] = []
-    for kind in ("valid", "expired"):
+    for kind in ("valid", "expired", "pending"):
         picked = slipkinds.round_robin(pools[kind], wanted[kind])
         if len(picked) < wanted[kind]:
             err.print(
                 f"[red]only {len(picked)} {kind} slips exist, {wanted[kind]} asked[/]: "
-                "start the network with more --transactions"
+                "start the network with more --transactions (pending: transfer at a bank "
+                "with a pending window)"
             )
             raise typer.Exit(1)
         lines += [(kind, qr) for qr in picked]

@@ -46,7 +46,7 @@ def not_found(banks: list[str], n: int) -> list[str]:
 
 
 def unknown_issuer(i: int) -> str:
-    return miniqr.build("011", f"UI{i:018d}")  # TTB: a real bank code, not simulated
+    return miniqr.build("071", f"UI{i:018d}")  # Thai Credit: a real bank code, not simulated
 
 
 def broken(qr: str, i: int) -> str:

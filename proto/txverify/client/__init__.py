@@ -17,7 +17,13 @@ from txverify.client.channels import explain_refusal, hub_aio_channel, hub_chann
 from txverify.client.errors import VerifyFailed, error_from_details
 from txverify.errors import details_of
 from txverify.runtime import tls
-from txverify.v1 import common_pb2, verification_pb2, verification_pb2_grpc
+from txverify.v1 import (
+    common_pb2,
+    usage_pb2,
+    usage_pb2_grpc,
+    verification_pb2,
+    verification_pb2_grpc,
+)
 from txverify.wire import MEMBER_HEADER
 
 __all__ = [
@@ -153,6 +159,20 @@ class TxVerifyClient(_Client):
             hub_channel(hub, certs=certs, identity=member) if channel is None else channel
         )
         self._stub = verification_pb2_grpc.VerificationServiceStub(self._channel)
+        self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)
+
+    def usage(self, member: str = "") -> usage_pb2.GetUsageResponse:
+        """This member's usage (verifications today and this month, not-found share, rate
+        limit, tokens now); an operator names any `member`. Raises a VerifyFailed subclass."""
+        try:
+            response: usage_pb2.GetUsageResponse = self._usage.GetUsage(
+                usage_pb2.GetUsageRequest(member=member),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as rpc_error:
+            raise error_from_details(explain_refusal(details_of(rpc_error), tls.HUB_DNS)) from None
+        return response
 
     def verify(
         self,
@@ -218,6 +238,19 @@ class AsyncTxVerifyClient(_Client):
             hub_aio_channel(hub, certs=certs, identity=member) if channel is None else channel
         )
         self._stub = verification_pb2_grpc.VerificationServiceStub(self._channel)
+        self._usage = usage_pb2_grpc.UsageServiceStub(self._channel)
+
+    async def usage(self, member: str = "") -> usage_pb2.GetUsageResponse:
+        """As TxVerifyClient.usage."""
+        try:
+            response: usage_pb2.GetUsageResponse = await self._usage.GetUsage(
+                usage_pb2.GetUsageRequest(member=member),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+        except grpc.RpcError as rpc_error:
+            raise error_from_details(explain_refusal(details_of(rpc_error), tls.HUB_DNS)) from None
+        return response
 
     async def verify(
         self,

@@ -125,6 +125,13 @@ class SlipExpired(VerifyFailed):
     """SLIP_EXPIRED: the slip is older than the issuer's retention."""
 
 
+class SlipPending(VerifyFailed):
+    """SLIP_PENDING: the issuer knows the transfer but has not settled it yet; retry after
+    `retry_after` seconds (when the issuer said)."""
+
+    retryable = True
+
+
 # Unavailable or too slow.
 class IssuerUnavailable(VerifyFailed):
     """ISSUER_UNAVAILABLE: the issuer is unreachable, its circuit is open (metadata
@@ -185,6 +192,7 @@ BY_REASON: Mapping[Reason, type[VerifyFailed]] = {
     Reason.ISSUER_NOT_SUBSCRIBED: IssuerNotSubscribed,
     Reason.SLIP_NOT_FOUND: SlipNotFound,
     Reason.SLIP_EXPIRED: SlipExpired,
+    Reason.SLIP_PENDING: SlipPending,
     Reason.ISSUER_UNAVAILABLE: IssuerUnavailable,
     Reason.ISSUER_ERROR: IssuerError,
     Reason.ISSUER_TIMEOUT: IssuerTimeout,

@@ -22,54 +22,55 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from txverify.v1 import common_pb2 as txverify_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btxverify/v1/simulator.proto\x12\x0btxverify.v1\x1a\x18txverify/v1/common.proto\"\xa6\x01\n\rSimulatedBank\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nshort_name\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.txverify.v1.MemberKind\x12\x16\n\x0eissuer_address\x18\x05 \x01(\t\x12\x14\n\x0ctransactions\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x63\x63ounts\x18\x07 \x01(\x03\"\x12\n\x10ListBanksRequest\">\n\x11ListBanksResponse\x12)\n\x05\x62\x61nks\x18\x01 \x03(\x0b\x32\x1a.txverify.v1.SimulatedBank\"\x92\x01\n\x0b\x41\x63\x63ountInfo\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x0f\n\x07name_th\x18\x03 \x01(\t\x12\x0f\n\x07name_en\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61lance_satang\x18\x05 \x01(\x03\x12#\n\x07proxies\x18\x06 \x03(\x0b\x32\x12.txverify.v1.Proxy\"\xa1\x01\n\x12OpenAccountRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x0f\n\x07name_th\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\x1e\n\x16initial_balance_satang\x18\x04 \x01(\x03\x12#\n\x07proxies\x18\x05 \x03(\x0b\x32\x12.txverify.v1.Proxy\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x06 \x01(\t\"@\n\x13OpenAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.txverify.v1.AccountInfo\"\xab\x02\n\x0fTransferRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x0f\n\x07to_bank\x18\x03 \x01(\t\x12\x14\n\nto_account\x18\x04 \x01(\tH\x00\x12&\n\x08to_proxy\x18\x05 \x01(\x0b\x32\x12.txverify.v1.ProxyH\x00\x12\x15\n\ramount_satang\x18\x06 \x01(\x03\x12\x12\n\nfee_satang\x18\x07 \x01(\x03\x12\x0c\n\x04ref1\x18\x08 \x01(\t\x12\x0c\n\x04ref2\x18\t \x01(\t\x12\x0c\n\x04ref3\x18\n \x01(\t\x12\x16\n\x0eto_merchant_id\x18\x0b \x01(\t\x12\x18\n\x10receiver_name_th\x18\x0c \x01(\t\x12\x18\n\x10receiver_name_en\x18\r \x01(\tB\x04\n\x02to\"j\n\x10TransferResponse\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\x12\x0f\n\x07qr_text\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61lance_satang\x18\x03 \x01(\x03\"1\n\x0eReverseRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\ttrans_ref\x18\x02 \x01(\t\"@\n\x0fReverseResponse\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\"m\n\x04Slip\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\x12\x0f\n\x07qr_text\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.txverify.v1.SlipState\"N\n\x17ListTransactionsRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x18ListTransactionsResponse\x12 \n\x05slips\x18\x01 \x03(\x0b\x32\x11.txverify.v1.Slip\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xc0\x01\n\x06\x46\x61ults\x12\x12\n\nlatency_ms\x18\x01 \x01(\r\x12\x11\n\tjitter_ms\x18\x02 \x01(\r\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x14\n\x0c\x65rror_status\x18\x04 \x01(\t\x12\x0c\n\x04hang\x18\x05 \x01(\x08\x12\x0e\n\x06refuse\x18\x06 \x01(\x08\x12\x13\n\x0b\x66lap_down_s\x18\x07 \x01(\r\x12\x15\n\rflap_period_s\x18\x08 \x01(\r\x12\x1b\n\x13visibility_delay_ms\x18\t \x01(\r\"E\n\x10SetFaultsRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12#\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32\x13.txverify.v1.Faults\"R\n\x11SetFaultsResponse\x12#\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x13.txverify.v1.Faults\x12\x18\n\x10issuer_listening\x18\x02 \x01(\x08\" \n\x10GetFaultsRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\"R\n\x11GetFaultsResponse\x12#\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x13.txverify.v1.Faults\x12\x18\n\x10issuer_listening\x18\x02 \x01(\x08*w\n\tSlipState\x12\x1a\n\x16SLIP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SLIP_STATE_VISIBLE\x10\x01\x12\x1e\n\x1aSLIP_STATE_NOT_YET_VISIBLE\x10\x02\x12\x16\n\x12SLIP_STATE_EXPIRED\x10\x03\x32\xb5\x04\n\rBankSimulator\x12J\n\tListBanks\x12\x1d.txverify.v1.ListBanksRequest\x1a\x1e.txverify.v1.ListBanksResponse\x12P\n\x0bOpenAccount\x12\x1f.txverify.v1.OpenAccountRequest\x1a .txverify.v1.OpenAccountResponse\x12G\n\x08Transfer\x12\x1c.txverify.v1.TransferRequest\x1a\x1d.txverify.v1.TransferResponse\x12\x44\n\x07Reverse\x12\x1b.txverify.v1.ReverseRequest\x1a\x1c.txverify.v1.ReverseResponse\x12_\n\x10ListTransactions\x12$.txverify.v1.ListTransactionsRequest\x1a%.txverify.v1.ListTransactionsResponse\x12J\n\tSetFaults\x12\x1d.txverify.v1.SetFaultsRequest\x1a\x1e.txverify.v1.SetFaultsResponse\x12J\n\tGetFaults\x12\x1d.txverify.v1.GetFaultsRequest\x1a\x1e.txverify.v1.GetFaultsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btxverify/v1/simulator.proto\x12\x0btxverify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18txverify/v1/common.proto\"\xd2\x01\n\rSimulatedBank\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x12\n\nshort_name\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12%\n\x04kind\x18\x04 \x01(\x0e\x32\x17.txverify.v1.MemberKind\x12\x16\n\x0eissuer_address\x18\x05 \x01(\t\x12\x14\n\x0ctransactions\x18\x06 \x01(\x03\x12\x10\n\x08\x61\x63\x63ounts\x18\x07 \x01(\x03\x12\x16\n\x0eretention_days\x18\x08 \x01(\r\x12\x12\n\npending_ms\x18\t \x01(\r\"\x12\n\x10ListBanksRequest\">\n\x11ListBanksResponse\x12)\n\x05\x62\x61nks\x18\x01 \x03(\x0b\x32\x1a.txverify.v1.SimulatedBank\"\x92\x01\n\x0b\x41\x63\x63ountInfo\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x02 \x01(\t\x12\x0f\n\x07name_th\x18\x03 \x01(\t\x12\x0f\n\x07name_en\x18\x04 \x01(\t\x12\x16\n\x0e\x62\x61lance_satang\x18\x05 \x01(\x03\x12#\n\x07proxies\x18\x06 \x03(\x0b\x32\x12.txverify.v1.Proxy\"\xa1\x01\n\x12OpenAccountRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x0f\n\x07name_th\x18\x02 \x01(\t\x12\x0f\n\x07name_en\x18\x03 \x01(\t\x12\x1e\n\x16initial_balance_satang\x18\x04 \x01(\x03\x12#\n\x07proxies\x18\x05 \x03(\x0b\x32\x12.txverify.v1.Proxy\x12\x16\n\x0e\x61\x63\x63ount_number\x18\x06 \x01(\t\"@\n\x13OpenAccountResponse\x12)\n\x07\x61\x63\x63ount\x18\x01 \x01(\x0b\x32\x18.txverify.v1.AccountInfo\"\xdb\x02\n\x0fTransferRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x14\n\x0c\x66rom_account\x18\x02 \x01(\t\x12\x0f\n\x07to_bank\x18\x03 \x01(\t\x12\x14\n\nto_account\x18\x04 \x01(\tH\x00\x12&\n\x08to_proxy\x18\x05 \x01(\x0b\x32\x12.txverify.v1.ProxyH\x00\x12\x15\n\ramount_satang\x18\x06 \x01(\x03\x12\x12\n\nfee_satang\x18\x07 \x01(\x03\x12\x0c\n\x04ref1\x18\x08 \x01(\t\x12\x0c\n\x04ref2\x18\t \x01(\t\x12\x0c\n\x04ref3\x18\n \x01(\t\x12\x16\n\x0eto_merchant_id\x18\x0b \x01(\t\x12\x18\n\x10receiver_name_th\x18\x0c \x01(\t\x12\x18\n\x10receiver_name_en\x18\r \x01(\t\x12.\n\ntrans_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\n\x02to\"j\n\x10TransferResponse\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\x12\x0f\n\x07qr_text\x18\x02 \x01(\t\x12\x16\n\x0e\x62\x61lance_satang\x18\x03 \x01(\x03\"1\n\x0eReverseRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\ttrans_ref\x18\x02 \x01(\t\"@\n\x0fReverseResponse\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\"m\n\x04Slip\x12-\n\x0btransaction\x18\x01 \x01(\x0b\x32\x18.txverify.v1.Transaction\x12\x0f\n\x07qr_text\x18\x02 \x01(\t\x12%\n\x05state\x18\x03 \x01(\x0e\x32\x16.txverify.v1.SlipState\"N\n\x17ListTransactionsRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"U\n\x18ListTransactionsResponse\x12 \n\x05slips\x18\x01 \x03(\x0b\x32\x11.txverify.v1.Slip\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\xd4\x01\n\x06\x46\x61ults\x12\x12\n\nlatency_ms\x18\x01 \x01(\r\x12\x11\n\tjitter_ms\x18\x02 \x01(\r\x12\x12\n\nerror_rate\x18\x03 \x01(\x01\x12\x14\n\x0c\x65rror_status\x18\x04 \x01(\t\x12\x0c\n\x04hang\x18\x05 \x01(\x08\x12\x0e\n\x06refuse\x18\x06 \x01(\x08\x12\x13\n\x0b\x66lap_down_s\x18\x07 \x01(\r\x12\x15\n\rflap_period_s\x18\x08 \x01(\r\x12\x1b\n\x13visibility_delay_ms\x18\t \x01(\r\x12\x12\n\npending_ms\x18\n \x01(\r\"E\n\x10SetFaultsRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\x12#\n\x06\x66\x61ults\x18\x02 \x01(\x0b\x32\x13.txverify.v1.Faults\"R\n\x11SetFaultsResponse\x12#\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x13.txverify.v1.Faults\x12\x18\n\x10issuer_listening\x18\x02 \x01(\x08\" \n\x10GetFaultsRequest\x12\x0c\n\x04\x62\x61nk\x18\x01 \x01(\t\"R\n\x11GetFaultsResponse\x12#\n\x06\x66\x61ults\x18\x01 \x01(\x0b\x32\x13.txverify.v1.Faults\x12\x18\n\x10issuer_listening\x18\x02 \x01(\x08*\x8f\x01\n\tSlipState\x12\x1a\n\x16SLIP_STATE_UNSPECIFIED\x10\x00\x12\x16\n\x12SLIP_STATE_VISIBLE\x10\x01\x12\x1e\n\x1aSLIP_STATE_NOT_YET_VISIBLE\x10\x02\x12\x16\n\x12SLIP_STATE_EXPIRED\x10\x03\x12\x16\n\x12SLIP_STATE_PENDING\x10\x04\x32\xb5\x04\n\rBankSimulator\x12J\n\tListBanks\x12\x1d.txverify.v1.ListBanksRequest\x1a\x1e.txverify.v1.ListBanksResponse\x12P\n\x0bOpenAccount\x12\x1f.txverify.v1.OpenAccountRequest\x1a .txverify.v1.OpenAccountResponse\x12G\n\x08Transfer\x12\x1c.txverify.v1.TransferRequest\x1a\x1d.txverify.v1.TransferResponse\x12\x44\n\x07Reverse\x12\x1b.txverify.v1.ReverseRequest\x1a\x1c.txverify.v1.ReverseResponse\x12_\n\x10ListTransactions\x12$.txverify.v1.ListTransactionsRequest\x1a%.txverify.v1.ListTransactionsResponse\x12J\n\tSetFaults\x12\x1d.txverify.v1.SetFaultsRequest\x1a\x1e.txverify.v1.SetFaultsResponse\x12J\n\tGetFaults\x12\x1d.txverify.v1.GetFaultsRequest\x1a\x1e.txverify.v1.GetFaultsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'txverify.v1.simulator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SLIPSTATE']._serialized_start=1975
-  _globals['_SLIPSTATE']._serialized_end=2094
-  _globals['_SIMULATEDBANK']._serialized_start=71
-  _globals['_SIMULATEDBANK']._serialized_end=237
-  _globals['_LISTBANKSREQUEST']._serialized_start=239
-  _globals['_LISTBANKSREQUEST']._serialized_end=257
-  _globals['_LISTBANKSRESPONSE']._serialized_start=259
-  _globals['_LISTBANKSRESPONSE']._serialized_end=321
-  _globals['_ACCOUNTINFO']._serialized_start=324
-  _globals['_ACCOUNTINFO']._serialized_end=470
-  _globals['_OPENACCOUNTREQUEST']._serialized_start=473
-  _globals['_OPENACCOUNTREQUEST']._serialized_end=634
-  _globals['_OPENACCOUNTRESPONSE']._serialized_start=636
-  _globals['_OPENACCOUNTRESPONSE']._serialized_end=700
-  _globals['_TRANSFERREQUEST']._serialized_start=703
-  _globals['_TRANSFERREQUEST']._serialized_end=1002
-  _globals['_TRANSFERRESPONSE']._serialized_start=1004
-  _globals['_TRANSFERRESPONSE']._serialized_end=1110
-  _globals['_REVERSEREQUEST']._serialized_start=1112
-  _globals['_REVERSEREQUEST']._serialized_end=1161
-  _globals['_REVERSERESPONSE']._serialized_start=1163
-  _globals['_REVERSERESPONSE']._serialized_end=1227
-  _globals['_SLIP']._serialized_start=1229
-  _globals['_SLIP']._serialized_end=1338
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1340
-  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1418
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1420
-  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1505
-  _globals['_FAULTS']._serialized_start=1508
-  _globals['_FAULTS']._serialized_end=1700
-  _globals['_SETFAULTSREQUEST']._serialized_start=1702
-  _globals['_SETFAULTSREQUEST']._serialized_end=1771
-  _globals['_SETFAULTSRESPONSE']._serialized_start=1773
-  _globals['_SETFAULTSRESPONSE']._serialized_end=1855
-  _globals['_GETFAULTSREQUEST']._serialized_start=1857
-  _globals['_GETFAULTSREQUEST']._serialized_end=1889
-  _globals['_GETFAULTSRESPONSE']._serialized_start=1891
-  _globals['_GETFAULTSRESPONSE']._serialized_end=1973
-  _globals['_BANKSIMULATOR']._serialized_start=2097
-  _globals['_BANKSIMULATOR']._serialized_end=2662
+  _globals['_SLIPSTATE']._serialized_start=2121
+  _globals['_SLIPSTATE']._serialized_end=2264
+  _globals['_SIMULATEDBANK']._serialized_start=104
+  _globals['_SIMULATEDBANK']._serialized_end=314
+  _globals['_LISTBANKSREQUEST']._serialized_start=316
+  _globals['_LISTBANKSREQUEST']._serialized_end=334
+  _globals['_LISTBANKSRESPONSE']._serialized_start=336
+  _globals['_LISTBANKSRESPONSE']._serialized_end=398
+  _globals['_ACCOUNTINFO']._serialized_start=401
+  _globals['_ACCOUNTINFO']._serialized_end=547
+  _globals['_OPENACCOUNTREQUEST']._serialized_start=550
+  _globals['_OPENACCOUNTREQUEST']._serialized_end=711
+  _globals['_OPENACCOUNTRESPONSE']._serialized_start=713
+  _globals['_OPENACCOUNTRESPONSE']._serialized_end=777
+  _globals['_TRANSFERREQUEST']._serialized_start=780
+  _globals['_TRANSFERREQUEST']._serialized_end=1127
+  _globals['_TRANSFERRESPONSE']._serialized_start=1129
+  _globals['_TRANSFERRESPONSE']._serialized_end=1235
+  _globals['_REVERSEREQUEST']._serialized_start=1237
+  _globals['_REVERSEREQUEST']._serialized_end=1286
+  _globals['_REVERSERESPONSE']._serialized_start=1288
+  _globals['_REVERSERESPONSE']._serialized_end=1352
+  _globals['_SLIP']._serialized_start=1354
+  _globals['_SLIP']._serialized_end=1463
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_start=1465
+  _globals['_LISTTRANSACTIONSREQUEST']._serialized_end=1543
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_start=1545
+  _globals['_LISTTRANSACTIONSRESPONSE']._serialized_end=1630
+  _globals['_FAULTS']._serialized_start=1633
+  _globals['_FAULTS']._serialized_end=1845
+  _globals['_SETFAULTSREQUEST']._serialized_start=1847
+  _globals['_SETFAULTSREQUEST']._serialized_end=1916
+  _globals['_SETFAULTSRESPONSE']._serialized_start=1918
+  _globals['_SETFAULTSRESPONSE']._serialized_end=2000
+  _globals['_GETFAULTSREQUEST']._serialized_start=2002
+  _globals['_GETFAULTSREQUEST']._serialized_end=2034
+  _globals['_GETFAULTSRESPONSE']._serialized_start=2036
+  _globals['_GETFAULTSRESPONSE']._serialized_end=2118
+  _globals['_BANKSIMULATOR']._serialized_start=2267
+  _globals['_BANKSIMULATOR']._serialized_end=2832
 # @@protoc_insertion_point(module_scope)

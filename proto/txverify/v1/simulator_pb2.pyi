@@ -12,6 +12,7 @@ closed) can still be told to recover. Every request names the bank.
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from txverify.v1 import common_pb2 as _common_pb2
@@ -40,6 +41,8 @@ class _SlipStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_SlipState.V
     """Too recent: inside the bank's "not yet visible" delay (SLIP_NOT_FOUND)."""
     SLIP_STATE_EXPIRED: _SlipState.ValueType  # 3
     """Older than the bank's retention window (SLIP_EXPIRED)."""
+    SLIP_STATE_PENDING: _SlipState.ValueType  # 4
+    """Known but not settled yet: inside the bank's pending window (SLIP_PENDING)."""
 
 class SlipState(_SlipState, metaclass=_SlipStateEnumTypeWrapper):
     """What an inquiry about a slip would see now."""
@@ -52,6 +55,8 @@ SLIP_STATE_NOT_YET_VISIBLE: SlipState.ValueType  # 2
 """Too recent: inside the bank's "not yet visible" delay (SLIP_NOT_FOUND)."""
 SLIP_STATE_EXPIRED: SlipState.ValueType  # 3
 """Older than the bank's retention window (SLIP_EXPIRED)."""
+SLIP_STATE_PENDING: SlipState.ValueType  # 4
+"""Known but not settled yet: inside the bank's pending window (SLIP_PENDING)."""
 Global___SlipState: _TypeAlias = SlipState  # noqa: Y015
 
 @_typing.final
@@ -67,6 +72,8 @@ class SimulatedBank(_message.Message):
     ISSUER_ADDRESS_FIELD_NUMBER: _builtins.int
     TRANSACTIONS_FIELD_NUMBER: _builtins.int
     ACCOUNTS_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    PENDING_MS_FIELD_NUMBER: _builtins.int
     code: _builtins.str
     """Member code: the FI code for banks, e.g. "014"; "900" for the e-wallet."""
     short_name: _builtins.str
@@ -81,6 +88,10 @@ class SimulatedBank(_message.Message):
     """Number of transactions in its ledger."""
     accounts: _builtins.int
     """Number of accounts in its ledger."""
+    retention_days: _builtins.int
+    """Days a slip stays verifiable, by Bangkok calendar day (30 or 7 by bank)."""
+    pending_ms: _builtins.int
+    """How long a new transfer stays pending (SLIP_PENDING) now, in milliseconds."""
     def __init__(
         self,
         *,
@@ -91,10 +102,12 @@ class SimulatedBank(_message.Message):
         issuer_address: _builtins.str = ...,
         transactions: _builtins.int = ...,
         accounts: _builtins.int = ...,
+        retention_days: _builtins.int = ...,
+        pending_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "code", b"code", "issuer_address", b"issuer_address", "kind", b"kind", "name", b"name", "short_name", b"short_name", "transactions", b"transactions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accounts", b"accounts", "code", b"code", "issuer_address", b"issuer_address", "kind", b"kind", "name", b"name", "pending_ms", b"pending_ms", "retention_days", b"retention_days", "short_name", b"short_name", "transactions", b"transactions"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -274,6 +287,7 @@ class TransferRequest(_message.Message):
     TO_MERCHANT_ID_FIELD_NUMBER: _builtins.int
     RECEIVER_NAME_TH_FIELD_NUMBER: _builtins.int
     RECEIVER_NAME_EN_FIELD_NUMBER: _builtins.int
+    TRANS_TIME_FIELD_NUMBER: _builtins.int
     bank: _builtins.str
     """Member code of the sending bank."""
     from_account: _builtins.str
@@ -310,6 +324,12 @@ class TransferRequest(_message.Message):
     def to_proxy(self) -> _common_pb2.Proxy:
         """A PromptPay proxy (MSISDN, NATID, EWALLETID, EMAIL or BILLERID), unmasked."""
 
+    @_builtins.property
+    def trans_time(self) -> _timestamp_pb2.Timestamp:
+        """A backdated transfer (QA): when it was made, not in the future, at most
+        400 days back. Unset: now.
+        """
+
     def __init__(
         self,
         *,
@@ -326,10 +346,11 @@ class TransferRequest(_message.Message):
         to_merchant_id: _builtins.str = ...,
         receiver_name_th: _builtins.str = ...,
         receiver_name_en: _builtins.str = ...,
+        trans_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["to", b"to", "to_account", b"to_account", "to_proxy", b"to_proxy"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["to", b"to", "to_account", b"to_account", "to_proxy", b"to_proxy", "trans_time", b"trans_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_satang", b"amount_satang", "bank", b"bank", "fee_satang", b"fee_satang", "from_account", b"from_account", "receiver_name_en", b"receiver_name_en", "receiver_name_th", b"receiver_name_th", "ref1", b"ref1", "ref2", b"ref2", "ref3", b"ref3", "to", b"to", "to_account", b"to_account", "to_bank", b"to_bank", "to_merchant_id", b"to_merchant_id", "to_proxy", b"to_proxy"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_satang", b"amount_satang", "bank", b"bank", "fee_satang", b"fee_satang", "from_account", b"from_account", "receiver_name_en", b"receiver_name_en", "receiver_name_th", b"receiver_name_th", "ref1", b"ref1", "ref2", b"ref2", "ref3", b"ref3", "to", b"to", "to_account", b"to_account", "to_bank", b"to_bank", "to_merchant_id", b"to_merchant_id", "to_proxy", b"to_proxy", "trans_time", b"trans_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_to: _TypeAlias = _typing.Literal["to_account", "to_proxy"]  # noqa: Y015
     _WhichOneofArgType_to: _TypeAlias = _typing.Literal["to", b"to"]  # noqa: Y015
@@ -524,6 +545,7 @@ class Faults(_message.Message):
     FLAP_DOWN_S_FIELD_NUMBER: _builtins.int
     FLAP_PERIOD_S_FIELD_NUMBER: _builtins.int
     VISIBILITY_DELAY_MS_FIELD_NUMBER: _builtins.int
+    PENDING_MS_FIELD_NUMBER: _builtins.int
     latency_ms: _builtins.int
     """Added delay on every inquiry, in milliseconds."""
     jitter_ms: _builtins.int
@@ -546,6 +568,11 @@ class Faults(_message.Message):
     """A slip stays invisible (SLIP_NOT_FOUND) this long after its transfer,
     as at real banks right after a transfer; 0 = visible at once.
     """
+    pending_ms: _builtins.int
+    """A new transfer stays pending (SLIP_PENDING, with RetryInfo) this long
+    after the end of visibility_delay_ms, as delayed transfers do at real
+    banks; 0 = settled at once. The bank's own window when the simulator starts.
+    """
     def __init__(
         self,
         *,
@@ -558,10 +585,11 @@ class Faults(_message.Message):
         flap_down_s: _builtins.int = ...,
         flap_period_s: _builtins.int = ...,
         visibility_delay_ms: _builtins.int = ...,
+        pending_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_rate", b"error_rate", "error_status", b"error_status", "flap_down_s", b"flap_down_s", "flap_period_s", b"flap_period_s", "hang", b"hang", "jitter_ms", b"jitter_ms", "latency_ms", b"latency_ms", "refuse", b"refuse", "visibility_delay_ms", b"visibility_delay_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_rate", b"error_rate", "error_status", b"error_status", "flap_down_s", b"flap_down_s", "flap_period_s", b"flap_period_s", "hang", b"hang", "jitter_ms", b"jitter_ms", "latency_ms", b"latency_ms", "pending_ms", b"pending_ms", "refuse", b"refuse", "visibility_delay_ms", b"visibility_delay_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -49,6 +49,8 @@ class VerificationService(Protocol):
                         or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+      UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+                        settled it; RetryInfo says when to ask again)          8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
@@ -115,6 +117,8 @@ class VerificationServiceClient(ConnectClient):
                         or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+      UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+                        settled it; RetryInfo says when to ask again)          8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
@@ -185,6 +189,8 @@ class VerificationServiceSync(Protocol):
                         or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+      UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+                        settled it; RetryInfo says when to ask again)          8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
@@ -249,6 +255,8 @@ class VerificationServiceClientSync(ConnectClientSync):
                         or SLIP_IMAGE_* (see slip_image)                        6400
       NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
       NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+      UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+                        settled it; RetryInfo says when to ask again)          8404
       UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
       UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
       DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503

@@ -36,6 +36,8 @@ class VerificationServiceStub:
     or SLIP_IMAGE_* (see slip_image)                        6400
     NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
     NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+    UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+    settled it; RetryInfo says when to ask again)          8404
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
     UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
     DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
@@ -70,6 +72,8 @@ class VerificationServiceServicer:
     or SLIP_IMAGE_* (see slip_image)                        6400
     NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
     NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+    UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+    settled it; RetryInfo says when to ask again)          8404
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
     UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
     DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
@@ -115,6 +119,8 @@ class VerificationService:
     or SLIP_IMAGE_* (see slip_image)                        6400
     NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
     NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+    UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+    settled it; RetryInfo says when to ask again)          8404
     UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
     UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
     DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503

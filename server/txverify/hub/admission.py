@@ -27,13 +27,30 @@ class Limiter(Protocol):
 
     async def take(self, key: str) -> float: ...
 
+    async def charge(self, key: str, tokens: float) -> None: ...
+
+    async def tokens(self, key: str) -> float | None: ...
+
+
+# What a not-found answer costs a member's rate limit, in calls, is
+# HubSettings.not_found_cost (1 for an Admission built without it: no difference).
+# Guessing transRefs is the attack on a slip API; as PIX's key directory does, a
+# miss costs more than a hit. Only SLIP_NOT_FOUND is a miss: SLIP_EXPIRED names a
+# real (old) transaction, ISSUER_NOT_FOUND a bank code (a public list of ~100, which
+# the hub answers alone) and INVALID_SLIP_QR a malformed text (refused before any
+# issuer is asked; it tells a prober nothing): none is a guess that found nothing.
+CHARGED_REASONS = frozenset({Reason.SLIP_NOT_FOUND})
+
 
 class Admission:
     """The membership rules of the seed, checked on every request against the live directory."""
 
-    def __init__(self, membership: Membership, limiter: Limiter) -> None:
+    def __init__(
+        self, membership: Membership, limiter: Limiter, *, not_found_cost: int = 1
+    ) -> None:
         self.membership = membership
         self.limiter = limiter
+        self.not_found_cost = not_found_cost
 
     async def admit(self, caller: Caller) -> Member:
         """The calling member if it may send Verify now (membership, then its rate limit)."""
@@ -46,6 +63,12 @@ class Admission:
                 retry_after=wait,
             )
         return member
+
+    async def answered(self, member: str, reason: Reason) -> None:
+        """A failed Verify of an admitted `member`: a not-found costs the rest of its
+        price now (admit took one token), so the member's next calls may wait."""
+        if reason in CHARGED_REASONS and self.not_found_cost > 1:
+            await self.limiter.charge(member, self.not_found_cost - 1)
 
     def requester(self, caller: Caller) -> Member:
         """The calling member if the membership rules let it send Verify (not the rate limit)."""

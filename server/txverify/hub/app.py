@@ -42,6 +42,7 @@ from txverify.hub.resilience.ratelimit import RateLimiter
 from txverify.hub.resilience.ratelimit_redis import SharedRateLimiter
 from txverify.hub.router import Router
 from txverify.hub.settings import ConsoleSettings, HubSettings
+from txverify.hub.usage import UsageServicer
 from txverify.hub.verification import VerificationServicer
 from txverify.runtime import tls
 from txverify.runtime.grpcserver import (
@@ -56,6 +57,8 @@ from txverify.v1 import (
     audit_pb2_grpc,
     registry_pb2,
     registry_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
     verification_pb2,
     verification_pb2_grpc,
 )
@@ -65,6 +68,7 @@ log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
 AUDIT_SERVICE = audit_pb2.DESCRIPTOR.services_by_name["AuditLog"].full_name
+USAGE_SERVICE = usage_pb2.DESCRIPTOR.services_by_name["UsageService"].full_name
 
 
 @dataclass(slots=True)
@@ -217,7 +221,8 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     feed = LiveFeed() if settings.console is not None else None
     observers = Observers([RequestLog(), metrics, *([feed] if feed is not None else [])])
     images = ImageDecoder(settings.image_workers)
-    router = Router(Admission(membership, limiter), gateway, audit, observers, images)
+    admission = Admission(membership, limiter, not_found_cost=settings.not_found_cost)
+    router = Router(admission, gateway, audit, observers, images)
     verifier = VerificationServicer(router, settings.mode)
     auditor = AuditLogServicer(
         audit.store, membership, mode=settings.mode, operators=settings.operators
@@ -228,8 +233,12 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     verification_pb2_grpc.add_VerificationServiceServicer_to_server(verifier, server)
     audit_pb2_grpc.add_AuditLogServicer_to_server(auditor, server)
     registry_pb2_grpc.add_MemberRegistryServicer_to_server(registry, server)
+    usage = UsageServicer(audit.store, admission, mode=settings.mode, operators=settings.operators)
+    usage_pb2_grpc.add_UsageServiceServicer_to_server(usage, server)
     await add_health_and_reflection(
-        server, [VERIFICATION_SERVICE, REGISTRY_SERVICE, AUDIT_SERVICE], health=health
+        server,
+        [VERIFICATION_SERVICE, REGISTRY_SERVICE, AUDIT_SERVICE, USAGE_SERVICE],
+        health=health,
     )
     await issuers.start()
     credentials = None
@@ -274,6 +283,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
                 port=settings.json_port,
                 verification=verifier,
                 audit=auditor,
+                usage=usage,
                 registry=registry,
                 pki=settings.pki if settings.mode is IdentityMode.TLS else None,
                 reuse_port=settings.shared,

@@ -318,7 +318,12 @@ class IssuerGateway:
             return response
         except grpc.aio.AioRpcError as error:
             remaining = deadline - loop.time()
-            never_sent = error.code() is grpc.StatusCode.UNAVAILABLE and not connected
+            # A pending answer is UNAVAILABLE too, but it came from the issuer.
+            never_sent = (
+                error.code() is grpc.StatusCode.UNAVAILABLE
+                and not connected
+                and details_of(error).reason != Reason.SLIP_PENDING.value
+            )
             if not never_sent or remaining <= 0:
                 raise issuer_error(issuer, error) from None
         # The channel was not connected, so the request never left the hub:
@@ -385,6 +390,15 @@ def issuer_error(issuer: Member, error: grpc.aio.AioRpcError) -> ServiceError:
     details = details_of(error)
     status = details.status
     meta = {"issuer": issuer.code, "issuer_status": status.name}
+    if details.reason == Reason.SLIP_PENDING.value:
+        # The issuer answered (UNAVAILABLE is only how "later" travels): relayed
+        # with its RetryInfo, and it proves the issuer well, as a not-found does.
+        return ServiceError(
+            Reason.SLIP_PENDING,
+            details.message or "the transfer is not settled yet at the issuer",
+            metadata=meta,
+            retry_after=details.retry_after,
+        )
     if status == grpc.StatusCode.NOT_FOUND:
         reason = (
             Reason(details.reason)

@@ -13,12 +13,14 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from txverify.errors import Reason
 from txverify.hub.outcome import Verification
 
 log = logging.getLogger(__name__)
 # Latency buckets from 0.5 ms (the hub's own overhead) to 10 s (past any deadline).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+NOT_FOUND = Reason.SLIP_NOT_FOUND.value
 CIRCUIT_VALUES = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 IssuerState = Callable[[], list[tuple[str, int, str | None]]]  # (issuer, in flight, circuit)
 
@@ -82,6 +84,9 @@ class _VerifyCollector(Collector):
         self.outcomes: dict[tuple[str, str], int] = {}
         self.latency = _Latencies()
         self.per_issuer: dict[str, _Latencies] = {}
+        # requester member -> [Verify calls admitted, of which SLIP_NOT_FOUND]: a member
+        # probing with made-up transRefs shows as a high not-found share.
+        self.per_member: dict[str, list[int]] = {}
 
     def collect(self) -> Iterator[Any]:
         outcomes = CounterMetricFamily(
@@ -112,6 +117,21 @@ class _VerifyCollector(Collector):
             created.add_metric([issuer], latencies.created)
         yield per_issuer
         yield created
+        calls = CounterMetricFamily(
+            "txverify_member_verify",
+            "Verify calls per requester member (admitted: answered or failed after admission)",
+            labels=["member"],
+        )
+        not_found = CounterMetricFamily(
+            "txverify_member_not_found",
+            "SLIP_NOT_FOUND answers per requester member",
+            labels=["member"],
+        )
+        for member, (total, missed) in list(self.per_member.items()):
+            calls.add_metric([member], total)
+            not_found.add_metric([member], missed)
+        yield calls
+        yield not_found
 
 
 class Metrics:
@@ -142,6 +162,13 @@ class Metrics:
         stats = self._verify
         key = (v.status, v.reason)
         stats.outcomes[key] = stats.outcomes.get(key, 0) + 1
+        if v.requester:
+            counts = stats.per_member.get(v.requester) or stats.per_member.setdefault(
+                v.requester, [0, 0]
+            )
+            counts[0] += 1
+            if v.reason == NOT_FOUND:
+                counts[1] += 1
         seconds = v.elapsed
         bucket = bisect_left(LATENCY_BUCKETS, seconds)  # le: a value on a bound counts in it
         latency = stats.latency

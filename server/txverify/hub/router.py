@@ -248,6 +248,9 @@ class Router:
     async def _failed(self, v: Verification, error: ServiceError) -> ServiceError:
         """Audit a failure and tell the observers; the error to answer (AUDIT_UNAVAILABLE
         instead when even the failure cannot be recorded)."""
+        if error.reason is Reason.SLIP_NOT_FOUND and v.requester:
+            # Known only now, after the issuer answered: a miss costs more (admission.py).
+            await self.admission.answered(v.requester, error.reason)
         if error.reason is not Reason.AUDIT_UNAVAILABLE:
             v.status, v.reason = error.status_code.name, error.reason.value
             try:

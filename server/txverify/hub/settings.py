@@ -24,6 +24,9 @@ DEFAULT_PORT = 50051
 # Also the defaults of forwarding.ForwardingPolicy, which the hub builds from these.
 ISSUER_TIMEOUT = 5.0  # seconds: cap on one issuer inquiry
 MAX_IN_FLIGHT = 200  # inquiries in flight per issuer
+# What a SLIP_NOT_FOUND costs a member's rate limit, in calls (txverify.hub.admission).
+NOT_FOUND_COST = 10
+MAX_NOT_FOUND_COST = 1000
 
 
 def default_of(settings: type[Any], name: str) -> Any:
@@ -66,6 +69,9 @@ class HubSettings:
     # Where replicas share their rate-limit buckets (redis://host:port/db);
     # None = each process limits on its own (resilience/ratelimit_redis.py says why).
     rate_limit_store: str | None = None
+    # Calls of a member's rate limit that a SLIP_NOT_FOUND answer costs (a found slip
+    # costs 1; 1 = no difference): guessing transRefs gets RATE_LIMITED sooner.
+    not_found_cost: int = NOT_FOUND_COST
     issuer_timeout: float = ISSUER_TIMEOUT
     max_in_flight_per_issuer: int = MAX_IN_FLIGHT
     breaker: BreakerSettings = field(default_factory=BreakerSettings)
@@ -109,6 +115,15 @@ class HubSettings:
             raise ValueError(
                 f"the rate-limit store is a Redis URL (redis://host:port/db), "
                 f"not {self.rate_limit_store!r}"
+            )
+        if (
+            isinstance(self.not_found_cost, bool)
+            or not isinstance(self.not_found_cost, int)
+            or not 1 <= self.not_found_cost <= MAX_NOT_FOUND_COST
+        ):
+            raise ValueError(
+                f"not-found cost must be a whole number 1-{MAX_NOT_FOUND_COST} (calls), "
+                f"got {self.not_found_cost!r}"
             )
         if not (self.db.startswith("sqlite://") or is_postgres_url(self.db)):
             raise ValueError(

@@ -29,6 +29,7 @@ from txverify.units import bangkok
 
 Clock = Callable[[], datetime]
 MAX_AMOUNT = 200_000_000  # 2 million baht in satang
+MAX_BACKDATE_DAYS = 400  # a backdated transfer: the seeded accounts were opened 400 days back
 _TRANS_REF = re.compile(r"[A-Za-z0-9]{1,32}")  # used with fullmatch: "$" would allow "\n"
 _BILL_REF = re.compile(r"[A-Za-z0-9]{0,20}")
 # Transactions kept in memory for repeated inquiries (load tests ask about the
@@ -45,6 +46,7 @@ class SlipVisibility(StrEnum):
     VISIBLE = "VISIBLE"
     NOT_YET_VISIBLE = "NOT_YET_VISIBLE"
     EXPIRED = "EXPIRED"
+    PENDING = "PENDING"  # known, not settled yet: SLIP_PENDING
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,9 @@ class TransferOrder:
     to_merchant_id: str = ""
     receiver_name_th: str = ""
     receiver_name_en: str = ""
+    # A backdated transfer (QA): when it was made; None = now. Not in the future,
+    # not before the seeded accounts were opened.
+    at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +87,22 @@ class Bank:
         profile: Profile,
         ledger: LedgerStore,
         *,
-        retention_days: int = 7,
+        retention_days: int | None = None,
+        pending_window: timedelta | None = None,
         visibility_delay: timedelta = timedelta(0),
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        retention_days = profile.retention_days if retention_days is None else retention_days
+        pending_window = profile.pending_window if pending_window is None else pending_window
         if retention_days < 1:
             raise ValueError("retention_days must be at least 1")
+        if pending_window < timedelta(0):
+            raise ValueError("pending_window must not be negative")
         self.profile = profile
         self.ledger = ledger
         self.retention_days = retention_days
+        self.pending_window = pending_window
         self.visibility_delay = visibility_delay
         self.clock: Clock = clock or (lambda: datetime.now(UTC))
         self.rng = rng or random.Random()
@@ -104,13 +115,17 @@ class Bank:
     # inquiries ------------------------------------------------------------------
 
     def visibility(self, tx: LedgerTransaction, now: datetime | None = None) -> SlipVisibility:
-        """Retention by Bangkok calendar day: paid on 1 Aug, found until 8 Aug, expired 9 Aug."""
+        """Retention by Bangkok calendar day (7 days: paid on 1 Aug, found until 8 Aug,
+        expired 9 Aug); then not yet visible, then pending, each for a while after it."""
         now = now or self.clock()
         age_days = (bangkok(now).date() - bangkok(tx.trans_time).date()).days
         if age_days > self.retention_days:
             return SlipVisibility.EXPIRED
-        if now - tx.trans_time < self.visibility_delay:
+        age = now - tx.trans_time
+        if age < self.visibility_delay:
             return SlipVisibility.NOT_YET_VISIBLE
+        if age < self.pending_window:
+            return SlipVisibility.PENDING
         return SlipVisibility.VISIBLE
 
     def inquire(self, sending_bank: str, trans_ref: str) -> LedgerTransaction:
@@ -128,7 +143,8 @@ class Bank:
                 code=BANK_INVALID_PARAMETER,
             )
         tx = self._lookup(trans_ref)
-        state = None if tx is None else self.visibility(tx)
+        now = self.clock()
+        state = None if tx is None else self.visibility(tx, now)
         if tx is None or state is SlipVisibility.NOT_YET_VISIBLE:
             raise ServiceError(
                 Reason.SLIP_NOT_FOUND, f"no transaction {trans_ref} at member {self.code}"
@@ -137,6 +153,14 @@ class Bank:
             raise ServiceError(
                 Reason.SLIP_EXPIRED,
                 f"transaction {trans_ref} is older than {self.retention_days} days",
+            )
+        if state is SlipVisibility.PENDING:
+            assert tx is not None
+            settles_in = (tx.trans_time + self.pending_window - now).total_seconds()
+            raise ServiceError(
+                Reason.SLIP_PENDING,
+                f"transaction {trans_ref} is not settled yet at member {self.code}",
+                retry_after=max(settles_in, 0.0),
             )
         return tx
 
@@ -207,7 +231,7 @@ class Bank:
         receiver, credit = self._receiver(order)
         to_bank = receiver.bank
         sender_account = self._sender(order)
-        now = self.clock()
+        now = self._trans_time(order.at)
         sender = PartyRecord(
             sender_account.name_th,
             sender_account.name_en,
@@ -239,6 +263,18 @@ class Bank:
                 continue
             return TransferResult(tx, qr, balance)
         raise ServiceError(Reason.INTERNAL, "could not find a free transRef")
+
+    def _trans_time(self, at: datetime | None) -> datetime:
+        now = self.clock()
+        if at is None:
+            return now
+        if at.tzinfo is None:
+            raise invalid_field("trans_time", "a time with its time zone")
+        if not now - timedelta(days=MAX_BACKDATE_DAYS) <= at <= now:
+            raise invalid_field(
+                "trans_time", f"not in the future, at most {MAX_BACKDATE_DAYS} days back"
+            )
+        return at
 
     def _sender(self, order: TransferOrder) -> AccountRecord:
         if order.from_account:

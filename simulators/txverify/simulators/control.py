@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from txverify.errors import FieldViolation, Reason, ServiceError, abort
+from txverify.errors import FieldViolation, Reason, ServiceError, abort, invalid_field
 from txverify.runtime.storage import to_micros
 from txverify.runtime.tls import peer_identity
 from txverify.simulators.bank import Bank, SlipVisibility, TransferOrder
@@ -30,6 +31,7 @@ _STATE = {
     SlipVisibility.VISIBLE: simulator_pb2.SLIP_STATE_VISIBLE,
     SlipVisibility.NOT_YET_VISIBLE: simulator_pb2.SLIP_STATE_NOT_YET_VISIBLE,
     SlipVisibility.EXPIRED: simulator_pb2.SLIP_STATE_EXPIRED,
+    SlipVisibility.PENDING: simulator_pb2.SLIP_STATE_PENDING,
 }
 
 
@@ -77,6 +79,16 @@ def decode_page_token(token: str) -> tuple[int, str] | None:
             "page_token is not one this simulator gave out",
             metadata={"field": "page_token"},
         ) from None
+
+
+def _trans_time(request: simulator_pb2.TransferRequest) -> datetime | None:
+    """A backdated transfer's time, or None for now."""
+    if not request.HasField("trans_time"):
+        return None
+    try:
+        return request.trans_time.ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise invalid_field("trans_time", "a valid time") from None
 
 
 class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
@@ -137,6 +149,8 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
                 issuer_address=node.address,
                 transactions=node.bank.ledger.count_transactions(),
                 accounts=node.bank.ledger.count_accounts(),
+                retention_days=node.bank.retention_days,
+                pending_ms=node.faults.pending_ms,
             )
             for code, node in sorted(self.nodes.items())
         ]
@@ -187,6 +201,7 @@ class BankSimulatorServicer(simulator_pb2_grpc.BankSimulatorServicer):
                     to_merchant_id=request.to_merchant_id,
                     receiver_name_th=request.receiver_name_th,
                     receiver_name_en=request.receiver_name_en,
+                    at=_trans_time(request),
                 )
             )
         except ServiceError as error:

@@ -31,6 +31,7 @@ class FaultSpec:
     flap_down_s: int = 0
     flap_period_s: int = 0
     visibility_delay_ms: int = 0
+    pending_ms: int = 0  # not a fault: how long new transfers stay pending (SLIP_PENDING)
 
     @property
     def affects_answers(self) -> bool:
@@ -45,6 +46,10 @@ class FaultSpec:
     def visibility_delay(self) -> timedelta:
         return timedelta(milliseconds=self.visibility_delay_ms)
 
+    @property
+    def pending_window(self) -> timedelta:
+        return timedelta(milliseconds=self.pending_ms)
+
     @classmethod
     def from_proto(cls, faults: simulator_pb2.Faults) -> FaultSpec:
         """Validated faults, or INVALID_REQUEST naming the field."""
@@ -56,6 +61,7 @@ class FaultSpec:
             ("latency_ms", faults.latency_ms <= MAX_DELAY_MS, "at most 600000"),
             ("jitter_ms", faults.jitter_ms <= MAX_DELAY_MS, "at most 600000"),
             ("visibility_delay_ms", faults.visibility_delay_ms <= 86_400_000, "at most a day"),
+            ("pending_ms", faults.pending_ms <= 86_400_000, "at most a day"),
             (
                 "flap_period_s",
                 faults.flap_down_s == 0 or faults.flap_period_s > faults.flap_down_s,
@@ -81,6 +87,7 @@ class FaultSpec:
             flap_down_s=faults.flap_down_s,
             flap_period_s=faults.flap_period_s,
             visibility_delay_ms=faults.visibility_delay_ms,
+            pending_ms=faults.pending_ms,
         )
 
     def to_proto(self) -> simulator_pb2.Faults:
@@ -94,6 +101,7 @@ class FaultSpec:
             flap_down_s=self.flap_down_s,
             flap_period_s=self.flap_period_s,
             visibility_delay_ms=self.visibility_delay_ms,
+            pending_ms=self.pending_ms,
         )
 
 

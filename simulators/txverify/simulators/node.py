@@ -83,6 +83,7 @@ class BankNode:
         """Make `spec` the faults in force, opening or closing the port as it says."""
         self.faults = spec
         self.bank.visibility_delay = spec.visibility_delay
+        self.bank.pending_window = spec.pending_window
         if self._flapper is not None:
             self._flapper.cancel()
             with contextlib.suppress(asyncio.CancelledError):

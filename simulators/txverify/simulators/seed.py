@@ -36,9 +36,12 @@ PEOPLE: tuple[tuple[str, str], ...] = (
 )
 ACCOUNTS_PER_BANK = 40
 OTHER_BANKS = ("002", "004", "006", "011", "014", "025", "030", "069")
-# Shares of the seeded history: slips older than the default 7-day retention
-# exist so that load mixes and scenarios have expired slips to ask about.
+# Shares of the seeded history, 35 days of it: slips 9-29 days old (expired at
+# the 7-day banks, found at the 30-day ones) and 32-35 days old (expired
+# everywhere), so that load mixes and scenarios have expired slips at every bank.
+OLDER_THAN_A_WEEK_SHARE = 0.05
 EXPIRED_SHARE = 0.05
+HISTORY_DAYS = 35
 REVERSED_SHARE = 0.01
 BILL_SHARE = 0.05
 
@@ -84,8 +87,11 @@ def seed_accounts(
 def _history(
     rng: random.Random, profile: Profile, accounts: list[AccountRecord], now: datetime, i: int
 ) -> LedgerTransaction:
-    if rng.random() < EXPIRED_SHARE:
-        when = now - timedelta(days=rng.uniform(9, 30))
+    age = rng.random()
+    if age < OLDER_THAN_A_WEEK_SHARE:
+        when = now - timedelta(days=rng.uniform(9, 29))
+    elif age < OLDER_THAN_A_WEEK_SHARE + EXPIRED_SHARE:
+        when = now - timedelta(days=rng.uniform(32, HISTORY_DAYS))
     else:
         when = now - timedelta(minutes=5 + rng.uniform(0, 6 * 24 * 60))
     when = when.replace(microsecond=0)

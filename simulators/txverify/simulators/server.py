@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -63,7 +63,13 @@ def build_bank(settings: SimulatorSettings, code: str, *, clock: Clock | None = 
             seed=settings.seed,
             now=clock() if clock else None,
         )
-    return Bank(member, ledger, retention_days=settings.retention_days, clock=clock)
+    return Bank(
+        member,
+        ledger,
+        retention_days=settings.retention_for(code),
+        pending_window=settings.pending_window_for(code),
+        clock=clock,
+    )
 
 
 def _control_credentials(pki: Path | None) -> grpc.ServerCredentials | None:
@@ -114,6 +120,8 @@ async def start_simulator(
                 settings.host,
                 settings.pki,
                 port=settings.issuer_ports.get(code, 0),
+                # The bank's pending window shows (and is changed) with its faults.
+                faults=FaultSpec(pending_ms=round(bank.pending_window / timedelta(milliseconds=1))),
                 on_listening=report,
             )
             nodes[code] = node
@@ -150,7 +158,7 @@ async def serve_simulator(
         if visibility_delay:
             for node in sim.nodes.values():
                 delay_ms = int(visibility_delay / timedelta(milliseconds=1))
-                await node.apply(FaultSpec(visibility_delay_ms=delay_ms))
+                await node.apply(replace(node.faults, visibility_delay_ms=delay_ms))
         if on_ready is not None:
             on_ready(sim)
         await stopping.wait()

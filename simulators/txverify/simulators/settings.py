@@ -8,12 +8,15 @@ reads it for every command.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from txverify.runtime import tls
 from txverify.runtime.storage import MEMORY_URL
 from txverify.simulators.profiles import profile
 
+MAX_RETENTION_DAYS = 400  # the seeded accounts are opened 400 days back
+MAX_PENDING_SECONDS = 86_400.0
 # Without TLS nobody is authenticated: any caller could transfer money, read every
 # slip through the control API, or query an issuer directly.
 _PLAINTEXT = (
@@ -33,13 +36,18 @@ class SimulatorSettings:
     data_dir: Path | None = None  # None: in-memory ledgers, gone at exit
     seed: int = 1
     transactions: int = 2000  # seeded per bank, only into an empty ledger
-    retention_days: int = 7
+    # Days a slip stays verifiable at every bank; None: each bank's own
+    # (profiles.RETENTION_DAYS: 30 at some, 7 at others).
+    retention_days: int | None = None
     # Certificate directory (txverify certs init): the issuer ports then require
     # mTLS (the hub's certificate), the control port too (the operator's or QA's).
     pki: Path | None = None
     # Fixed issuer ports by bank code (others: any free port). A bank restarted on
     # its port is found again by a hub that registered that address.
     issuer_ports: dict[str, int] = field(default_factory=dict)
+    # Seconds a new transfer stays pending (SLIP_PENDING) by bank code; others:
+    # their profile's window (none).
+    pending_seconds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.codes:
@@ -54,10 +62,23 @@ class SimulatorSettings:
             raise ValueError("issuer ports must be 0-65535")
         if self.transactions < 0:
             raise ValueError("transactions must not be negative")
-        if self.retention_days < 1:
-            raise ValueError("retention_days must be at least 1")
+        if self.retention_days is not None and not 1 <= self.retention_days <= MAX_RETENTION_DAYS:
+            raise ValueError(f"retention_days must be 1-{MAX_RETENTION_DAYS}")
+        if unknown := sorted(set(self.pending_seconds) - set(self.codes)):
+            raise ValueError(f"pending windows given for banks not simulated: {', '.join(unknown)}")
+        if any(not 0 <= s <= MAX_PENDING_SECONDS for s in self.pending_seconds.values()):
+            raise ValueError(f"pending windows must be 0-{MAX_PENDING_SECONDS} seconds")
         if self.pki is None and (refused := tls.plaintext_host_error(self.host, *_PLAINTEXT)):
             raise ValueError(refused)
+
+    def retention_for(self, code: str) -> int:
+        """The bank's retention: --retention-days when given, else its own."""
+        return self.retention_days or profile(code).retention_days
+
+    def pending_window_for(self, code: str) -> timedelta:
+        """How long the bank's new transfers stay pending."""
+        seconds = self.pending_seconds.get(code)
+        return profile(code).pending_window if seconds is None else timedelta(seconds=seconds)
 
     def ledger_url(self, code: str) -> str:
         if self.data_dir is None:

@@ -26,6 +26,7 @@ from txverify.cli.failures import HUB
 from txverify.cli.load import buckets
 from txverify.cli.load.judge import (
     FIRST_USE_KINDS,
+    SETTLES_KINDS,
     FirstUses,
     expected_of,
     judge_answer,
@@ -108,7 +109,7 @@ class Runner:
         request = verification_pb2.VerifyRequest(
             qr_text=qr, request_id=request_id, requester_reference=self.reference
         )
-        slip = self._slip(qr) if kind in FIRST_USE_KINDS else None
+        slip = self._slip(qr) if kind in FIRST_USE_KINDS | SETTLES_KINDS else None
         key = f"{slip.sending_bank}:{slip.trans_ref}" if slip else qr
         answered_before = self.uses.send(key) if kind in FIRST_USE_KINDS else 0
         stub = self.stubs[self.seq % len(self.stubs)]
@@ -128,7 +129,8 @@ class Runner:
             verdict = verification_pb2.Verdict.Name(response.verdict).removeprefix("VERDICT_")
             outcome = f"OK/{verdict}"
             detail = judge_answer(kind, response, request_id, slip) if self.plan.check else ""
-            if self.plan.check and not detail and verdict in ("VALID", "DUPLICATE"):
+            genuine = verdict in ("VALID", "DUPLICATE")
+            if self.plan.check and not detail and genuine and kind in FIRST_USE_KINDS:
                 exclusive = kind not in self.shared
                 detail = self.uses.judge(key, verdict, answered_before, exclusive=exclusive)
             judged = "wrong" if detail else "ok"

@@ -1,8 +1,8 @@
 """Every answer of a load judged against what its kind of slip must get.
 
 Kinds of slips and the answer each must get (anything else is a wrong answer,
-except UNAVAILABLE, DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED and CANCELLED, which
-are counted as "no answer"):
+except UNAVAILABLE (but UNAVAILABLE/SLIP_PENDING, an answer), DEADLINE_EXCEEDED,
+RESOURCE_EXHAUSTED and CANCELLED, which are counted as "no answer"):
 
 - valid, duplicate: OK with the transaction of that very slip, the request's own
   request_id and, since every run verifies under its own requester_reference
@@ -12,6 +12,9 @@ are counted as "no answer"):
   MISMATCH (its STATUS check fails), which is right too.
 - notfound NOT_FOUND/SLIP_NOT_FOUND, expired NOT_FOUND/SLIP_EXPIRED,
   bad INVALID_ARGUMENT/INVALID_SLIP_QR, unknownissuer NOT_FOUND/ISSUER_NOT_FOUND.
+- pending UNAVAILABLE/SLIP_PENDING (an answer, although UNAVAILABLE), or, once its
+  bank's pending window has passed during the run, OK about that very slip
+  (VALID or DUPLICATE: when it settled is the bank's, so first use is not judged).
 
 Each load process owns its share of the valid and duplicate slips, so it alone
 knows whether a use is the first; with fewer slips than processes they are
@@ -31,7 +34,9 @@ EXPECTED_ERRORS = {
     "expired": "NOT_FOUND/SLIP_EXPIRED",
     "bad": "INVALID_ARGUMENT/INVALID_SLIP_QR",
     "unknownissuer": "NOT_FOUND/ISSUER_NOT_FOUND",
+    "pending": "UNAVAILABLE/SLIP_PENDING",
 }
+SETTLES_KINDS = frozenset({"pending"})  # an OK answer about the slip is right too
 NO_ANSWER = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "CANCELLED"})
 
 
@@ -74,7 +79,7 @@ def judge_answer(
     """What is wrong with an OK answer, short of VALID/DUPLICATE ("" if nothing)."""
     verdict = verification_pb2.Verdict.Name(response.verdict).removeprefix("VERDICT_")
     tx = response.transaction
-    if kind not in FIRST_USE_KINDS:
+    if kind not in FIRST_USE_KINDS | SETTLES_KINDS:
         return f"answered OK/{verdict}"
     if response.request_id != request_id:
         return f"request_id {response.request_id!r} is not the request's"
@@ -91,6 +96,8 @@ def judge_error(kind: str, outcome: str) -> str:
     """How an error outcome ("STATUS/REASON") counts: "ok", "wrong" or "failed" (no answer)."""
     if EXPECTED_ERRORS.get(kind) == outcome:
         return "ok"
+    if outcome == EXPECTED_ERRORS["pending"]:  # UNAVAILABLE, but the issuer's answer
+        return "wrong"
     return "failed" if outcome.partition("/")[0] in NO_ANSWER else "wrong"
 
 

@@ -12,7 +12,8 @@ from typing import Any, Protocol
 
 from txverify.cli.load.schedule import RATE, Schedule, Stage
 
-KINDS = ("valid", "duplicate", "notfound", "expired", "bad", "unknownissuer")
+# pending is not in the default mix: only a bank with a pending window has such slips.
+KINDS = ("valid", "duplicate", "notfound", "expired", "pending", "bad", "unknownissuer")
 DEFAULT_MIX = "valid=80,duplicate=5,notfound=5,expired=4,bad=4,unknownissuer=2"
 DUPLICATE_SLIPS_PER_PROCESS = 4
 

@@ -44,6 +44,7 @@ def fetch_slips(
     visible, expired = simulator_pb2.SLIP_STATE_VISIBLE, simulator_pb2.SLIP_STATE_EXPIRED
     valid: dict[str, list[str]] = {}
     old: dict[str, list[str]] = {}
+    unsettled: dict[str, list[str]] = {}
     try:
         with control_channel(control, certs=certs) as channel:
             stub: Any = simulator_pb2_grpc.BankSimulatorStub(channel)
@@ -57,6 +58,8 @@ def fetch_slips(
                         valid.setdefault(bank, []).append(s.qr_text)
                     elif s.state == expired:
                         old.setdefault(bank, []).append(s.qr_text)
+                    elif s.state == simulator_pb2.SLIP_STATE_PENDING:
+                        unsettled.setdefault(bank, []).append(s.qr_text)
     except grpc.RpcError as error:
         d = details_of(error)
         line = failure_line(d, control, SIMULATOR, markup=False)
@@ -67,6 +70,7 @@ def fetch_slips(
     return {
         "valid": ok,
         "expired": round_robin(old, sum(map(len, old.values()))),
+        "pending": round_robin(unsettled, sum(map(len, unsettled.values()))),
         "notfound": not_found(banks, generated),
         "bad": [broken(ok[i % len(ok)], i) for i in range(generated)] if ok else [],
         "unknownissuer": [unknown_issuer(i) for i in range(generated // 10)],

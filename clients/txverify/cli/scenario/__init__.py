@@ -21,10 +21,10 @@ scenarios/README.md has a tour; the schema:
                                              # e-wallet); the first verifies by default
       transactions: 50                       # seeded per bank, about 5% of them expired
       seed: 1
-      retention_days: 7
+      retention_days: 7                      # at every bank; default: each bank's own
       hub: {issuer_timeout: 5.0, breaker_failures: 5, breaker_failing_seconds: 1.0,
             breaker_cooldown: 5.0, rate_limit_rps: 0, rate_limit_burst: 100,
-            max_in_flight: 200}
+            not_found_cost: 10, max_in_flight: 200}
     steps:
       - TYPE: ARGS
         expect: {...}                        # optional
@@ -34,8 +34,10 @@ Step types and their ARGS:
 
     transfer  bank, amount ("150.00" baht), to (a proxy: 0812345678 or TYPE:VALUE with
               TYPE MSISDN, NATID, EWALLETID, EMAIL, BILLERID) or to_account, to_bank,
-              fee, from_account, merchant, ref1, ref2, ref3, save (a name for its slip)
-    pick      save, bank, state (VISIBLE, NOT_YET_VISIBLE, EXPIRED; VISIBLE by default),
+              fee, from_account, merchant, ref1, ref2, ref3, save (a name for its slip),
+              time (a backdated transfer: ISO date-time, Bangkok unless an offset; now-10d)
+    pick      save, bank, state (VISIBLE, NOT_YET_VISIBLE, EXPIRED, PENDING; VISIBLE by
+              default),
               status (COMPLETED, REVERSED), skip: n -- keeps a slip the bank already has
     verify    slip (a saved name; by_ref: true sends bank and transRef instead of the QR),
               or qr (QR text), or bank and ref; as (the caller's member code), reference,
@@ -47,14 +49,16 @@ Step types and their ARGS:
               simulated bank's issuer address), roles: [REQUESTER, ISSUER]};
               subscribe / unsubscribe: {code, role}. Called as the operator.
     faults    bank, then any Faults field (latency_ms, jitter_ms, error_rate, error_status,
-              hang, refuse, flap_down_s, flap_period_s, visibility_delay_ms): those change,
-              the others stay; clear: true starts from none
+              hang, refuse, flap_down_s, flap_period_s, visibility_delay_ms, pending_ms):
+              those change, the others stay; clear: true starts from none
     restart   bank, down (seconds closed, 0): close its issuer port and open it again
     reverse   slip, or bank and ref
     wait      SECONDS
+    usage     as (the caller; default: the first bank), member (whose usage; alone: read
+              as the operator): GetUsage, its answer checked with expect.fields
     repeat    times, step (a step), expect: each run must meet expect
 
-`expect` (transfer, verify, member, faults, reverse):
+`expect` (transfer, verify, member, faults, reverse, usage):
 
     status: OK or a gRPC status name        reason: the ErrorInfo reason, e.g. SLIP_NOT_FOUND
     metadata: {cause: circuit_open}         ErrorInfo metadata

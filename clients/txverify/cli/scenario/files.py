@@ -130,13 +130,14 @@ class NetworkSpec:
     banks: tuple[str, ...] = DEFAULT_BANKS
     transactions: int = 50
     seed: int = 1
-    retention_days: int = 7
+    retention_days: int | None = None  # None: each bank's own (30 or 7 days)
     issuer_timeout: float = 5.0
     breaker_failures: int = 5
     breaker_cooldown: float = 5.0
     breaker_failing_seconds: float = 1.0
     rate_limit_rps: float = 0.0
     rate_limit_burst: int = 100
+    not_found_cost: int | None = None  # None: the hub's default (HubSettings)
     max_in_flight: int = 200
 
     @classmethod
@@ -149,6 +150,7 @@ class NetworkSpec:
             "breaker_failing_seconds": number,
             "rate_limit_rps": number,
             "rate_limit_burst": integer,
+            "not_found_cost": integer,
             "max_in_flight": integer,
         }
         schema: dict[str, Kind] = {
@@ -163,7 +165,13 @@ class NetworkSpec:
         banks = tuple(settings.pop("banks", DEFAULT_BANKS))
         if not banks or len(set(banks)) != len(banks):
             raise StepError("network.banks: at least one, each once")
-        for key in ("retention_days", "breaker_failures", "rate_limit_burst", "max_in_flight"):
+        for key in (
+            "retention_days",
+            "breaker_failures",
+            "rate_limit_burst",
+            "not_found_cost",
+            "max_in_flight",
+        ):
             if settings.get(key) == 0:
                 raise StepError(f"network: {key} must be at least 1")
         return cls(banks, **settings)

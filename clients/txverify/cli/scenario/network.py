@@ -52,7 +52,7 @@ async def fresh_network(spec: NetworkSpec) -> AsyncIterator[Target]:
     from txverify.hub.registry import Member, MemberKind, with_default_roles
     from txverify.hub.resilience.breaker import BreakerSettings
     from txverify.hub.resilience.ratelimit import RateLimit
-    from txverify.hub.settings import HubSettings
+    from txverify.hub.settings import HubSettings, default_of
     from txverify.simulators.server import start_simulator
     from txverify.simulators.settings import SimulatorSettings
 
@@ -86,6 +86,7 @@ async def fresh_network(spec: NetworkSpec) -> AsyncIterator[Target]:
                     spec.breaker_failures, spec.breaker_cooldown, spec.breaker_failing_seconds
                 ),
                 rate_limit=RateLimit(rps, burst) if rps else None,
+                not_found_cost=spec.not_found_cost or default_of(HubSettings, "not_found_cost"),
                 max_in_flight_per_issuer=spec.max_in_flight,
             )
         )

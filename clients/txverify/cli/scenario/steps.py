@@ -6,6 +6,7 @@ operator) or to the simulator's control port; the file format is in the package'
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -48,6 +49,8 @@ from txverify.v1 import (
     registry_pb2_grpc,
     simulator_pb2,
     simulator_pb2_grpc,
+    usage_pb2,
+    usage_pb2_grpc,
     verification_pb2,
     verification_pb2_grpc,
 )
@@ -189,8 +192,14 @@ Args = dict[str, Any]
 
 
 async def _transfer(ctx: Context, a: Args) -> Outcome:
-    fields = {_TRANSFER_FIELDS.get(key, key): value for key, value in a.items() if key != "save"}
+    fields = {
+        _TRANSFER_FIELDS.get(key, key): value
+        for key, value in a.items()
+        if key not in ("save", "time")
+    }
     request = S.TransferRequest(**fields)
+    if "time" in a:  # a backdated transfer
+        request.trans_time.CopyFrom(units.to_timestamp(a["time"](datetime.now(UTC))))
     outcome = await call(lambda: ctx.simulator.Transfer(request, timeout=RPC_TIMEOUT))
     if "save" in a and isinstance(outcome.response, S.TransferResponse):
         ctx.save(a["save"], outcome.response.transaction, outcome.response.qr_text)
@@ -327,7 +336,9 @@ async def _restart(ctx: Context, a: Args) -> Outcome:
     """Close the bank's issuer port (refuse) and open it again with the faults it had."""
     started, sim, code = time.perf_counter(), ctx.simulator, a["bank"]
     before = (await sim.GetFaults(S.GetFaultsRequest(bank=code), timeout=RPC_TIMEOUT)).faults
-    down = S.Faults(refuse=True, visibility_delay_ms=before.visibility_delay_ms)
+    down = S.Faults(
+        refuse=True, visibility_delay_ms=before.visibility_delay_ms, pending_ms=before.pending_ms
+    )
     closed = await sim.SetFaults(S.SetFaultsRequest(bank=code, faults=down), timeout=RPC_TIMEOUT)
     await asyncio.sleep(a.get("down", 0.0))
     reopened = await sim.SetFaults(
@@ -345,6 +356,20 @@ async def _reverse(ctx: Context, a: Args) -> Outcome:
     bank_, ref = (saved.bank, saved.trans_ref) if saved else (a["bank"], a["ref"])
     request = S.ReverseRequest(bank=bank_, trans_ref=ref)
     return await call(lambda: ctx.simulator.Reverse(request, timeout=RPC_TIMEOUT))
+
+
+async def _usage(ctx: Context, a: Args) -> Outcome:
+    """GetUsage as `as` (the default member; `member` alone: as the operator)."""
+    caller = a.get("as") or (tls.OPERATOR if "member" in a else ctx.default_member)
+    stub = usage_pb2_grpc.UsageServiceStub(ctx.hub(caller))
+    request, meta = usage_pb2.GetUsageRequest(member=a.get("member", "")), ctx.caller(caller)
+    outcome = await call(lambda: stub.GetUsage(request, timeout=RPC_TIMEOUT, metadata=meta))
+    used = outcome.response
+    if not isinstance(used, usage_pb2.GetUsageResponse):
+        return outcome
+    today = used.today
+    note = f"OK {used.member}: {today.verifications} today, {today.not_found} not found"
+    return dataclasses.replace(outcome, note=f"{note}, {used.tokens:.1f} tokens left")
 
 
 async def _wait(ctx: Context, a: Args) -> Outcome:
@@ -444,6 +469,7 @@ STEP_TYPES: dict[str, StepType] = {
             "ref1": text,
             "ref2": text,
             "ref3": text,
+            "time": moment,
         },
         required=("bank", "amount"),
         run=_transfer,
@@ -510,4 +536,10 @@ STEP_TYPES: dict[str, StepType] = {
         rules=_reverse_rules,
     ),
     "wait": StepType(schema={"seconds": number}, required=("seconds",), run=_wait),
+    "usage": StepType(
+        schema={"as": text, "member": code},
+        required=(),
+        run=_usage,
+        answer=lambda a: usage_pb2.GetUsageResponse,
+    ),
 }

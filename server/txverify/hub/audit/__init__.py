@@ -68,6 +68,17 @@ class AuditFilter:
 
 
 @dataclass(frozen=True, slots=True)
+class MemberUsage:
+    """A requester's audit records since the start of its month and of its day (each
+    admitted Verify: answered, replayed or failed), and how many were SLIP_NOT_FOUND."""
+
+    month: int = 0
+    month_not_found: int = 0
+    today: int = 0
+    today_not_found: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class SlipUse:
     """A successful verification to count, globally and in its requester's scope."""
 
@@ -160,6 +171,10 @@ class AuditStore(Protocol):
 
     async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
         """query(), for the event loop: it never blocks the loop on the network."""
+
+    async def ausage(self, member: str, month: datetime, day: datetime) -> MemberUsage:
+        """`member`'s records at or after `month` and `day` (one range scan of the
+        requester index), off the event loop: never on the Verify path."""
 
     def forget_before(self, moment: datetime) -> int:
         """Drop remembered answers older than `moment`; returns how many."""
@@ -390,6 +405,26 @@ def audit_query(placeholder: str, filters: AuditFilter) -> tuple[str, list[Any]]
     return sql, [*args, f.limit]
 
 
+def usage_query(placeholder: str) -> str:
+    """The count of MemberUsage: parameters day, reason, day, reason, member, month."""
+    p = placeholder
+    return (
+        f"SELECT COUNT(*), COALESCE(SUM(CASE WHEN reason = {p} THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN at >= {p} THEN 1 ELSE 0 END), 0), "
+        f"COALESCE(SUM(CASE WHEN at >= {p} AND reason = {p} THEN 1 ELSE 0 END), 0) "
+        f"FROM audit WHERE requester = {p} AND at >= {p}"
+    )
+
+
+def usage_args(member: str, month: datetime, day: datetime, reason: str) -> list[Any]:
+    """The parameters of usage_query, in its order."""
+    return [reason, to_micros(day), to_micros(day), reason, member, to_micros(month)]
+
+
+def usage_of(row: Sequence[Any]) -> MemberUsage:
+    return MemberUsage(int(row[0]), int(row[1]), int(row[2]), int(row[3]))
+
+
 def entry_of(row: Sequence[Any]) -> AuditEntry:
     """An AuditEntry from a row of AUDIT_COLUMNS."""
     return AuditEntry(
@@ -449,6 +484,9 @@ class NullAuditStore:
 
     async def aquery(self, where: AuditFilter) -> list[AuditEntry]:
         return []
+
+    async def ausage(self, member: str, month: datetime, day: datetime) -> MemberUsage:
+        return MemberUsage()
 
     def forget_before(self, moment: datetime) -> int:
         return 0

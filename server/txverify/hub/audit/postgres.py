@@ -26,6 +26,7 @@ from txverify.hub.audit import (
     BatchPlan,
     BatchResult,
     Key,
+    MemberUsage,
     Remembered,
     Use,
     UseCounts,
@@ -33,6 +34,9 @@ from txverify.hub.audit import (
     entry_of,
     judge_batch,
     plan_batch,
+    usage_args,
+    usage_of,
+    usage_query,
     use_counts,
 )
 from txverify.hub.pg import connect_kwargs
@@ -615,6 +619,18 @@ class PostgresAuditStore:
         except psycopg.Error as exc:
             raise _unavailable(exc) from exc
         return [entry_of(r) for r in rows]
+
+    async def ausage(self, member: str, month: datetime, day: datetime) -> MemberUsage:
+        args = usage_args(member, month, day, Reason.SLIP_NOT_FOUND.value)
+        try:
+            pool = await self._async_pool()
+            async with pool.connection() as conn:
+                cursor = await conn.execute(usage_query("%s").encode(), args)
+                row = await cursor.fetchone()
+        except psycopg.Error as exc:
+            raise _unavailable(exc) from exc
+        assert row is not None  # an aggregate always has its one row
+        return usage_of(row)
 
     # -- closing ------------------------------------------------------------------------
 

@@ -128,6 +128,8 @@ class Actions:
                     {
                         "code": bank.code,
                         "name": bank.name,
+                        "retention_days": bank.retention_days,
+                        "pending_ms": faults.faults.pending_ms,
                         "faults": faults_dict(faults.faults),
                         "issuer_listening": faults.issuer_listening,
                     }
@@ -139,6 +141,11 @@ class Actions:
     async def set_faults(self, bank: str, wanted: dict[str, Any]) -> dict[str, Any]:
         faults = faults_from(wanted)
         try:
+            # The console sets the four faults only: the bank's pending window stays.
+            before = await self._simulator().GetFaults(
+                simulator_pb2.GetFaultsRequest(bank=bank), timeout=READ_TIMEOUT
+            )
+            faults.pending_ms = before.faults.pending_ms
             answer = await self._simulator().SetFaults(
                 simulator_pb2.SetFaultsRequest(bank=bank, faults=faults), timeout=TIMEOUT
             )

@@ -28,6 +28,7 @@ from aiohttp import web
 
 from txverify.hub.console.actions import ActionError, Actions
 from txverify.hub.console.feed import LiveFeed
+from txverify.hub.console.usage import MemberUsages
 from txverify.hub.membership import Membership
 from txverify.hub.registry import Member
 from txverify.hub.resilience.breaker import CircuitState
@@ -80,6 +81,7 @@ class Console:
         self._banks_lock = asyncio.Lock()
         self._streams: set[web.StreamResponse] = set()
         self._closing = asyncio.Event()
+        self._usages = MemberUsages(actions.hub, pki=actions.pki, operator=actions.operator)
 
     @property
     def url(self) -> str:
@@ -113,6 +115,7 @@ class Console:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.actions.close()
+        await self._usages.close()
 
     @web.middleware
     async def _guard(
@@ -157,11 +160,17 @@ class Console:
                 "mode": self.mode,
                 "simulator": self.settings.simulator is not None,
             },
-            "members": [self._member(m) for m in self.membership.directory.all()],
+            "members": await self._members(),
             "banks": await self._bank_states(),
             "rates": self.feed.rates(),
             "recent": self.feed.latest(),
         }
+
+    async def _members(self) -> list[dict[str, Any]]:
+        """Each member as the hub holds it now, with its usage today (UsageService)."""
+        members = self.membership.directory.all()
+        usages = await self._usages.of([m.code for m in members])
+        return [{**self._member(m), **usages.get(m.code, {})} for m in members]
 
     def _member(self, member: Member) -> dict[str, Any]:
         # An issuer whose circuit does not exist yet (never called) is CLOSED: calls go through.

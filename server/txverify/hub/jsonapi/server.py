@@ -13,6 +13,7 @@ from txverify.hub.audit.service import AuditLogServicer
 from txverify.hub.jsonapi.app import CODECS, MAX_BODY, JsonApi, connect_service
 from txverify.hub.jsonapi.http import HttpServer
 from txverify.hub.registry.service import MemberRegistryServicer
+from txverify.hub.usage import UsageServicer
 from txverify.hub.verification import VerificationServicer
 from txverify.runtime import tls
 from txverify.v1 import (
@@ -20,6 +21,8 @@ from txverify.v1 import (
     audit_pb2,
     registry_connect,
     registry_pb2,
+    usage_connect,
+    usage_pb2,
     verification_connect,
     verification_pb2,
 )
@@ -53,10 +56,11 @@ async def start_json_api(
     verification: VerificationServicer,
     audit: AuditLogServicer,
     registry: MemberRegistryServicer,
+    usage: UsageServicer,
     pki: Path | None,
     reuse_port: bool = False,
 ) -> RunningJsonApi:
-    """Serve the three public services on host:port (0: any free port), under mTLS
+    """Serve the four public services on host:port (0: any free port), under mTLS
     when `pki` is given (the hub's certificate; clients present their own)."""
     options = {
         "read_max_bytes": MAX_BODY + 1,  # app.py answers the limit first, with its reason
@@ -70,6 +74,8 @@ async def start_json_api(
          audit_pb2.DESCRIPTOR.services_by_name["AuditLog"]),
         (registry_connect.MemberRegistryASGIApplication, registry,
          registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"]),
+        (usage_connect.UsageServiceASGIApplication, usage,
+         usage_pb2.DESCRIPTOR.services_by_name["UsageService"]),
     )  # fmt: skip
     apps = [
         factory(connect_service(servicer, desc), **options)  # type: ignore[arg-type]

@@ -82,6 +82,18 @@ class TokenBucket:
             return 0.0
         return (1 - self._tokens) / self._limit.rate
 
+    def charge(self, tokens: float) -> None:
+        """Take `tokens` more after the fact (a not-found answer's extra cost). The bucket
+        may go into debt, down to -burst, so the next calls wait for it to refill; the
+        floor keeps the longest wait at (burst + 1) / rate, whatever a member did."""
+        self._refill()
+        self._tokens = max(-float(self._limit.burst), self._tokens - tokens)
+
+    def tokens(self) -> float:
+        """The tokens saved now (negative: in debt), for a member reading its usage."""
+        self._refill()
+        return self._tokens
+
     def set_limit(self, limit: RateLimit) -> None:
         """Switch to `limit` from now on, keeping the tokens saved (at most the new burst)."""
         self._refill()  # the time so far refills at the old rate
@@ -168,6 +180,28 @@ class RateLimiter:
     async def take(self, key: str) -> float:
         """try_take, in the interface Admission awaits (shared limiters ask another server)."""
         return self.try_take(key)
+
+    def charge_now(self, key: str, tokens: float) -> None:
+        """Take `tokens` more from `key`'s bucket, into debt if need be (TokenBucket.charge)."""
+        limit = self.limit_for(key)
+        if limit is None or tokens <= 0:
+            return
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(limit, clock=self._clock)
+        bucket.charge(tokens)
+
+    async def charge(self, key: str, tokens: float) -> None:
+        """charge_now, in the interface Admission awaits."""
+        self.charge_now(key, tokens)
+
+    async def tokens(self, key: str) -> float | None:
+        """The tokens `key` has now (a new bucket's burst if none is held); None = unlimited."""
+        limit = self.limit_for(key)
+        if limit is None:
+            return None
+        bucket = self._buckets.get(key)
+        return float(limit.burst) if bucket is None else bucket.tokens()
 
     def _maybe_sweep(self) -> None:
         now = self._clock()

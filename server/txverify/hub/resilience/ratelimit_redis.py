@@ -47,6 +47,31 @@ local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
 redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
 return 0
 """
+# A not-found answer's extra cost, charged after the fact (only then is it known):
+# KEYS[1] as above; ARGV: interval (µs) and the tokens to charge. The bucket may go
+# into debt (the TAT past now + burst intervals) down to -burst tokens, as the local
+# TokenBucket.charge does: ARGV[3] is that cap, 2 * burst * interval µs past now.
+_CHARGE = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + tonumber(ARGV[1]) * tonumber(ARGV[2])
+local cap = now + tonumber(ARGV[3])
+if new_tat > cap then new_tat = cap end
+local ttl_ms = math.ceil((new_tat - now) / 1000) + 1
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', ttl_ms)
+return 0
+"""
+# The µs of saved-up calls' worth of time left: TAT - now (0 for a full bucket), for
+# the usage report (tokens = burst - that / interval).
+_AHEAD = """
+local now_parts = redis.call('TIME')
+local now = tonumber(now_parts[1]) * 1000000 + tonumber(now_parts[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then return 0 end
+return string.format('%.0f', tat - now)
+"""
 RETRY_REDIS_AFTER = 1.0  # seconds on the local buckets before trying Redis again
 
 
@@ -69,6 +94,8 @@ class SharedRateLimiter:
             url, socket_timeout=timeout, socket_connect_timeout=timeout
         )
         self._script: Any = self._redis.register_script(_GCRA)
+        self._charge: Any = self._redis.register_script(_CHARGE)
+        self._ahead: Any = self._redis.register_script(_AHEAD)
         self._local_until = 0.0  # monotonic time until which Redis is not tried
         self.fallbacks = 0  # calls decided locally because Redis failed
 
@@ -90,16 +117,51 @@ class SharedRateLimiter:
                     keys=[self.prefix + key], args=[interval, (limit.burst - 1) * interval]
                 )
             except (RedisError, OSError) as error:
-                self._local_until = time.monotonic() + RETRY_REDIS_AFTER
-                log.warning(
-                    "rate limits: Redis failed (%s); per-process buckets for %.0fs",
-                    error,
-                    RETRY_REDIS_AFTER,
-                )
+                self._redis_failed(error)
             else:
                 return int(wait_us) / 1_000_000
         self.fallbacks += 1
         return self.local.try_take(key)
+
+    async def charge(self, key: str, tokens: float) -> None:
+        """Take `tokens` more from `key`'s shared bucket, into debt if need be. Only a
+        not-found answer calls it (one more round trip for those; none for others)."""
+        limit = self.local.limit_for(key)
+        if limit is None or tokens <= 0:
+            return
+        if time.monotonic() >= self._local_until:
+            interval = 1_000_000 / limit.rate
+            try:
+                await self._charge(
+                    keys=[self.prefix + key], args=[interval, tokens, 2 * limit.burst * interval]
+                )
+            except (RedisError, OSError) as error:
+                self._redis_failed(error)
+            else:
+                return
+        self.local.charge_now(key, tokens)
+
+    async def tokens(self, key: str) -> float | None:
+        """The tokens `key` has now in the shared bucket; None = unlimited."""
+        limit = self.local.limit_for(key)
+        if limit is None:
+            return None
+        if time.monotonic() >= self._local_until:
+            try:
+                ahead_us = await self._ahead(keys=[self.prefix + key])
+            except (RedisError, OSError) as error:
+                self._redis_failed(error)
+            else:
+                return limit.burst - int(ahead_us) * limit.rate / 1_000_000
+        return await self.local.tokens(key)
+
+    def _redis_failed(self, error: BaseException) -> None:
+        self._local_until = time.monotonic() + RETRY_REDIS_AFTER
+        log.warning(
+            "rate limits: Redis failed (%s); per-process buckets for %.0fs",
+            error,
+            RETRY_REDIS_AFTER,
+        )
 
     async def close(self) -> None:
         await self._redis.aclose()

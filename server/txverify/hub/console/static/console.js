@@ -279,7 +279,8 @@ function memberRow(code) {
   const resume = el('button', { class: 'resume', type: 'button', text: 'resume' });
   const tr = el('tr', { dataset: { code } },
     el('td', { class: 'code mono', text: code }),
-    ...['name', 'status', 'roles', 'subscriptions', 'circuit', 'in-flight num'].map((c) => el('td', { class: c })),
+    ...['name', 'status', 'roles', 'subscriptions', 'circuit', 'in-flight num', 'today num', 'not-found num']
+      .map((c) => el('td', { class: c })),
     el('td', { class: 'actions' }, reason, suspend, resume));
   suspend.addEventListener('click', () => changeStatus(tr, 'SUSPENDED'));
   resume.addEventListener('click', () => changeStatus(tr, 'ACTIVE'));
@@ -305,6 +306,10 @@ function fillMemberRow(tr, m) {
   setText($('.subscriptions', tr), subs.join(', ') || '—');
   badgeCell($('.circuit', tr), circuit || '—', `cb-${(circuit || 'none').toLowerCase()}`);
   setText($('.in-flight', tr), m.in_flight ?? '—');
+  // Usage today (UsageService): verifications, and the share answered SLIP_NOT_FOUND.
+  setText($('.today', tr), m.today ?? '—');
+  const ratio = m.today ? `${(100 * (m.not_found_ratio || 0)).toFixed(1)}%` : '—';
+  setText($('.not-found', tr), ratio);
   tr.classList.toggle('circuit-open', circuit === 'OPEN');
   tr.classList.toggle('circuit-half-open', circuit === 'HALF_OPEN');
   tr.classList.toggle('inactive', status !== 'ACTIVE');
@@ -489,6 +494,7 @@ function bankCard(code) {
       el('span', { class: 'code mono', text: code }),
       el('span', { class: 'name' }),
       el('span', { class: 'listening' })),
+    el('div', { class: 'bank-terms' }),
     el('form', { class: 'fault-form' },
       el('div', { class: 'fault-inputs' },
         el('label', {}, 'latency ', num('latency_ms', { min: 0, step: 50 }), ' ms'),
@@ -506,6 +512,8 @@ function bankCard(code) {
 
 function fillBank(card, bank) {
   setText($('.name', card), bank.name || '');
+  const pending = bank.pending_ms > 0 ? `pending ${bank.pending_ms / 1000} s` : 'settles at once';
+  setText($('.bank-terms', card), `keeps slips ${bank.retention_days || '?'} days · ${pending}`);
   const listening = $('.listening', card);
   setText(listening, bank.issuer_listening ? 'listening' : 'not listening');
   listening.className = `listening ${bank.issuer_listening ? 'ok' : 'bad'}`;
