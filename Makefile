@@ -50,9 +50,12 @@ pytest: $(DEV_STAMP)
 test-fast: lint typecheck $(DEV_STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
-## proto: regenerate the Python code and stubs of proto/txverify/v1 (committed)
+## proto: regenerate the contract's generated code (Python, stubs, Connect, openapi.json; the Connect-Node example's), committed
 proto: $(DEV_STAMP)
 	$(PY) proto/generate.py
+	@# The Connect-Node example's generated code too, once its npm ci has run.
+	@if [ -x examples/json/connect-node/node_modules/.bin/protoc-gen-es ]; then \
+	  sh examples/json/connect-node/generate.sh; fi
 
 ## browser: Debian's Chromium for the console's browser tests (as root, when missing)
 browser:

@@ -322,8 +322,7 @@ def test_slip_with_a_bad_amount_is_a_usage_error(network: UpNetwork) -> None:
 
 @pytest.mark.timeout(120)
 def test_faults_refuse_makes_verify_unavailable_until_cleared(network: UpNetwork) -> None:
-    qr = network.sample_qrs[3]  # 014 SCB
-    assert "014" == miniqr.parse(qr).sending_bank
+    qr = next(q for q in network.sample_qrs if miniqr.parse(q).sending_bank == "014")  # SCB
 
     refused = _run("faults", "014", "--refuse")
     try:

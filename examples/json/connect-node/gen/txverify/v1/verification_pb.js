@@ -116,6 +116,8 @@ export const Verdict = /*@__PURE__*/
  *                     or SLIP_IMAGE_* (see slip_image)                        6400
  *   NOT_FOUND         ISSUER_NOT_FOUND (no such member)                      6501
  *   NOT_FOUND         SLIP_NOT_FOUND / SLIP_EXPIRED (from the issuer)        8404
+ *   UNAVAILABLE       SLIP_PENDING (the issuer knows the transfer but has not
+ *                     settled it; RetryInfo says when to ask again)          8404
  *   UNAVAILABLE       ISSUER_UNAVAILABLE (issuer unreachable)                8503
  *   UNAVAILABLE       ISSUER_ERROR (issuer failed or answered wrongly)       8500
  *   DEADLINE_EXCEEDED ISSUER_TIMEOUT (issuer too slow for the deadline)      8503
