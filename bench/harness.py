@@ -239,7 +239,8 @@ class Bench:
             {f"{k}/{o}": v for (k, o), v in (result.total.failed + result.total.wrong).items()},
         )  # fmt: skip
 
-    def h2load(self, target: str, rnd: int) -> Run:
+    def h2load(self, target: str, rnd: int, headers: tuple[str, ...] = ()) -> Run:
+        """h2load's closed loop on `target`; `headers` ("name: value") go with each request."""
         a = self.args
         request = verification_pb2.VerifyRequest(qr_text=self.qrs[0]).SerializeToString()
         body = self.tmp / "verify.grpc"
@@ -255,7 +256,7 @@ class Bench:
             ["h2load", "-c", str(a.connections), "-m", str(max(1, a.concurrency // a.connections)),
              "-D", str(max(1, round(a.seconds))), "--log-file", str(log), "-d", str(body),
              "-H", "content-type: application/grpc", "-H", "te: trailers",
-             "-H", f"x-member-id: {REQUESTER}",
+             "-H", f"x-member-id: {REQUESTER}", *(f for h in headers for f in ("-H", h)),
              f"http://{server.address}/txverify.v1.VerificationService/Verify"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip

@@ -86,6 +86,16 @@ PARAMETERS: dict[str, Schema] = {
         "description": "The deadline of the call, in milliseconds.",
         "schema": {"type": "integer", "minimum": 0, "maximum": 9999999999},
     },
+    "traceparent": {
+        "description": "W3C Trace Context (version 00): Verify records the trace id in its log "
+        "line and audit record and passes the trace on to the issuer; a value that does not "
+        "parse is ignored; other methods ignore it",
+        "schema": {"type": "string", "pattern": "^00-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"},
+    },
+    "tracestate": {
+        "description": "W3C Trace Context: passed on with traceparent (up to 512 characters)",
+        "schema": {"type": "string", "maxLength": 512},
+    },
     "x-member-id": {
         "description": "dev mode only: the calling member's code, trusted from loopback callers "
         "only; under mTLS the client certificate names the caller and this header, if sent, "

@@ -1,7 +1,7 @@
 """Names on the wire that are not in the .proto files: defined here, once.
 
 Clients in other languages need the same values: the member header in dev mode,
-and the health service names of issuers (on the hub and on a simulator's
+the W3C trace headers, and the health service names of issuers (on the hub and on a simulator's
 control port).
 """
 
@@ -12,6 +12,11 @@ from txverify.v1 import issuer_pb2
 # Dev mode only (loopback): the member a caller speaks for. Under mTLS the
 # certificate names the member and the header is ignored.
 MEMBER_HEADER = "x-member-id"
+
+# W3C Trace Context (https://www.w3.org/TR/trace-context/): a caller's trace, taken
+# from gRPC metadata or HTTP headers and passed on to the issuer.
+TRACEPARENT_HEADER = "traceparent"
+TRACESTATE_HEADER = "tracestate"
 
 # VerifyRequest.slip_image: the largest image the hub reads, and how many pixels.
 MAX_SLIP_IMAGE_BYTES = 2 * 1024 * 1024

@@ -90,12 +90,16 @@ def audit(
             "verdict": verification_pb2.Verdict.Name(r.verdict).removeprefix("VERDICT_"),
             "latencyUs": r.latency_us,
             "replayed": r.replayed,
+            "traceId": r.trace_id,
         }
         for r in reply.records
     ]
+    traced = any(r["traceId"] for r in rows)  # the column only when some request was traced
     table = Table(title=f"Audit ({len(rows)} records)", title_justify="left")
     for col in ("at (Bangkok)", "request id", "requester", "issuer", "transRef", "outcome", "ms"):
         table.add_column(col)
+    if traced:
+        table.add_column("trace id", no_wrap=True)
     for r in rows:
         outcome = r["verdict"] if r["status"] == "OK" else f"{r['status']} {r['reason']}"
         table.add_row(
@@ -106,5 +110,6 @@ def audit(
             r["transRef"],
             outcome + (" (replay)" if r["replayed"] else ""),
             f"{r['latencyUs'] / 1000:.1f}",
+            *([r["traceId"]] if traced else []),
         )
     out.print(table)

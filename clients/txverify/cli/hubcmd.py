@@ -186,6 +186,15 @@ def hub(
             help="auto (uvloop when installed), uvloop or asyncio.",
         ),
     ] = HUB_DEFAULTS.event_loop,
+    otlp_endpoint: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TXVERIFY_HUB_OTLP_ENDPOINT",
+            help="Export OpenTelemetry spans (Verify, IssuerInquiry) to this OTLP/gRPC "
+            "collector, e.g. http://127.0.0.1:4317; needs the otel extra "
+            "(pip install 'txverify[otel]'). Default: off, no cost.",
+        ),
+    ] = HUB_DEFAULTS.otlp_endpoint,
     console: Annotated[
         int | None,
         typer.Option(
@@ -203,7 +212,7 @@ def hub(
     ] = None,
 ) -> None:
     """Run the hub alone (dev mode, or mutual TLS with --certs)."""
-    from txverify.hub.app import RunningHub, run, serve  # the CLI may start the hub
+    from txverify.hub.app import RunningHub, check_otel, run, serve  # the CLI may start the hub
     from txverify.hub.identity import IdentityMode
     from txverify.hub.resilience.breaker import BreakerSettings
     from txverify.hub.resilience.ratelimit import RateLimit
@@ -254,6 +263,7 @@ def hub(
             image_workers=image_workers,
             audit=audit,
             event_loop=event_loop,
+            otlp_endpoint=otlp_endpoint,
             console=ConsoleSettings(console, host="127.0.0.1", simulator=console_simulator)
             if console is not None
             else None,
@@ -262,6 +272,8 @@ def hub(
             run(serve(settings, report), event_loop=event_loop)
             return
         from txverify.hub.workers import run_workers  # forks before any gRPC object exists
+
+        check_otel(settings)  # before the workers, each of which would fail on its own
 
         code = run_workers(settings, workers, announce)
     except (ValueError, OSError) as exc:

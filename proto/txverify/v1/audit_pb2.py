@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from txverify.v1 import verification_pb2 as txverify_dot_v1_dot_verification__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17txverify/v1/audit.proto\x12\x0btxverify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etxverify/v1/verification.proto\"\x89\x02\n\x0b\x41uditRecord\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\t\x12\x1b\n\x13requester_reference\x18\x04 \x01(\t\x12\x0e\n\x06issuer\x18\x05 \x01(\t\x12\x11\n\ttrans_ref\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12%\n\x07verdict\x18\t \x01(\x0e\x32\x14.txverify.v1.Verdict\x12\x12\n\nlatency_us\x18\n \x01(\x03\x12\x10\n\x08replayed\x18\x0b \x01(\x08\"\xaf\x01\n\x11QueryAuditRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06member\x18\x03 \x01(\t\x12\x11\n\ttrans_ref\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\r\n\x05limit\x18\x06 \x01(\x05\"?\n\x12QueryAuditResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.txverify.v1.AuditRecord2Y\n\x08\x41uditLog\x12M\n\nQueryAudit\x12\x1e.txverify.v1.QueryAuditRequest\x1a\x1f.txverify.v1.QueryAuditResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17txverify/v1/audit.proto\x12\x0btxverify.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1etxverify/v1/verification.proto\"\x9b\x02\n\x0b\x41uditRecord\x12&\n\x02\x61t\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\trequester\x18\x03 \x01(\t\x12\x1b\n\x13requester_reference\x18\x04 \x01(\t\x12\x0e\n\x06issuer\x18\x05 \x01(\t\x12\x11\n\ttrans_ref\x18\x06 \x01(\t\x12\x0e\n\x06status\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12%\n\x07verdict\x18\t \x01(\x0e\x32\x14.txverify.v1.Verdict\x12\x12\n\nlatency_us\x18\n \x01(\x03\x12\x10\n\x08replayed\x18\x0b \x01(\x08\x12\x10\n\x08trace_id\x18\x0c \x01(\t\"\xaf\x01\n\x11QueryAuditRequest\x12)\n\x05since\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06member\x18\x03 \x01(\t\x12\x11\n\ttrans_ref\x18\x04 \x01(\t\x12\x12\n\nrequest_id\x18\x05 \x01(\t\x12\r\n\x05limit\x18\x06 \x01(\x05\"?\n\x12QueryAuditResponse\x12)\n\x07records\x18\x01 \x03(\x0b\x32\x18.txverify.v1.AuditRecord2Y\n\x08\x41uditLog\x12M\n\nQueryAudit\x12\x1e.txverify.v1.QueryAuditRequest\x1a\x1f.txverify.v1.QueryAuditResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,11 +34,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'txverify.v1.audit_pb2', _gl
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_AUDITRECORD']._serialized_start=106
-  _globals['_AUDITRECORD']._serialized_end=371
-  _globals['_QUERYAUDITREQUEST']._serialized_start=374
-  _globals['_QUERYAUDITREQUEST']._serialized_end=549
-  _globals['_QUERYAUDITRESPONSE']._serialized_start=551
-  _globals['_QUERYAUDITRESPONSE']._serialized_end=614
-  _globals['_AUDITLOG']._serialized_start=616
-  _globals['_AUDITLOG']._serialized_end=705
+  _globals['_AUDITRECORD']._serialized_end=389
+  _globals['_QUERYAUDITREQUEST']._serialized_start=392
+  _globals['_QUERYAUDITREQUEST']._serialized_end=567
+  _globals['_QUERYAUDITRESPONSE']._serialized_start=569
+  _globals['_QUERYAUDITRESPONSE']._serialized_end=632
+  _globals['_AUDITLOG']._serialized_start=634
+  _globals['_AUDITLOG']._serialized_end=723
 # @@protoc_insertion_point(module_scope)

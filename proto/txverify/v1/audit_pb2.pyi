@@ -37,6 +37,7 @@ class AuditRecord(_message.Message):
     VERDICT_FIELD_NUMBER: _builtins.int
     LATENCY_US_FIELD_NUMBER: _builtins.int
     REPLAYED_FIELD_NUMBER: _builtins.int
+    TRACE_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """The request id (the caller's or the hub's)."""
     requester: _builtins.str
@@ -57,6 +58,11 @@ class AuditRecord(_message.Message):
     """Time the hub took, in microseconds."""
     replayed: _builtins.bool
     """True for an idempotent replay."""
+    trace_id: _builtins.str
+    """The W3C trace id (32 lowercase hex digits) of the trace the request came
+    with in its `traceparent` header, or of the hub's own span when
+    OpenTelemetry is on; "" when none.
+    """
     @_builtins.property
     def at(self) -> _timestamp_pb2.Timestamp:
         """When the hub answered."""
@@ -75,10 +81,11 @@ class AuditRecord(_message.Message):
         verdict: _verification_pb2.Verdict.ValueType = ...,
         latency_us: _builtins.int = ...,
         replayed: _builtins.bool = ...,
+        trace_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["at", b"at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "issuer", b"issuer", "latency_us", b"latency_us", "reason", b"reason", "replayed", b"replayed", "request_id", b"request_id", "requester", b"requester", "requester_reference", b"requester_reference", "status", b"status", "trans_ref", b"trans_ref", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at", b"at", "issuer", b"issuer", "latency_us", b"latency_us", "reason", b"reason", "replayed", b"replayed", "request_id", b"request_id", "requester", b"requester", "requester_reference", b"requester_reference", "status", b"status", "trace_id", b"trace_id", "trans_ref", b"trans_ref", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import logging
 import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
@@ -64,6 +65,9 @@ from txverify.v1 import (
 )
 from txverify.wire import MAX_SLIP_IMAGE_BYTES
 
+if TYPE_CHECKING:  # imported only when an OTLP endpoint is set (_spans)
+    from txverify.hub.otel import Spans
+
 log = logging.getLogger(__name__)
 VERIFICATION_SERVICE = verification_pb2.DESCRIPTOR.services_by_name["VerificationService"].full_name
 REGISTRY_SERVICE = registry_pb2.DESCRIPTOR.services_by_name["MemberRegistry"].full_name
@@ -90,6 +94,7 @@ class RunningHub:
     console: Console | None = None
     json_api: RunningJsonApi | None = None
     images: ImageDecoder | None = None
+    spans: Spans | None = None  # OpenTelemetry, when an OTLP endpoint is set
 
     async def stop(self, grace: float, drain_delay: float = 0.0) -> None:
         """NOT_SERVING first (still serving for `drain_delay`, so balancers stop sending);
@@ -120,6 +125,8 @@ class RunningHub:
         self.membership.store.close()
         if self.stop_metrics is not None:
             self.stop_metrics()
+        if self.spans is not None:  # the spans of the last RPCs, exported
+            await self.spans.close()
 
 
 def _server(settings: HubSettings, guard: RequestGuard) -> grpc.aio.Server:
@@ -153,6 +160,35 @@ def _channel_factory(settings: HubSettings) -> Callable[[Member], grpc.aio.Chann
     return secure
 
 
+def check_otel(settings: HubSettings) -> None:
+    """ValueError when an OTLP endpoint is set but the otel extra is not installed; found
+    without importing it (the `--workers` supervisor checks before it forks)."""
+    if settings.otlp_endpoint is None:
+        return
+    for name in ("opentelemetry.sdk.trace", "opentelemetry.exporter.otlp.proto.grpc"):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ValueError(
+                f"--otlp-endpoint needs OpenTelemetry ({name} is missing): "
+                "pip install 'txverify[otel]'"
+            )
+
+
+def _spans(settings: HubSettings) -> Spans | None:
+    """OpenTelemetry's spans when an OTLP endpoint is set; else None, and nothing of
+    OpenTelemetry is imported."""
+    if settings.otlp_endpoint is None:
+        return None
+    check_otel(settings)
+    from txverify.hub.otel import Spans
+
+    log.info("tracing: Verify and IssuerInquiry spans to %s (OTLP/gRPC)", settings.otlp_endpoint)
+    return Spans(settings.otlp_endpoint)
+
+
 async def start_hub(settings: HubSettings) -> RunningHub:
     """Build and start the hub; returns once it accepts RPCs."""
     if settings.mode is IdentityMode.DEV:
@@ -160,6 +196,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
             "INSECURE dev mode: callers name themselves in the x-member-id header "
             "(loopback only); use --tls for member identity from certificates"
         )
+    spans = _spans(settings)  # first: a missing extra fails before anything starts
     guard = RequestGuard()
     server = _server(settings, guard)
     health = HubHealth()
@@ -222,7 +259,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
     observers = Observers([RequestLog(), metrics, *([feed] if feed is not None else [])])
     images = ImageDecoder(settings.image_workers)
     admission = Admission(membership, limiter, not_found_cost=settings.not_found_cost)
-    router = Router(admission, gateway, audit, observers, images)
+    router = Router(admission, gateway, audit, observers, images, spans)
     verifier = VerificationServicer(router, settings.mode)
     auditor = AuditLogServicer(
         audit.store, membership, mode=settings.mode, operators=settings.operators
@@ -275,6 +312,7 @@ async def start_hub(settings: HubSettings) -> RunningHub:
         guard,
         limiter,
         images=images,
+        spans=spans,
     )
     if settings.json_port is not None:
         try:

@@ -253,8 +253,12 @@ class IssuerGateway:
         requester: str,
         request_id: str,
         budget: float,
+        metadata: tuple[tuple[str, str], ...] | None = None,
     ) -> common_pb2.Transaction:
-        """The issuer's masked transaction, or a ServiceError naming what went wrong."""
+        """The issuer's masked transaction, or a ServiceError naming what went wrong.
+
+        `metadata` goes with the inquiry (and its retry): the W3C trace headers when
+        the request is traced (txverify.hub.tracing), else None."""
         if budget <= 0:
             raise ServiceError(Reason.ISSUER_TIMEOUT, "no time left before the caller's deadline")
         link = self._link(issuer)
@@ -279,7 +283,7 @@ class IssuerGateway:
             )
             channel = link.channel  # the one this inquiry goes out on
             try:
-                response = await self._send(link, issuer, request, budget)
+                response = await self._send(link, issuer, request, budget, metadata)
             except ServiceError as error:
                 self._settle(link, channel, issuer, failed=error.reason in _FAILURES)
                 raise
@@ -305,6 +309,7 @@ class IssuerGateway:
         issuer: Member,
         request: issuer_pb2.IssuerInquiryRequest,
         budget: float,
+        metadata: tuple[tuple[str, str], ...] | None,
     ) -> issuer_pb2.IssuerInquiryResponse:
         """One inquiry; retried once, only when the first attempt never reached the issuer."""
         loop = asyncio.get_running_loop()
@@ -313,7 +318,7 @@ class IssuerGateway:
         stub = link.stub
         try:
             response: issuer_pb2.IssuerInquiryResponse = await stub.IssuerInquiry(
-                request, timeout=budget
+                request, timeout=budget, metadata=metadata
             )
             return response
         except grpc.aio.AioRpcError as error:
@@ -332,7 +337,10 @@ class IssuerGateway:
         channel, stub = link.channel, link.stub
         try:
             retried: issuer_pb2.IssuerInquiryResponse = await stub.IssuerInquiry(
-                request, timeout=min(remaining, RETRY_CONNECT_WAIT), wait_for_ready=True
+                request,
+                timeout=min(remaining, RETRY_CONNECT_WAIT),
+                metadata=metadata,
+                wait_for_ready=True,
             )
             return retried
         except grpc.aio.AioRpcError as error:

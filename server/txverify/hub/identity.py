@@ -10,7 +10,7 @@ import grpc
 
 from txverify.errors import Reason, ServiceError
 from txverify.runtime.tls import peer_identity, peer_is_loopback
-from txverify.wire import MEMBER_HEADER
+from txverify.wire import MEMBER_HEADER, TRACEPARENT_HEADER, TRACESTATE_HEADER
 
 # Dev mode only: the caller names itself. Trusted only from loopback and
 # logged as insecure at start-up. Under mTLS it may still be sent, and must
@@ -42,11 +42,41 @@ def claimed_member(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     latin-1): a value that is not printable ASCII is kept escaped, so it names no
     member and cannot forge a log line; two different values name no one either.
     """
-    claims = {
-        value
-        for key, value in context.invocation_metadata() or ()
-        if key == MEMBER_HEADER and isinstance(value, str)
-    }
+    return _claim(
+        {
+            value
+            for key, value in context.invocation_metadata() or ()
+            if key == MEMBER_HEADER and isinstance(value, str)
+        }
+    )
+
+
+def verify_headers(
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> tuple[str, str | None, str | None]:
+    """What Verify reads of its metadata, in one pass: x-member-id as claimed_member
+    gives it, and the raw traceparent and tracestate (None when absent).
+
+    One pass rather than one per header: each invocation_metadata() builds the
+    tuple anew (~1.2 µs over gRPC; over the JSON API a Metadata from the headers).
+    Two different traceparents give "" (no valid trace); several tracestates are
+    one list, joined with commas, as HTTP joins repeated headers.
+    """
+    claims: set[str] = set()
+    traceparent = tracestate = None
+    for key, value in context.invocation_metadata() or ():
+        if not isinstance(value, str):  # a -bin header's bytes: none of these
+            continue
+        if key == MEMBER_HEADER:
+            claims.add(value)
+        elif key == TRACEPARENT_HEADER:
+            traceparent = value if traceparent is None or traceparent == value else ""
+        elif key == TRACESTATE_HEADER:
+            tracestate = value if tracestate is None else f"{tracestate},{value}"
+    return _claim(claims), traceparent, tracestate
+
+
+def _claim(claims: set[str]) -> str:
     if len(claims) > 1:
         return f"<{len(claims)} different {MEMBER_HEADER} values>"
     claim = next(iter(claims), "")[:MAX_CLAIM]
@@ -55,9 +85,13 @@ def claimed_member(context: grpc.aio.ServicerContext[Any, Any]) -> str:
     return claim.encode("unicode_escape").decode("ascii")[:MAX_CLAIM]
 
 
-def identify(context: grpc.aio.ServicerContext[Any, Any], mode: IdentityMode) -> Caller:
-    """The caller, or UNAUTHENTICATED/UNKNOWN_MEMBER when it cannot be told."""
-    claimed = claimed_member(context)
+def identify(
+    context: grpc.aio.ServicerContext[Any, Any], mode: IdentityMode, claimed: str | None = None
+) -> Caller:
+    """The caller, or UNAUTHENTICATED/UNKNOWN_MEMBER when it cannot be told (`claimed`:
+    x-member-id as already read by verify_headers; None: read it here)."""
+    if claimed is None:
+        claimed = claimed_member(context)
     if mode is IdentityMode.TLS:
         identity = peer_identity(context)
         if identity is None:

@@ -2,8 +2,8 @@
 
 The Router fills a `Verification` as the request goes (who asked, which slip,
 what came of it) and, once the answer is durable, hands it to each observer.
-Nothing here is personal: member codes, the request's ids, the slip's
-reference, the outcome and the latency.
+Nothing here is personal: member codes, the request's ids (and its trace's),
+the slip's reference, the outcome and the latency.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
 
+from txverify.hub.tracing import TraceContext
 from txverify.runtime import logs
 from txverify.v1 import verification_pb2
 
@@ -40,6 +41,15 @@ class Verification:
     replayed: bool = False
     ended: float = 0.0  # time.time() when answered
     elapsed: float = 0.0  # seconds from arrival to answer
+    # The caller's span as its traceparent named it (tracing.py), None when it sent none;
+    # with OpenTelemetry on, the hub's Verify span (txverify.hub.otel; a new trace when
+    # the caller sent none), which `span` then is.
+    trace: TraceContext | None = None
+    span: object | None = None
+
+    @property
+    def trace_id(self) -> str:
+        return "" if self.trace is None else self.trace.trace_id
 
     @property
     def verdict_name(self) -> str:
@@ -93,6 +103,8 @@ class RequestLog:
         if v.request_id:
             fields["request_id"] = v.request_id
             fields["requester_reference"] = v.reference
+        if v.trace is not None:
+            fields["trace_id"] = v.trace.trace_id
         if v.issuer:
             fields["issuer"] = v.issuer
             fields["trans_ref"] = v.trans_ref

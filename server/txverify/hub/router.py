@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from txverify.errors import FieldViolation, Reason, ServiceError
 from txverify.hub.admission import Admission
@@ -29,9 +30,14 @@ from txverify.hub.forwarding import IssuerGateway
 from txverify.hub.identity import Caller
 from txverify.hub.images import ImageDecoder
 from txverify.hub.outcome import Observer, Observers, RequestLog, Verification
+from txverify.hub.registry import Member
 from txverify.hub.slip import slip_of, slip_of_qr
+from txverify.hub.tracing import TraceContext
 from txverify.runtime.logs import FIELDS
 from txverify.v1 import common_pb2, verification_pb2
+
+if TYPE_CHECKING:  # imported only when an OTLP endpoint is configured (app.py)
+    from txverify.hub.otel import Spans
 
 MAX_REQUEST_ID = 64
 MAX_REFERENCE = 64
@@ -123,8 +129,12 @@ class Router:
         audit: AuditWriter,
         observer: Observer | None = None,
         images: ImageDecoder | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self.admission = admission
+        # OpenTelemetry's Verify and IssuerInquiry spans; None (the default): no
+        # OpenTelemetry at all, only the caller's traceparent passed on (tracing.py).
+        self.spans = spans
         self.images = images or ImageDecoder()
         self.gateway = gateway
         self.audit = audit
@@ -143,13 +153,17 @@ class Router:
         request: verification_pb2.VerifyRequest,
         caller: Callable[[], Caller],
         caller_remaining: float | None,
+        trace: TraceContext | None = None,
     ) -> verification_pb2.VerifyResponse:
         """Answer one Verify once it is durably audited, or raise its (audited) ServiceError.
 
         `caller` identifies who calls (it may raise ServiceError, audited as any
-        failure); `caller_remaining` is the caller's deadline in seconds, if any.
+        failure); `caller_remaining` is the caller's deadline in seconds, if any;
+        `trace` the caller's span (its traceparent), if it sent one.
         """
-        v = Verification(time.perf_counter())
+        v = Verification(time.perf_counter(), trace=trace)
+        if self.spans is not None:
+            self.spans.verify_started(v, trace)  # v.trace: the Verify span's, a root if none
         try:
             response = await self._verify(request, caller, caller_remaining, v)
         except ServiceError as error:
@@ -158,6 +172,10 @@ class Router:
             log.exception("verify failed unexpectedly", extra={FIELDS: RequestLog.fields(v)})
             internal = ServiceError(Reason.INTERNAL, "internal error in the hub")
             raise await self._failed(v, internal) from None
+        except BaseException:  # cancelled: neither audited nor observed; its span ends
+            if self.spans is not None:
+                self.spans.verify_abandoned(v)
+            raise
         v.verdict = response.verdict
         self._observe(v)
         return response
@@ -208,13 +226,7 @@ class Router:
                 return await self._replayed(_replay_of(found, slip), v)
         try:
             issuer = self.admission.issuer(slip.sending_bank)
-            tx = await self.gateway.inquire(
-                issuer,
-                slip,
-                requester=v.requester,
-                request_id=v.request_id,
-                budget=self.gateway.policy.timeout(caller_remaining),
-            )
+            tx = await self._inquire(issuer, slip, v, caller_remaining)
         except ServiceError:
             # The issuer cannot answer now; if this request was answered before (by
             # another process, or before a restart), its first answer stands.
@@ -236,6 +248,41 @@ class Router:
         if named:
             self.recent.put(key, slip, final.SerializeToString())
         return final
+
+    async def _inquire(
+        self,
+        issuer: Member,
+        slip: common_pb2.SlipRef,
+        v: Verification,
+        caller_remaining: float | None,
+    ) -> common_pb2.Transaction:
+        """The issuer's answer; a traced request passes its trace on: the same trace id
+        and flags, the hub's span as the parent (the IssuerInquiry span's when on)."""
+        budget = self.gateway.policy.timeout(caller_remaining)
+        trace, spans = v.trace, self.spans
+        if trace is None:  # the default: nothing to pass on
+            return await self.gateway.inquire(
+                issuer, slip, requester=v.requester, request_id=v.request_id, budget=budget
+            )
+        if spans is None:
+            return await self.gateway.inquire(
+                issuer, slip, requester=v.requester, request_id=v.request_id, budget=budget,
+                metadata=trace.child().metadata(),
+            )  # fmt: skip
+        span, outgoing = spans.inquiry_started(v, issuer.code)
+        try:
+            tx = await self.gateway.inquire(
+                issuer, slip, requester=v.requester, request_id=v.request_id, budget=budget,
+                metadata=outgoing.metadata(),
+            )  # fmt: skip
+        except ServiceError as error:
+            spans.inquiry_ended(span, error.status_code.name, error.reason.value)
+            raise
+        except BaseException:
+            spans.inquiry_ended(span, "CANCELLED", "")
+            raise
+        spans.inquiry_ended(span, "OK", "")
+        return tx
 
     async def _replayed(
         self, replay: verification_pb2.VerifyResponse, v: Verification
@@ -265,6 +312,9 @@ class Router:
         v.ended = time.time()
         v.elapsed = time.perf_counter() - v.started
         self.observer.verified(v)
+        if v.span is not None:
+            assert self.spans is not None
+            self.spans.verify_ended(v)
 
     async def _take_turn(self, key: tuple[str, str]) -> None:
         """Wait until no other request with this key is running here; then it is ours."""
@@ -333,6 +383,7 @@ def audit_entry(v: Verification, *, verdict: int = 0) -> AuditEntry:
         verdict=verdict,
         latency_us=int((time.perf_counter() - v.started) * 1_000_000),
         replayed=v.replayed,
+        trace_id=v.trace_id,
     )
 
 

@@ -214,6 +214,15 @@ CREATE TABLE remembered_answers (
 CREATE INDEX remembered_at ON remembered_answers (at);
 """,
     ),
+    Migration(
+        2,
+        "the W3C trace id of each audited Verify",
+        # A constant default: SQLite writes nothing to existing rows, and PostgreSQL
+        # (11+) only records the default, so neither rewrites the table. No index:
+        # the audit is not queried by trace id, and every index costs each insert.
+        sqlite="ALTER TABLE audit ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''",
+        postgres="ALTER TABLE audit ADD COLUMN trace_id TEXT NOT NULL DEFAULT ''",
+    ),
 )
 
 _LEDGER = {

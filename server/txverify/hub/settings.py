@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from txverify.hub.identity import IdentityMode
 from txverify.hub.registry import Member, load_members
@@ -27,6 +28,15 @@ MAX_IN_FLIGHT = 200  # inquiries in flight per issuer
 # What a SLIP_NOT_FOUND costs a member's rate limit, in calls (txverify.hub.admission).
 NOT_FOUND_COST = 10
 MAX_NOT_FOUND_COST = 1000
+
+
+def _is_endpoint_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises on a port that is not a number)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
 
 
 def default_of(settings: type[Any], name: str) -> Any:
@@ -99,6 +109,10 @@ class HubSettings:
     # (workers, or hubs on one PostgreSQL); None = the backend's default, see
     # `refresh_every`.
     registry_refresh: float | None = None
+    # OpenTelemetry: export Verify and IssuerInquiry spans to this OTLP/gRPC collector
+    # (http://host:4317; https:// for TLS), from the `otel` extra; None = off, and
+    # then no OpenTelemetry code is loaded (txverify.hub.otel).
+    otlp_endpoint: str | None = None
 
     def __post_init__(self) -> None:
         if self.event_loop not in ("auto", "uvloop", "asyncio"):
@@ -136,6 +150,11 @@ class HubSettings:
             )
         if self.console is not None and self.shared:
             raise ValueError("the console runs in a single hub process: not with --workers")
+        if self.otlp_endpoint is not None and not _is_endpoint_url(self.otlp_endpoint):
+            raise ValueError(
+                f"the OTLP endpoint is an http:// or https:// URL with a host "
+                f"(http://127.0.0.1:4317), not {self.otlp_endpoint!r}"
+            )
         if self.registry_refresh is not None and self.registry_refresh <= 0:
             raise ValueError("registry_refresh must be positive")
         if self.issuer_timeout <= 0 or self.grace < 0 or self.drain_delay < 0:

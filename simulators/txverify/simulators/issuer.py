@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +18,7 @@ from txverify.simulators.bank import CACHE_SIZE, Bank
 from txverify.simulators.faults import FaultSpec, InjectedFault, before_inquiry
 from txverify.simulators.ledger import LedgerTransaction, PartyRecord, TxStatus
 from txverify.v1 import common_pb2, issuer_pb2, issuer_pb2_grpc
+from txverify.wire import TRACEPARENT_HEADER, TRACESTATE_HEADER
 
 log = logging.getLogger(__name__)
 _STATUS = {
@@ -71,10 +72,18 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
     """gRPC adapter over Bank.inquire, behind the bank's current faults."""
 
     def __init__(
-        self, bank: Bank, faults: Callable[[], FaultSpec], *, only_peer: str | None = None
+        self,
+        bank: Bank,
+        faults: Callable[[], FaultSpec],
+        *,
+        only_peer: str | None = None,
+        traces: deque[tuple[str, str]] | None = None,
     ) -> None:
         self.bank = bank
         self.faults = faults
+        # (traceparent, tracestate or "") of each inquiry that carried a traceparent,
+        # latest last (the deque's maxlen bounds it): a test reads it to see a trace arrive.
+        self.traces: deque[tuple[str, str]] = deque(maxlen=100) if traces is None else traces
         # Under mTLS only the hub may ask: any member holds a certificate from
         # the same CA, and bank A must not query bank B's ledger directly.
         self.only_peer = only_peer
@@ -102,6 +111,14 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         request: issuer_pb2.IssuerInquiryRequest,
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> issuer_pb2.IssuerInquiryResponse:
+        traceparent = tracestate = ""
+        for key, value in context.invocation_metadata() or ():
+            if key == TRACEPARENT_HEADER and isinstance(value, str):
+                traceparent = value
+            elif key == TRACESTATE_HEADER and isinstance(value, str):
+                tracestate = value
+        if traceparent:
+            self.traces.append((traceparent, tracestate))
         try:
             if self.only_peer is not None and peer_identity(context) != self.only_peer:
                 raise ServiceError(
@@ -114,6 +131,11 @@ class IssuerServicer(issuer_pb2_grpc.IssuerServiceServicer):
         except InjectedFault as fault:
             await context.abort(fault.status, str(fault))
         except ServiceError as error:
-            log.debug("inquiry bank=%s outcome=%s", self.bank.code, error.reason)
+            log.debug(
+                "inquiry bank=%s outcome=%s traceparent=%s",
+                self.bank.code,
+                error.reason,
+                traceparent,
+            )
             await abort(context, error)
         return self.answer(tx)

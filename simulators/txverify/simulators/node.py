@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from txverify.v1 import issuer_pb2_grpc
 from txverify.wire import ISSUER_SERVICE
 
 log = logging.getLogger(__name__)
+TRACES_KEPT = 100
 
 
 @dataclass(slots=True)
@@ -38,6 +40,9 @@ class BankNode:
     faults: FaultSpec = field(default_factory=FaultSpec)
     server: grpc.aio.Server | None = None
     on_listening: Callable[[BankNode], None] | None = None
+    # The W3C trace headers the issuer received (traceparent, tracestate or ""), latest
+    # last, kept across reopening (IssuerServicer); for tests: did the trace arrive?
+    traces: deque[tuple[str, str]] = field(default_factory=lambda: deque(maxlen=TRACES_KEPT))
     _flapper: asyncio.Task[None] | None = None
 
     @property
@@ -54,7 +59,12 @@ class BankNode:
             return
         server = new_server()
         issuer_pb2_grpc.add_IssuerServiceServicer_to_server(
-            IssuerServicer(self.bank, lambda: self.faults, only_peer=tls.HUB if self.pki else None),
+            IssuerServicer(
+                self.bank,
+                lambda: self.faults,
+                only_peer=tls.HUB if self.pki else None,
+                traces=self.traces,
+            ),
             server,
         )
         await add_health_and_reflection(server, [ISSUER_SERVICE])

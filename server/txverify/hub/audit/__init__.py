@@ -53,6 +53,7 @@ class AuditEntry:
     verdict: int = 0  # verification_pb2.Verdict value
     latency_us: int = 0
     replayed: bool = False
+    trace_id: str = ""  # the W3C trace id (32 hex) the request came with, "" when none
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +323,7 @@ def judge_batch(
         judged.audit_rows.append(
             (at, entry.request_id, entry.requester, entry.requester_reference, entry.issuer,
              entry.trans_ref, entry.status, entry.reason, verdict, entry.latency_us,
-             int(replayed))
+             int(replayed), entry.trace_id)
         )  # fmt: skip
         results.append(result)
     return judged
@@ -378,7 +379,7 @@ def use_counts(
 
 AUDIT_COLUMNS = (
     "at, request_id, requester, requester_reference, issuer, trans_ref, status, reason, "
-    "verdict, latency_us, replayed"
+    "verdict, latency_us, replayed, trace_id"
 )
 
 
@@ -439,6 +440,7 @@ def entry_of(row: Sequence[Any]) -> AuditEntry:
         verdict=row[8],
         latency_us=row[9],
         replayed=bool(row[10]),
+        trace_id=row[11],
     )
 
 

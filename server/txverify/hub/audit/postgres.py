@@ -106,7 +106,7 @@ _COUNT_SCOPE = (
 _APPEND = (
     f"INSERT INTO audit ({AUDIT_COLUMNS}) "
     "SELECT * FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::text[], %b::text[], "
-    "%b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], %b::int[])"
+    "%b::text[], %b::text[], %b::text[], %b::int[], %b::bigint[], %b::int[], %b::text[])"
 )
 _REMEMBER = (
     "INSERT INTO remembered_answers AS r "

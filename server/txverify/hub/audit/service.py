@@ -46,6 +46,7 @@ def entry_to_pb(entry: AuditEntry) -> audit_pb2.AuditRecord:
         verdict=entry.verdict,  # type: ignore[arg-type]
         latency_us=entry.latency_us,
         replayed=entry.replayed,
+        trace_id=entry.trace_id,
     )
 
 

@@ -249,7 +249,7 @@ class SqliteAuditStore:
             judged = judge_batch(plan, *self._claim_and_count(plan))
             # Rows that return nothing go in one statement per batch.
             conn.executemany(
-                f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO audit ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 judged.audit_rows,
             )
             # OR REPLACE: a row older than the idempotency window may be taken over.
