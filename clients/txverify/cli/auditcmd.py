@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from typing import Annotated, Any
 
 import grpc
@@ -14,7 +13,7 @@ from rich.table import Table
 from txverify import units
 from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
-from txverify.cli.options import CertsOpt, HubOpt
+from txverify.cli.options import CertsOpt, HubOpt, bangkok_time
 from txverify.client import DEFAULT_HUB, hub_channel
 from txverify.client.answers import message_json
 from txverify.errors import details_of
@@ -24,18 +23,6 @@ from txverify.wire import MEMBER_HEADER
 
 out = Console()
 err = Console(stderr=True, soft_wrap=True)
-
-
-def _stamp(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(
-            "an ISO date or date-time (Bangkok time)", param_hint=flag
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=units.BANGKOK)
 
 
 def audit(
@@ -58,7 +45,10 @@ def audit(
     request = audit_pb2.QueryAuditRequest(
         member=member, trans_ref=ref, request_id=request_id, limit=limit
     )
-    for field, value in (("since", _stamp(since, "--since")), ("until", _stamp(until, "--until"))):
+    for field, value in (
+        ("since", bangkok_time(since, "--since")),
+        ("until", bangkok_time(until, "--until")),
+    ):
         if value is not None:
             getattr(request, field).CopyFrom(units.to_timestamp(value))
     identity = as_member or tls.OPERATOR

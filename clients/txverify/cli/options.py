@@ -8,11 +8,13 @@ default address.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from txverify import units
 from txverify.client import DEFAULT_HUB
 
 HubOpt = Annotated[
@@ -48,3 +50,19 @@ ControlOpt = Annotated[
         help="Simulator control host:port (default: the network `txverify up` recorded).",
     ),
 ]
+
+
+def bangkok_time(text: str | None, flag: str) -> datetime | None:
+    """An ISO date or date-time from the command line, in Bangkok time unless it has an
+    offset, or BadParameter naming `flag`; None when not given."""
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            "an ISO date or date-time, e.g. 2026-11-27T14:00 (Bangkok time unless an offset "
+            "is given)",
+            param_hint=flag,
+        ) from None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=units.BANGKOK)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,7 +16,7 @@ from txverify import units
 from txverify.cli import slipkinds
 from txverify.cli.failures import SIMULATOR, failure_line
 from txverify.cli.network import NetworkError, load_network
-from txverify.cli.options import ControlOpt
+from txverify.cli.options import ControlOpt, bangkok_time
 from txverify.cli.render import transaction_table
 from txverify.cli.slipkinds import iter_slips
 from txverify.client.answers import message_json
@@ -95,19 +94,6 @@ def _guess_proxy(value: str) -> common_pb2.Proxy:
     return common_pb2.Proxy(type=_PROXY_TYPES[kind], value=value)
 
 
-def _backdated(text: str | None) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(
-            "an ISO date-time, e.g. 2026-11-12T10:00 (Bangkok time unless an offset is given)",
-            param_hint="--time",
-        ) from None
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=units.BANGKOK)
-
-
 def slip(
     from_bank: Annotated[str, typer.Option(help="Sending member code, e.g. 004.")],
     amount: Annotated[str, typer.Option(help="Amount in baht, e.g. 150.00.")],
@@ -141,7 +127,7 @@ def slip(
     """Transfer money at a simulated bank and print the slip it issues."""
     if (to is None) == (to_account is None):
         raise typer.BadParameter("give exactly one of --to (a proxy) and --to-account")
-    made_at = _backdated(time)
+    made_at = bangkok_time(time, "--time")
     try:
         request = simulator_pb2.TransferRequest(
             bank=from_bank,

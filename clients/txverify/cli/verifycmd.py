@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +14,7 @@ from rich.table import Table
 from txverify import units
 from txverify.cli.failures import HUB, failure_line
 from txverify.cli.network import resolve_target
-from txverify.cli.options import CertsOpt, HubOpt, MemberOpt
+from txverify.cli.options import CertsOpt, HubOpt, MemberOpt, bangkok_time
 from txverify.cli.render import transaction_table
 from txverify.client import DEFAULT_HUB, SlipQuery, TxVerifyClient, VerifyFailed
 from txverify.client.answers import error_json, message_json
@@ -72,18 +71,8 @@ def _satang(text: str | None, flag: str) -> int | None:
 
 
 def _when(text: str | None, flag: str) -> Any:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(
-            "an ISO date-time, e.g. 2026-11-27T14:00 (Bangkok time unless an offset is given)",
-            param_hint=flag,
-        ) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=units.BANGKOK)
-    return units.to_timestamp(moment)
+    moment = bangkok_time(text, flag)
+    return None if moment is None else units.to_timestamp(moment)
 
 
 def _receiver(text: str) -> V.ReceiverExpectation:
