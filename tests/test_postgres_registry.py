@@ -322,6 +322,33 @@ async def test_with_no_database_to_listen_to_the_periodic_re_read_still_brings_c
     assert watch.listener_pid is None
 
 
+@pytest.mark.timeout(30)
+async def test_stop_ends_a_listener_whose_cancellation_psycopg_reports_as_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psycopg can turn a cancellation inside a connect or query into a psycopg.Error,
+    which the listen loop takes for a lost connection; stop() must end it anyway."""
+
+    async def cancelled_as_error(url: str) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise psycopg.OperationalError("canceling statement due to user request") from None
+
+    membership = Membership(open_registry_store(f"sqlite://{tmp_path}/hub.sqlite"), shared=True)
+    watch = RegistryWatch(membership, every=60, listen_url="postgresql://127.0.0.1:1/none")
+    monkeypatch.setattr(watch, "_listen_once", cancelled_as_error)
+    watch.start()
+    await asyncio.sleep(0.1)
+    started = time.monotonic()
+    try:
+        await watch.stop()
+    finally:
+        membership.store.close()
+
+    assert time.monotonic() - started < 1.0
+
+
 # -- hubs in this process: the safety net and a lost listener ---------------------------
 
 

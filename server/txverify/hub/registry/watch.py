@@ -43,6 +43,7 @@ TAKE_ATTEMPTS = 3  # reads that lost a race with a change made here, before wait
 LEASE_PERIODS = 3
 LEASE_MARGIN = 1.0
 FORGET_TIMEOUT = 2.0  # seconds a clean stop spends removing its row, the database down
+STOP_TIMEOUT = 2.0  # seconds stop() waits for each cancellation of the follow/listen tasks
 
 
 class RegistryWatch:
@@ -86,6 +87,7 @@ class RegistryWatch:
         self._listened = False  # the current connection got as far as LISTEN
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._stopping = False
         self._reader = (
             ThreadPoolExecutor(1, thread_name_prefix="registry-read") if offload else None
         )
@@ -101,11 +103,21 @@ class RegistryWatch:
             self._tasks.append(loop.create_task(self._listen(), name="registry-listen"))
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # psycopg may turn a cancellation that lands inside a connect or a query into a
+        # psycopg.Error, which the listen loop takes for a lost connection and retries:
+        # the flag ends the loops, and the wait is bounded (a CI run hung here 60 s).
+        self._stopping = True
+        pending = set(self._tasks)
+        for _ in range(2):
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=STOP_TIMEOUT)
+        if pending:
+            log.warning(
+                "registry watch tasks did not stop: %s", sorted(t.get_name() for t in pending)
+            )
         self._tasks.clear()
         if self.replicas is not None:
             # In the reader thread, after a report it may still be making.
@@ -176,6 +188,8 @@ class RegistryWatch:
             try:
                 await self.refresh()
             except Exception:
+                if self._stopping:
+                    return
                 log.exception("re-reading the member registry failed; trying again")
 
     async def _listen(self) -> None:
@@ -186,6 +200,8 @@ class RegistryWatch:
             try:
                 await self._listen_once(self.listen_url)
             except (psycopg.Error, OSError) as error:
+                if self._stopping:  # a cancellation psycopg reported as an error
+                    return
                 if self._listened:
                     retry = FIRST_RETRY  # it worked until now: try again at once
                 text = str(error).strip()
