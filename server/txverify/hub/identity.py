@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -109,3 +110,23 @@ def identify(
             f"dev mode: name your member code in the {MEMBER_HEADER} metadata header",
         )
     return Caller(claimed, claimed)
+
+
+def readable_member(
+    caller: Caller,
+    asked: str,
+    operators: frozenset[str],
+    by_identity: Callable[[str], Any],
+    what: str,
+) -> str:
+    """Whose `what` (audit records, usage) the caller may read: `asked` for an operator
+    ("" = not named), else the caller's own member code (NOT_OPERATOR for another's)."""
+    if caller.identity in operators:
+        return asked
+    member = by_identity(caller.identity)
+    if member is None:
+        raise ServiceError(Reason.UNKNOWN_MEMBER, "not a member of the service")
+    if asked and asked != member.code:
+        raise ServiceError(Reason.NOT_OPERATOR, f"a member may read only its own {what}")
+    code: str = member.code
+    return code

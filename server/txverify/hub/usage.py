@@ -23,7 +23,7 @@ from txverify.banks import is_member_code
 from txverify.errors import FieldViolation, Reason, ServiceError, abort
 from txverify.hub.admission import Admission
 from txverify.hub.audit import AuditStore, MemberUsage
-from txverify.hub.identity import IdentityMode, identify
+from txverify.hub.identity import IdentityMode, identify, readable_member
 from txverify.units import BANGKOK, to_timestamp
 from txverify.v1 import usage_pb2, usage_pb2_grpc
 
@@ -70,21 +70,21 @@ class UsageServicer(usage_pb2_grpc.UsageServiceServicer):
                 metadata={"field": "member"},
                 violations=(FieldViolation("member", "a 3-digit member code"),),
             )
-        if caller.identity in self.operators:
-            if not asked:
-                raise ServiceError(
-                    Reason.INVALID_REQUEST,
-                    "an operator names the member whose usage to read",
-                    metadata={"field": "member"},
-                    violations=(FieldViolation("member", "required for an operator"),),
-                )
-            return asked
-        member = self.admission.membership.directory.by_identity(caller.identity)
-        if member is None:
-            raise ServiceError(Reason.UNKNOWN_MEMBER, "not a member of the service")
-        if asked and asked != member.code:
-            raise ServiceError(Reason.NOT_OPERATOR, "a member may read only its own usage")
-        return member.code
+        whose = readable_member(
+            caller,
+            asked,
+            self.operators,
+            self.admission.membership.directory.by_identity,
+            "usage",
+        )
+        if not whose:  # an operator, who has no usage of its own
+            raise ServiceError(
+                Reason.INVALID_REQUEST,
+                "an operator names the member whose usage to read",
+                metadata={"field": "member"},
+                violations=(FieldViolation("member", "required for an operator"),),
+            )
+        return whose
 
     async def GetUsage(
         self,

@@ -14,7 +14,7 @@ from google.protobuf import timestamp_pb2
 from txverify.banks import is_member_code
 from txverify.errors import FieldViolation, Reason, ServiceError, abort
 from txverify.hub.audit import AuditEntry, AuditFilter, AuditStore
-from txverify.hub.identity import IdentityMode, identify
+from txverify.hub.identity import IdentityMode, identify, readable_member
 from txverify.hub.membership import Membership
 from txverify.hub.router import MAX_REQUEST_ID
 from txverify.units import from_timestamp, to_timestamp
@@ -68,15 +68,13 @@ class AuditLogServicer(audit_pb2_grpc.AuditLogServicer):
 
     def _scope(self, context: grpc.aio.ServicerContext[Any, Any], asked: str) -> str:
         """The member whose records the caller may read ("" = all, for operators)."""
-        caller = identify(context, self.mode)
-        if caller.identity in self.operators:
-            return asked
-        member = self.membership.directory.by_identity(caller.identity)
-        if member is None:
-            raise ServiceError(Reason.UNKNOWN_MEMBER, "not a member of the service")
-        if asked and asked != member.code:
-            raise ServiceError(Reason.NOT_OPERATOR, "a member may read only its own audit records")
-        return member.code
+        return readable_member(
+            identify(context, self.mode),
+            asked,
+            self.operators,
+            self.membership.directory.by_identity,
+            "audit records",
+        )
 
     async def QueryAudit(
         self,
